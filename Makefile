@@ -1,0 +1,65 @@
+# thinkjepa — every stage is one target. `make help` lists them.
+# RECIPE= picks a recipe, ARGS= passes extra CLI overrides, e.g.
+#   make train-wm RECIPE=recipes/wm/babyai-tiny.yaml ARGS="--trainer.max_steps=50"
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch 2.14.1 + torchvision 0.29.1 import together on CPU-only machines (timm needs torchvision).
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP  := $(VENV)/.installed
+
+RECIPE ?=
+ARGS   ?=
+WM     ?= checkpoints/wm/babyai-tiny/world_model
+THINKER ?= checkpoints/thinker/babyai-tiny/thinker
+DATA   ?= data/babyai-tiny
+
+.PHONY: help install data train-wm finetune-thinker eval demo test test-slow bench-wm bench-plan lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install thinkjepa with its dependencies
+
+data: $(STAMP) ## collect BabyAI bot episodes (RECIPE=recipes/data/*.yaml)
+	$(PY) -m thinkjepa.cli collect --config $(or $(RECIPE),recipes/data/babyai-tiny.yaml) $(ARGS)
+
+train-wm: $(STAMP) ## train the JEPA world model (RECIPE=recipes/wm/*.yaml)
+	$(PY) -m thinkjepa.cli fit --config $(or $(RECIPE),recipes/wm/babyai-tiny.yaml) $(ARGS)
+
+finetune-thinker: $(STAMP) ## LoRA-finetune the thinker against a world model (WM=...)
+	$(PY) -m thinkjepa.cli fit --config $(or $(RECIPE),recipes/thinker/babyai-tiny.yaml) \
+		--model.init_args.world_model=$(WM) $(ARGS)
+
+eval: $(STAMP) ## evaluate policies (WM=..., THINKER=...)
+	$(PY) -m thinkjepa.cli eval --config $(or $(RECIPE),recipes/eval/babyai-tiny.yaml) \
+		--world_model=$(WM) --thinker=$(THINKER) $(ARGS)
+
+demo: $(STAMP) ## the whole pipeline at tiny scale: collect, train, finetune, evaluate
+	$(PY) -m thinkjepa.demo $(ARGS)
+
+test: $(STAMP) ## the default test suite (fast; slow tests need `make test-slow`)
+	$(PY) -m pytest -q $(ARGS)
+
+test-slow: $(STAMP) ## the slow tests (training to quality bars)
+	$(PY) -m pytest -q -m slow $(ARGS)
+
+bench-wm: $(STAMP) ## world-model training throughput (tiny and ViT-S recipes)
+	$(PY) benchmarks/bench_wm.py $(ARGS)
+
+bench-plan: $(STAMP) ## batched CEM vs a one-episode-at-a-time reference
+	$(PY) benchmarks/bench_plan.py $(ARGS)
+
+lint: $(STAMP) ## ruff
+	$(PY) -m ruff check thinkjepa tests benchmarks
+
+clean: ## remove build outputs (keeps .venv, data and checkpoints)
+	rm -rf build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,156 @@
+"""Invariants of the JEPA world model at tiny sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from thinkjepa.checkpoint import StateDictMismatchError
+from thinkjepa.worldmodel import (
+    JEPA, EncoderConfig, ObjectiveConfig, PredictorConfig, SIGReg, VICReg, fingerprint, load_world_model,
+    save_world_model,
+)
+from thinkjepa.worldmodel.ema import cosine_momentum, ema_update
+from thinkjepa.worldmodel.metrics import ForecastRetrieval, effective_rank
+
+ENC = EncoderConfig(image_size=32, patch_size=8, latent_dim=16, embed_dim=32, depth=1, num_heads=2)
+PRED = PredictorConfig(num_actions=5, action_embed_dim=8, hidden_dim=32, depth=1)
+
+
+def tiny(history: int = 1, reg=None) -> JEPA:
+    torch.manual_seed(0)
+    pred = PredictorConfig(**{**PRED.__dict__, "history": history})
+    return JEPA(ENC, pred, reg or VICReg())
+
+
+def batch(b: int = 4, t: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    frames = torch.randint(0, 256, (b, t, 32, 32, 3), dtype=torch.uint8, generator=g)
+    return frames, torch.randint(0, 5, (b, t - 1), generator=g)
+
+
+def test_target_encoder_gets_no_gradient_and_context_does():
+    model = tiny()
+    out = model.loss(*batch(), ObjectiveConfig())
+    out["loss"].backward()
+    assert all(p.grad is None for p in model.target_encoder.parameters())
+    assert all(not p.requires_grad for p in model.target_encoder.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+
+
+def test_ema_update_is_a_lerp_and_momentum_schedule_rises():
+    model = tiny()
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in model.target_encoder.parameters()]
+    ema_update(model.target_encoder, model.encoder, momentum=0.9)
+    for b, t, o in zip(before, model.target_encoder.parameters(), model.encoder.parameters()):
+        torch.testing.assert_close(t, 0.9 * b + 0.1 * o)
+    assert cosine_momentum(0, 100, 0.99) == pytest.approx(0.99)
+    assert cosine_momentum(50, 100, 0.99) == pytest.approx(0.995)
+    assert cosine_momentum(100, 100, 0.99) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("history", [1, 3])
+def test_rollout_shapes_and_soft_actions_match_hard_ones(history):
+    model = tiny(history)
+    z0 = torch.randn(3, 16)
+    actions = torch.randint(0, 5, (3, 6))
+    hard = model.rollout(z0, actions)
+    soft = model.rollout(z0, torch.nn.functional.one_hot(actions, 5).float())
+    assert hard.shape == (3, 6, 16)
+    torch.testing.assert_close(hard, soft)
+
+
+def test_teacher_forced_prediction_uses_the_right_history():
+    model = tiny(history=2)
+    z = torch.arange(4.0).view(1, 4, 1).expand(1, 4, 16)
+    windows = model.history_windows(z)  # (1, 4, 2, 16)
+    assert windows[0, :, :, 0].tolist() == [[0, 0], [0, 1], [1, 2], [2, 3]]
+
+
+def test_training_lowers_the_loss_on_a_fixed_batch():
+    model = tiny()
+    frames, actions = batch()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        out = model.loss(frames, actions, ObjectiveConfig(rollout_steps=2))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("reg", [VICReg(), SIGReg(num_slices=32)])
+def test_regularizers_penalise_collapse(reg):
+    torch.manual_seed(0)
+    spread = torch.randn(256, 16)
+    collapsed = 0.01 * torch.randn(256, 16) + 3.0
+    assert reg(collapsed) > 5 * reg(spread)
+
+
+def test_regularizer_gradient_pushes_collapsed_latents_apart():
+    torch.manual_seed(0)
+    z = (0.01 * torch.randn(64, 8)).requires_grad_()
+    start = z.detach().std(dim=0).mean()
+    opt = torch.optim.SGD([z], lr=20.0)
+    for _ in range(20):
+        opt.zero_grad()
+        VICReg()(z).backward()
+        opt.step()
+    assert z.std(dim=0).mean() > 10 * start
+
+
+def test_forecast_retrieval_metric():
+    metric = ForecastRetrieval((1, 2))
+    target = torch.randn(8, 2, 4)
+    metric.update(target.clone(), target)
+    out = metric.compute()
+    assert out["top1@1"] == 1.0 and out["top1@2"] == 1.0 and out["latent_mse@1"] == 0.0
+    assert out["chance"] == pytest.approx(1 / 8)
+    metric.reset()
+    metric.update(target.roll(1, dims=0), target)  # every prediction is another window's target
+    assert metric.compute()["top1@1"] == 0.0
+    with pytest.raises(ValueError, match="horizon 4"):
+        ForecastRetrieval((4,)).update(target, target)
+
+
+def test_effective_rank():
+    assert effective_rank(torch.randn(500, 8)) > 7
+    assert effective_rank(torch.randn(500, 1) @ torch.randn(1, 8)) < 1.5
+
+
+def test_export_round_trip_and_fingerprint(tmp_path):
+    model = tiny().eval()
+    save_world_model(model, tmp_path / "wm")
+    loaded = load_world_model(tmp_path / "wm")
+    assert fingerprint(loaded) == fingerprint(model)
+    images = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
+    torch.testing.assert_close(loaded.encode(images), model.encode(images))
+    torch.testing.assert_close(loaded.target_encode(images), model.target_encode(images))
+
+
+def test_loading_weights_of_another_architecture_names_keys_and_shapes(tmp_path):
+    save_world_model(tiny(), tmp_path / "wm")
+    other = JEPA(EncoderConfig(**{**ENC.__dict__, "latent_dim": 24}), PRED)
+    from safetensors.torch import load_file
+
+    state = load_file(str(tmp_path / "wm" / "model.safetensors"))
+    with pytest.raises(StateDictMismatchError, match=r"shape mismatch at encoder\.proj\.weight: checkpoint \(16, 32\) vs model \(24, 32\)"):
+        from thinkjepa.checkpoint import load_state_dict_strict
+
+        load_state_dict_strict(other, state, "wm/model.safetensors")
+
+
+def test_wrong_image_size_is_named():
+    model = tiny()
+    with pytest.raises(ValueError, match=r"image size \(48, 48\) does not match the encoder's image_size=32"):
+        model.encode(torch.zeros(1, 48, 48, 3, dtype=torch.uint8))
+
+
+def test_unknown_timm_model_is_named():
+    with pytest.raises(ValueError, match="vit_nonexistent"):
+        JEPA(EncoderConfig(model_name="vit_nonexistent"), PRED)

@@ -1,0 +1,64 @@
+"""The ``thinkjepa`` command.
+
+    thinkjepa fit --config recipes/wm/babyai-tiny.yaml        train (LightningCLI: fit/validate/test)
+    thinkjepa collect --levels '[BabyAI-GoToLocal-v0]' ...    roll the BabyAI bot, write episodes
+    thinkjepa eval ...                                        evaluate policies (see thinkjepa.policy)
+
+Training runs are LightningCLI runs: the model and data classes come from the recipe's
+``class_path``, every ``__init__`` argument is a config key, unknown keys are errors, and the
+resolved config is saved beside the checkpoints.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import lightning.pytorch as pl
+from lightning.pytorch.cli import LightningCLI
+
+from thinkjepa.checkpoint_io import AtomicCheckpointIO
+
+
+def _collect(argv: list[str]) -> None:
+    from jsonargparse import auto_cli
+
+    from thinkjepa.data.collect import collect
+
+    auto_cli(collect, args=argv)
+
+
+def _eval(argv: list[str]) -> None:
+    from jsonargparse import auto_cli
+
+    from thinkjepa.policy.evaluate import evaluate
+
+    auto_cli(evaluate, args=argv)
+
+
+COMMANDS: dict[str, Callable[[list[str]], None]] = {"collect": _collect, "eval": _eval}
+
+
+def train(argv: list[str]) -> LightningCLI:
+    """Run LightningCLI (``fit``/``validate``/``test``) with thinkjepa's defaults."""
+    return LightningCLI(
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        trainer_defaults={"plugins": [AtomicCheckpointIO()]},
+        save_config_kwargs={"overwrite": True},
+        args=argv,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        COMMANDS[argv[0]](argv[1:])
+    else:
+        train(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Image encoder: any timm Vision Transformer, pooled and projected to the latent vector.
+
+The latent is a single vector ``z (B, D)``, not a grid of tokens. That is a deliberate choice for
+this project's world: a BabyAI state (agent cell and heading, door states, objects) is a handful of
+discrete facts, which one vector holds easily. A vector keeps every consumer cheap and simple: the
+planner evaluates B·N candidates per step with an MLP predictor instead of a token transformer, the
+planning cost is a plain distance, and the thinker regresses one vector. Spatial detail is not lost
+to pooling because pooling is the ViT's own class token, which attends to every patch (with
+position embeddings) before it is read out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import timm
+import torch
+from torch import nn
+
+
+@dataclass
+class EncoderConfig:
+    """Architecture of the context/target encoder.
+
+    Attributes:
+        model_name: Any timm ViT name, e.g. ``vit_tiny_patch16_224`` or ``vit_small_patch16_224``.
+        image_size: Side of the square input images in pixels.
+        patch_size: ViT patch size in pixels; one BabyAI cell per patch works well.
+        latent_dim: Size D of the latent vector.
+        embed_dim: Override the ViT width (None keeps the timm default).
+        depth: Override the number of blocks (None keeps the timm default).
+        num_heads: Override the number of attention heads (None keeps the timm default).
+        global_pool: ``token`` (class token) or ``avg`` (mean over patches).
+        drop_path_rate: Stochastic depth rate.
+    """
+
+    model_name: str = "vit_tiny_patch16_224"
+    image_size: int = 64
+    patch_size: int = 8
+    latent_dim: int = 128
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    global_pool: str = "token"
+    drop_path_rate: float = 0.0
+
+
+class ViTEncoder(nn.Module):
+    """timm ViT backbone + linear projection: ``uint8 (B, H, W, 3) -> (B, D)``."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        overrides = {
+            k: getattr(config, k) for k in ("embed_dim", "depth", "num_heads") if getattr(config, k) is not None
+        }
+        try:
+            self.backbone = timm.create_model(
+                config.model_name,
+                pretrained=False,
+                img_size=config.image_size,
+                patch_size=config.patch_size,
+                num_classes=0,
+                global_pool=config.global_pool,
+                drop_path_rate=config.drop_path_rate,
+                **overrides,
+            )
+        except RuntimeError as err:  # timm raises RuntimeError for unknown names
+            raise ValueError(f"encoder.model_name={config.model_name!r}: {err}") from err
+        self.proj = nn.Linear(self.backbone.num_features, config.latent_dim)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """``uint8 (B, H, W, 3)`` -> ``float (B, 3, H, W)`` in [-1, 1], checking the size."""
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"expected images shaped (B, H, W, 3), got {tuple(images.shape)}")
+        size = self.config.image_size
+        if images.shape[1] != size or images.shape[2] != size:
+            raise ValueError(
+                f"image size {tuple(images.shape[1:3])} does not match the encoder's "
+                f"image_size={size}; re-collect the data or change encoder.image_size"
+            )
+        x = images.permute(0, 3, 1, 2).float()
+        return x.div_(127.5).sub_(1.0)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(images) if images.dtype == torch.uint8 else images
+        return self.proj(self.backbone(x))  # (B, D)

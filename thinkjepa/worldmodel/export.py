@@ -1,0 +1,119 @@
+"""World-model checkpoints that outlive the trainer: ``config.json`` + ``model.safetensors``.
+
+An exported world model is a directory::
+
+    config.json        {"format_version", "encoder": {...}, "predictor": {...}, "fingerprint"}
+    model.safetensors  encoder, target encoder and predictor weights (no optimizer, no regularizer)
+
+``fingerprint`` is a SHA-256 over the architecture and every weight; the thinker records it so a
+thinker is never silently paired with a world model whose latent space it was not trained in.
+:func:`load_world_model` also reads Lightning ``.ckpt`` files directly (weights-only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from thinkjepa.checkpoint import CheckpointError, atomic_path, load_state_dict_strict, safe_torch_load
+from thinkjepa.worldmodel.encoder import EncoderConfig
+from thinkjepa.worldmodel.jepa import JEPA
+from thinkjepa.worldmodel.predictor import PredictorConfig
+
+FORMAT_VERSION = 1
+_PARTS = ("encoder.", "target_encoder.", "predictor.")
+
+
+def inference_state(model: JEPA) -> dict[str, torch.Tensor]:
+    """The weights a planner needs: encoders and predictor, contiguous and detached."""
+    return {k: v.detach().contiguous() for k, v in model.state_dict().items() if k.startswith(_PARTS)}
+
+
+def fingerprint(model: JEPA) -> str:
+    """SHA-256 of the architecture config and every inference weight (first 16 hex digits)."""
+    h = hashlib.sha256(json.dumps(architecture(model), sort_keys=True).encode())
+    for key, value in sorted(inference_state(model).items()):
+        h.update(key.encode())
+        h.update(str((value.dtype, tuple(value.shape))).encode())
+        h.update(value.cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def architecture(model: JEPA) -> dict[str, Any]:
+    return {"encoder": asdict(model.encoder.config), "predictor": asdict(model.predictor.config)}
+
+
+def save_world_model(model: JEPA, directory: str | os.PathLike) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` atomically into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {"format_version": FORMAT_VERSION, **architecture(model), "fingerprint": fingerprint(model)}
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file({k: v.cpu() for k, v in inference_state(model).items()}, str(tmp))
+    with atomic_path(directory / "config.json") as tmp:
+        tmp.write_text(json.dumps(config, indent=2))
+    return directory
+
+
+def _build(config: dict[str, Any], source: Path) -> JEPA:
+    try:
+        enc = EncoderConfig(**_known(EncoderConfig, config["encoder"]))
+        pred = PredictorConfig(**_known(PredictorConfig, config["predictor"]))
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{source}: world-model config is incomplete or malformed ({err})") from err
+    return JEPA(enc, pred)
+
+
+def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise TypeError(f"unknown {cls.__name__} keys {unknown}")
+    return values
+
+
+def load_world_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> JEPA:
+    """Load a frozen world model in eval mode from an export directory or a Lightning ``.ckpt``.
+
+    Raises:
+        FileNotFoundError: nothing at ``path`` (or a missing file inside the directory).
+        CheckpointError: a corrupt/truncated file, or weights that do not fit the stated architecture
+            (the message lists the mismatched keys and shapes).
+    """
+    path = Path(path)
+    if path.is_dir():
+        config_file, weights_file = path / "config.json", path / "model.safetensors"
+        for f in (config_file, weights_file):
+            if not f.is_file():
+                raise FileNotFoundError(f"world-model checkpoint is missing {f}")
+        try:
+            config = json.loads(config_file.read_text())
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"{config_file} is not valid JSON ({err})") from err
+        try:
+            state = load_file(str(weights_file))
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{weights_file} is truncated or corrupt ({err})") from err
+        model = _build(config, config_file)
+        load_state_dict_strict(model, state, str(weights_file))
+        expected = config.get("fingerprint")
+        if expected is not None and fingerprint(model) != expected:
+            raise CheckpointError(f"{weights_file}: weights do not match the fingerprint in {config_file}")
+    elif path.suffix == ".ckpt" or path.is_file():
+        ckpt = safe_torch_load(path)
+        hp = ckpt.get("hyper_parameters", {})
+        model = _build(hp, path)
+        state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        state = {k: v for k, v in state.items() if k.startswith(_PARTS)}
+        load_state_dict_strict(model, state, str(path))
+    else:
+        raise FileNotFoundError(f"no world-model checkpoint at {path}")
+    return model.to(device).eval().requires_grad_(False)

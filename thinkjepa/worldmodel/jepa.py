@@ -1,0 +1,131 @@
+"""The action-conditioned JEPA world model as a plain ``nn.Module``.
+
+    z_t     = f_θ(o_t)             context encoder (trained)
+    z̄_t     = f̄(o_t)               target encoder: EMA of f_θ, never receives gradients
+    ẑ_{t+1} = g_φ(z_{t-h+1..t}, a_t)
+
+    L = ‖g(z_t, a_t) − sg z̄_{t+1}‖²                     teacher-forced, every step of the window
+      + w_roll · mean_k ‖ĝ^k(z_0, a_{0:k}) − sg z̄_k‖²   open-loop rollout, fed its own predictions
+      + λ · R(Z)                                        anti-collapse on the context latents
+
+The rollout term matters because planners roll the predictor out open-loop for H steps; training
+only on one-step targets lets errors compound unchecked.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from thinkjepa.worldmodel.encoder import EncoderConfig, ViTEncoder
+from thinkjepa.worldmodel.predictor import MLPPredictor, PredictorConfig
+from thinkjepa.worldmodel.regularizers import Regularizer
+
+
+@dataclass
+class ObjectiveConfig:
+    """Weights of the world-model loss.
+
+    Attributes:
+        rollout_steps: k, the open-loop steps of the rollout term (capped by the window length).
+        rollout_weight: Weight of the rollout term.
+        reg_weight: λ, weight of the anti-collapse regularizer.
+    """
+
+    rollout_steps: int = 4
+    rollout_weight: float = 1.0
+    reg_weight: float = 1.0
+
+
+class JEPA(nn.Module):
+    """Context encoder, EMA target encoder and predictor; implements the WorldModel protocol."""
+
+    def __init__(
+        self,
+        encoder: EncoderConfig,
+        predictor: PredictorConfig,
+        regularizer: Regularizer | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = ViTEncoder(encoder)
+        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.predictor = MLPPredictor(predictor, encoder.latent_dim)
+        self.regularizer = regularizer
+
+    @property
+    def latent_dim(self) -> int:
+        return self.encoder.latent_dim
+
+    @property
+    def image_size(self) -> int:
+        return self.encoder.config.image_size
+
+    @property
+    def num_actions(self) -> int:
+        return self.predictor.config.num_actions
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Context latents ``(B, D)`` of ``uint8 (B, H, W, 3)`` images."""
+        return self.encoder(images)
+
+    @torch.no_grad()
+    def target_encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Target (EMA) latents ``(B, D)``; never carries gradients."""
+        return self.target_encoder(images)
+
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Open-loop predictions ``(B, T, D)`` for steps 1..T from ``z0 (B, D)`` or ``(B, h, D)``."""
+        if z0.ndim == 2:
+            z0 = z0.unsqueeze(1)
+        if actions.shape[0] != z0.shape[0]:
+            raise ValueError(f"rollout: z0 has batch {z0.shape[0]} but actions have {actions.shape[0]}")
+        h = self.predictor.history
+        hist = z0[:, -h:]
+        if hist.shape[1] < h:  # pad a short history by repeating its oldest latent
+            hist = torch.cat([hist[:, :1].expand(-1, h - hist.shape[1], -1), hist], dim=1)
+        preds = []
+        for t in range(actions.shape[1]):
+            z_next = self.predictor(hist, actions[:, t])  # (B, D)
+            preds.append(z_next)
+            hist = torch.cat([hist[:, 1:], z_next.unsqueeze(1)], dim=1)
+        return torch.stack(preds, dim=1)
+
+    def history_windows(self, z: torch.Tensor) -> torch.Tensor:
+        """``(B, T, D)`` -> ``(B, T, h, D)``: for each t the h latents ending at t (left-padded)."""
+        h = self.predictor.history
+        padded = torch.cat([z[:, :1].expand(-1, h - 1, -1), z], dim=1)  # (B, T+h-1, D)
+        return padded.unfold(1, h, 1).permute(0, 1, 3, 2)  # (B, T, h, D)
+
+    def loss(
+        self, frames: torch.Tensor, actions: torch.Tensor, objective: ObjectiveConfig
+    ) -> dict[str, torch.Tensor]:
+        """Training loss on a batch of windows.
+
+        Args:
+            frames: ``uint8 (B, T, H, W, 3)`` consecutive observations.
+            actions: ``(B, T-1)`` action ids (or ``(B, T-1, A)`` continuous actions).
+            objective: Loss weights.
+
+        Returns:
+            ``loss`` (to minimise) and its parts, plus the context latents ``z (B, T, D)``.
+        """
+        b, t = frames.shape[:2]
+        if actions.shape[:2] != (b, t - 1):
+            raise ValueError(f"frames {tuple(frames.shape)} need actions (B, T-1), got {tuple(actions.shape)}")
+        flat = frames.flatten(0, 1)
+        z = self.encode(flat).view(b, t, -1)  # (B, T, D)
+        z_tgt = self.target_encode(flat).view(b, t, -1)  # (B, T, D)
+
+        hist = self.history_windows(z)[:, :-1]  # (B, T-1, h, D)
+        pred = self.predictor(hist.flatten(0, 1), actions.flatten(0, 1)).view(b, t - 1, -1)
+        teacher = F.mse_loss(pred, z_tgt[:, 1:])
+
+        k = min(objective.rollout_steps, t - 1)
+        roll = F.mse_loss(self.rollout(z[:, :1], actions[:, :k]), z_tgt[:, 1 : k + 1])
+        reg = self.regularizer(z.flatten(0, 1)) if self.regularizer is not None else z.new_zeros(())
+        total = teacher + objective.rollout_weight * roll + objective.reg_weight * reg
+        return {"loss": total, "teacher": teacher, "rollout": roll, "reg": reg, "z": z}

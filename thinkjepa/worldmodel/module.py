@@ -1,0 +1,218 @@
+"""``WorldModelModule``: trains the JEPA world model with Lightning.
+
+Logged to TensorBoard: the loss and its parts, the EMA momentum, collapse diagnostics (per-dimension
+std of Z, effective rank of Z) and validation forecast quality (top-1 retrieval and latent error at
+1/4/8 open-loop steps, with the chance level). At the end of ``fit`` the world model is exported to
+``<default_root_dir>/world_model`` (see :mod:`thinkjepa.worldmodel.export`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+
+from thinkjepa.worldmodel.ema import cosine_momentum, ema_update
+from thinkjepa.worldmodel.encoder import EncoderConfig
+from thinkjepa.worldmodel.export import save_world_model
+from thinkjepa.worldmodel.jepa import JEPA, ObjectiveConfig
+from thinkjepa.worldmodel.metrics import ForecastRetrieval, effective_rank
+from thinkjepa.worldmodel.predictor import PredictorConfig
+from thinkjepa.worldmodel.regularizers import Regularizer, VICReg
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up and cosine decay.
+
+    Attributes:
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_steps: Linear warm-up steps.
+        min_lr_ratio: Final learning rate as a fraction of ``lr``.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+
+
+@dataclass
+class EMAConfig:
+    """Target-encoder momentum, rising from ``base`` to ``final`` along a cosine.
+
+    Attributes:
+        base: Momentum at step 0.
+        final: Momentum at the last step.
+    """
+
+    base: float = 0.99
+    final: float = 1.0
+
+
+def _as(cls: type, value: Any) -> Any:
+    return cls(**value) if isinstance(value, dict) else value
+
+
+class WorldModelModule(pl.LightningModule):
+    """Trains a :class:`~thinkjepa.worldmodel.jepa.JEPA` on windows of frames and actions.
+
+    Args:
+        encoder: Context/target encoder architecture (timm ViT).
+        predictor: Action-conditioned predictor architecture.
+        regularizer: Anti-collapse regularizer R(Z) (``VICReg`` or ``SIGReg``, or your own class).
+        objective: Loss weights and rollout length.
+        optim: Optimizer and schedule.
+        ema: Target-encoder momentum schedule.
+        eval_horizons: Open-loop steps scored on validation windows.
+        collapse_std: Warn about collapse when the mean per-dimension std of Z falls below this.
+    """
+
+    def __init__(
+        self,
+        encoder: EncoderConfig = EncoderConfig(),
+        predictor: PredictorConfig = PredictorConfig(),
+        regularizer: Regularizer | None = None,
+        objective: ObjectiveConfig = ObjectiveConfig(),
+        optim: OptimConfig = OptimConfig(),
+        ema: EMAConfig = EMAConfig(),
+        eval_horizons: tuple[int, ...] = (1, 4, 8),
+        collapse_std: float = 0.05,
+    ) -> None:
+        super().__init__()
+        encoder, predictor = _as(EncoderConfig, encoder), _as(PredictorConfig, predictor)
+        self.objective, self.optim, self.ema = (
+            _as(ObjectiveConfig, objective), _as(OptimConfig, optim), _as(EMAConfig, ema),
+        )
+        regularizer = regularizer if regularizer is not None else VICReg()
+        # Plain dicts only: checkpoints must load with torch.load(weights_only=True).
+        self.save_hyperparameters({
+            "encoder": asdict(encoder), "predictor": asdict(predictor),
+            "regularizer": f"{type(regularizer).__module__}.{type(regularizer).__qualname__}",
+            "objective": asdict(self.objective), "optim": asdict(self.optim), "ema": asdict(self.ema),
+            "eval_horizons": list(eval_horizons), "collapse_std": collapse_std,
+        })
+        self.model = JEPA(encoder, predictor, regularizer)
+        self.eval_horizons = tuple(eval_horizons)
+        self.collapse_std = collapse_std
+        self.val_forecast = ForecastRetrieval(self.eval_horizons)
+        self._val_latents: list[torch.Tensor] = []
+
+    # -- set-up checks: fail before any compute -------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule if self.trainer is not None else None
+        if dm is None:
+            return
+        enc, pred = self.model.encoder.config, self.model.predictor.config
+        for name, data_value, model_value in (
+            ("image_size", getattr(dm, "image_size", None), enc.image_size),
+            ("num_actions", getattr(dm, "num_actions", None), pred.num_actions),
+        ):
+            if data_value is not None and data_value != model_value and not (
+                name == "num_actions" and data_value < model_value
+            ):
+                raise ValueError(
+                    f"data {name}={data_value} does not match the model's {name}={model_value} "
+                    f"(model.{'encoder.image_size' if name == 'image_size' else 'predictor.num_actions'})"
+                )
+        val_window = getattr(dm, "val_window", None)
+        if val_window is not None and max(self.eval_horizons) >= val_window:
+            raise ValueError(
+                f"model.eval_horizons={list(self.eval_horizons)} needs data.val_window > "
+                f"{max(self.eval_horizons)}, got {val_window}"
+            )
+
+    # -- training --------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self.model.loss(batch["frames"], batch["actions"], self.objective)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(self._nonfinite_message(out))
+        z = out["z"].detach().flatten(0, 1)
+        self.log_dict(
+            {f"train/{k}": out[k].detach() for k in ("loss", "teacher", "rollout", "reg")},
+            prog_bar=False, on_step=True, on_epoch=False, sync_dist=False,
+        )
+        self.log("train/loss_pbar", loss.detach(), prog_bar=True, logger=False)
+        self.log("train/z_std", z.std(dim=0).mean(), on_step=True)
+        return loss
+
+    def _nonfinite_message(self, out: dict[str, torch.Tensor]) -> str:
+        parts = ", ".join(f"{k}={out[k].item():.4g}" for k in ("teacher", "rollout", "reg"))
+        ckpt = None
+        cb = getattr(self.trainer, "checkpoint_callback", None)
+        if cb is not None:
+            ckpt = cb.last_model_path or cb.best_model_path or None
+        kept = f"the last good checkpoint, {ckpt}, is kept" if ckpt else "no checkpoint had been written yet"
+        return f"non-finite loss at global step {self.global_step} ({parts}); stopping; {kept}"
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        total = self.trainer.estimated_stepping_batches
+        m = cosine_momentum(self.global_step, int(total) if math.isfinite(total) else 0, self.ema.base, self.ema.final)
+        ema_update(self.model.target_encoder, self.model.encoder, m)
+        self.log("train/ema_momentum", m, on_step=True)
+
+    # -- validation ------------------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        frames, actions = batch["frames"], batch["actions"]
+        b, t = frames.shape[:2]
+        out = self.model.loss(frames, actions, self.objective)
+        self.log("val/loss", out["loss"], on_epoch=True, sync_dist=True, prog_bar=True)
+        z_tgt = self.model.target_encode(frames.flatten(0, 1)).view(b, t, -1)
+        pred = self.model.rollout(out["z"][:, 0], actions)  # (B, T-1, D) open loop
+        self.val_forecast.update(pred, z_tgt[:, 1:])
+        self._val_latents.append(out["z"][:, 0].detach())
+
+    def on_validation_epoch_end(self) -> None:
+        for k, v in self.val_forecast.compute().items():
+            self.log(f"val/{k}", v, prog_bar=k == f"top1@{max(self.eval_horizons)}")
+        self.val_forecast.reset()
+        if not self._val_latents:
+            return
+        z = torch.cat(self._val_latents)
+        self._val_latents.clear()
+        std = z.std(dim=0)
+        rank = effective_rank(z)
+        self.log_dict({"val/z_std_mean": std.mean(), "val/z_std_min": std.min(), "val/z_effective_rank": rank})
+        if std.mean() < self.collapse_std:
+            rank_zero_warn(
+                f"representation collapse suspected at step {self.global_step}: mean per-dimension std "
+                f"of Z is {std.mean():.3g} (< {self.collapse_std}), effective rank {rank:.1f} of "
+                f"{z.shape[1]}; raise the regularizer weight (model.objective.reg_weight)"
+            )
+
+    # -- optimisation ----------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.optim.lr,
+        )
+        total = self.trainer.estimated_stepping_batches
+        total = int(total) if math.isfinite(total) else 10**6
+        warm, floor = self.optim.warmup_steps, self.optim.min_lr_ratio
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            progress = min((step - warm) / max(total - warm, 1), 1.0)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- export ----------------------------------------------------------------------------------
+    @rank_zero_only
+    def on_fit_end(self) -> None:
+        if self.trainer.fast_dev_run:
+            return
+        path = save_world_model(self.model, Path(self.trainer.default_root_dir) / "world_model")
+        print(f"world model exported to {path}")

@@ -1,0 +1,115 @@
+"""Action encoders and the action-conditioned latent predictor ``ẑ_{t+1} = g(z_{t-h+1..t}, a_t)``.
+
+The predictor is a residual MLP over a short history of latents: BabyAI is fully observed from the
+top-down frame, so a short history suffices, and an MLP keeps a planner's B·N·H predictor calls
+cheap. It predicts the change ``ẑ_{t+1} - z_t``, which starts near identity and trains faster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class DiscreteActionEncoder(nn.Module):
+    """Embeds discrete actions; accepts indices ``(...)`` or probability vectors ``(..., K)``.
+
+    Probability vectors are what the gradient planner's relaxation feeds in: their embedding is the
+    probability-weighted mix of the action embeddings, which equals the index embedding on one-hots.
+    """
+
+    def __init__(self, num_actions: int, dim: int) -> None:
+        super().__init__()
+        self.num_actions = num_actions
+        self.embedding = nn.Embedding(num_actions, dim)
+
+    def forward(self, actions: torch.Tensor) -> torch.Tensor:
+        if actions.dtype in (torch.int64, torch.int32):
+            if actions.numel() and (actions.min() < 0 or actions.max() >= self.num_actions):
+                raise ValueError(
+                    f"action ids must lie in [0, {self.num_actions}), got range "
+                    f"[{int(actions.min())}, {int(actions.max())}]"
+                )
+            return self.embedding(actions)
+        if actions.shape[-1] != self.num_actions:
+            raise ValueError(
+                f"soft actions must have last dim num_actions={self.num_actions}, got {tuple(actions.shape)}"
+            )
+        return actions.to(self.embedding.weight.dtype) @ self.embedding.weight
+
+
+class ContinuousActionEncoder(nn.Module):
+    """Embeds continuous actions ``(..., A)`` with a two-layer MLP."""
+
+    def __init__(self, action_dim: int, dim: int) -> None:
+        super().__init__()
+        self.action_dim = action_dim
+        self.net = nn.Sequential(nn.Linear(action_dim, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    def forward(self, actions: torch.Tensor) -> torch.Tensor:
+        if actions.shape[-1] != self.action_dim:
+            raise ValueError(f"expected actions (..., {self.action_dim}), got {tuple(actions.shape)}")
+        return self.net(actions.float())
+
+
+@dataclass
+class PredictorConfig:
+    """Architecture of the action-conditioned predictor.
+
+    Attributes:
+        action_space: ``discrete`` (an embedding per action id) or ``continuous`` (an MLP).
+        num_actions: Number of discrete actions (BabyAI: 7), or the continuous action dimension.
+        action_embed_dim: Width of the action embedding.
+        history: How many past latents the predictor sees (1 = Markov).
+        hidden_dim: Width of the residual MLP.
+        depth: Number of residual blocks.
+    """
+
+    action_space: str = "discrete"
+    num_actions: int = 7
+    action_embed_dim: int = 32
+    history: int = 1
+    hidden_dim: int = 512
+    depth: int = 3
+
+
+class _Block(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+class MLPPredictor(nn.Module):
+    """``g(z_hist (B, h, D), a (B[, K])) -> ẑ_next (B, D)``."""
+
+    def __init__(self, config: PredictorConfig, latent_dim: int) -> None:
+        super().__init__()
+        if config.history < 1:
+            raise ValueError(f"predictor.history must be >= 1, got {config.history}")
+        if config.action_space == "discrete":
+            self.action_encoder: nn.Module = DiscreteActionEncoder(config.num_actions, config.action_embed_dim)
+        elif config.action_space == "continuous":
+            self.action_encoder = ContinuousActionEncoder(config.num_actions, config.action_embed_dim)
+        else:
+            raise ValueError(f"predictor.action_space must be 'discrete' or 'continuous', got {config.action_space!r}")
+        self.config = config
+        self.latent_dim = latent_dim
+        self.inp = nn.Linear(config.history * latent_dim + config.action_embed_dim, config.hidden_dim)
+        self.blocks = nn.Sequential(*[_Block(config.hidden_dim) for _ in range(config.depth)])
+        self.out = nn.Sequential(nn.LayerNorm(config.hidden_dim), nn.Linear(config.hidden_dim, latent_dim))
+        nn.init.zeros_(self.out[1].weight)  # start as the identity map: ẑ_{t+1} = z_t
+        nn.init.zeros_(self.out[1].bias)
+
+    @property
+    def history(self) -> int:
+        return self.config.history
+
+    def forward(self, z_hist: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        b = z_hist.shape[0]
+        x = torch.cat([z_hist.reshape(b, -1), self.action_encoder(actions)], dim=-1)
+        return z_hist[:, -1] + self.out(self.blocks(self.inp(x)))  # (B, D)
