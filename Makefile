@@ -8,6 +8,8 @@ PY     := $(VENV)/bin/python
 # torch 2.14.1 + torchvision 0.29.1 import together on CPU-only machines (timm needs torchvision).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.installed
+# One torch thread: tiny models on a few shared cores run many times slower with more.
+export THINKJEPA_NUM_THREADS ?= 1
 
 RECIPE ?=
 ARGS   ?=

@@ -180,7 +180,7 @@ class WorldModelModule(pl.LightningModule):
         std = z.std(dim=0)
         rank = effective_rank(z)
         self.log_dict({"val/z_std_mean": std.mean(), "val/z_std_min": std.min(), "val/z_effective_rank": rank})
-        if std.mean() < self.collapse_std:
+        if std.mean() < self.collapse_std and self.global_step > self.optim.warmup_steps:
             rank_zero_warn(
                 f"representation collapse suspected at step {self.global_step}: mean per-dimension std "
                 f"of Z is {std.mean():.3g} (< {self.collapse_std}), effective rank {rank:.1f} of "

@@ -1,0 +1,159 @@
+"""Flat and hierarchical policies, and the evaluation harness, on tiny untrained models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from thinkjepa.envs.babyai import NAV_ACTIONS, NUM_ACTIONS, make_env
+from thinkjepa.planning.cem import CEMPlanner
+from thinkjepa.planning.spaces import DiscreteSpace
+from thinkjepa.policy import FlatPolicy, HierarchicalPolicy, OracleSubgoals
+from thinkjepa.policy.evaluate import Demo, evaluate, run_episodes
+from thinkjepa.policy.stats import wilson_interval
+from thinkjepa.worldmodel import JEPA, EncoderConfig, PredictorConfig, save_world_model
+
+SPACE = DiscreteSpace(NUM_ACTIONS, allowed=tuple(int(a) for a in NAV_ACTIONS))
+
+
+@pytest.fixture(scope="module")
+def wm() -> JEPA:
+    torch.manual_seed(0)
+    enc = EncoderConfig(image_size=64, patch_size=8, latent_dim=16, embed_dim=32, depth=1, num_heads=2)
+    return JEPA(enc, PredictorConfig(hidden_dim=32, depth=1)).eval()
+
+
+def planner() -> CEMPlanner:
+    return CEMPlanner(horizon=3, num_samples=16, iterations=2, num_elites=4)
+
+
+class FixedSubgoal:
+    """A subgoal source that always proposes the same latent and counts its calls."""
+
+    def __init__(self, z: torch.Tensor) -> None:
+        self.z, self.calls = z, 0
+
+    def reset(self, instructions, envs=None) -> None:
+        pass
+
+    def propose(self, rows, images):
+        self.calls += len(rows)
+        return self.z.expand(len(rows), -1)
+
+
+def frames(n: int) -> np.ndarray:
+    env = make_env("BabyAI-GoToLocal-v0", image_size=64)
+    obs, _ = env.reset(seed=0)
+    return np.stack([obs] * n)
+
+
+def test_flat_policy_acts_with_allowed_actions_for_active_rows(wm):
+    policy = FlatPolicy(wm, planner(), SPACE)
+    policy.reset(frames(3))
+    actions = policy.act(frames(3))
+    assert actions.shape == (3,) and set(actions.tolist()) <= set(SPACE.allowed_ids)
+    active = np.array([True, False, True])
+    assert policy.act(frames(2), active).shape == (2,)
+    with pytest.raises(ValueError, match="2 observations for 3 active"):
+        policy.act(frames(2))
+
+
+def test_hierarchical_query_reasons(wm):
+    obs = frames(1)
+    far = FixedSubgoal(torch.full((1, 16), 100.0))
+    policy = HierarchicalPolicy(wm, far, planner(), SPACE, reach_threshold=1e-3, patience=2, requery_every=100)
+    policy.reset("go to the red ball")
+    for _ in range(6):
+        action = policy.act(obs[0])  # the same frame every step: no progress toward a far subgoal
+    assert isinstance(action, int)
+    reasons = [r for _, r in policy.traces[0].queries]
+    assert reasons[0] == "start" and "unreachable" in reasons
+    assert policy.traces[0].unreachable_requeries == reasons.count("unreachable")
+
+    here = FixedSubgoal(wm.target_encode(torch.as_tensor(obs)))
+    policy = HierarchicalPolicy(wm, here, planner(), SPACE, reach_threshold=1e-3, patience=100, requery_every=100)
+    policy.reset(["a", "b"])
+    policy.act(np.concatenate([obs, obs]))
+    policy.act(np.concatenate([obs, obs]))
+    assert [[r for _, r in t.queries] for t in policy.traces] == [["start", "reached"]] * 2
+    assert len(policy.traces[0].distance) == 2
+
+
+def test_oracle_subgoals_encode_a_rendered_waypoint(wm):
+    env = make_env("BabyAI-GoToLocal-v0", image_size=64)
+    obs, _ = env.reset(seed=3)
+    oracle = OracleSubgoals(wm)
+    oracle.reset(["x"], envs=[env])
+    z = oracle.propose([0], torch.as_tensor(obs[None]))
+    assert z.shape == (1, 16)
+    assert not torch.allclose(z, wm.target_encode(torch.as_tensor(obs[None])))  # the waypoint is elsewhere
+
+
+class ExplodingEnv:
+    """Wraps a real level and raises on its second step."""
+
+    def __init__(self, level: str, image_size: int) -> None:
+        self.env, self.steps = make_env(level, image_size=image_size), 0
+
+    def reset(self, seed=None):
+        return self.env.reset(seed=seed)
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps == 2:
+            raise RuntimeError("simulator exploded")
+        return self.env.step(action)
+
+    def close(self):
+        self.env.close()
+
+
+def test_an_episode_that_raises_is_a_recorded_failure_and_the_rest_finish(wm):
+    demos = [Demo(s, "go to x", True, 5, frames(1)[0], None) for s in range(3)]
+    calls = []
+
+    def env_fn(level, image_size):
+        calls.append(level)
+        return ExplodingEnv(level, image_size) if len(calls) == 2 else make_env(level, image_size=image_size)
+
+    policy = FlatPolicy(wm, planner(), SPACE)
+    results, _ = run_episodes(policy, "flat", "BabyAI-GoToLocal-v0", demos, 64, max_steps=4, env_fn=env_fn)
+    assert len(results) == 3
+    assert results[1].error == "step 1: RuntimeError: simulator exploded" and not results[1].success
+    assert results[0].error is None and results[2].error is None
+    assert results[0].steps >= 1 and results[2].steps >= 1
+
+
+def test_evaluate_writes_json_table_and_tensorboard(wm, tmp_path):
+    save_world_model(wm, tmp_path / "wm")
+    summary = evaluate(
+        world_model=str(tmp_path / "wm"), levels=["BabyAI-GoToLocal-v0"], modes=["bot", "flat", "oracle"],
+        episodes=3, num_envs=2, max_steps=3, planner=planner(), out=str(tmp_path / "out"),
+    )
+    level = summary["BabyAI-GoToLocal-v0"]
+    assert level["bot"]["success_rate"] == 1.0 and level["bot"]["episodes"] == 3
+    assert level["flat"]["episodes"] == 3 and level["oracle"]["episodes"] == 3
+    assert level["oracle"]["thinker_calls_per_episode"] >= 1
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert len(results) == 9 and {r["mode"] for r in results} == {"bot", "flat", "oracle"}
+    assert "| BabyAI-GoToLocal-v0 | flat |" in (tmp_path / "out" / "table.md").read_text()
+    assert any((tmp_path / "out" / "tb").iterdir())
+
+
+def test_evaluate_rejects_bad_input_before_compute(wm, tmp_path):
+    save_world_model(wm, tmp_path / "wm")
+    with pytest.raises(ValueError, match="needs --thinker"):
+        evaluate(world_model=str(tmp_path / "wm"), modes=["hierarchical"], out=str(tmp_path / "o"))
+    with pytest.raises(ValueError, match=r"unknown modes \['flta'\]"):
+        evaluate(world_model=str(tmp_path / "wm"), modes=["flta"], out=str(tmp_path / "o"))
+    with pytest.raises(ValueError, match="image_size=64 gives 2px tiles"):
+        evaluate(world_model=str(tmp_path / "wm"), levels=["BabyAI-GoTo-v0"], modes=["flat"], out=str(tmp_path / "o"))
+
+
+def test_wilson_interval():
+    lo, hi = wilson_interval(80, 100)
+    assert 0.71 < lo < 0.72 and 0.86 < hi < 0.87
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0

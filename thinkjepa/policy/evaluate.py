@@ -1,0 +1,278 @@
+"""Evaluation harness: seeded BabyAI episodes, several environments stepped together.
+
+    thinkjepa eval --world_model checkpoints/wm/babyai-tiny/world_model \
+        --thinker checkpoints/thinker/babyai-tiny/thinker --episodes 100
+
+For every level and seed it first runs the BabyAI bot (the ``bot`` row, and the source of the goal
+image for the flat policy: the frame where the bot's demonstration ended), then each requested mode
+on the same seeds:
+
+* ``flat``          goal-image latent MPC (the world model alone);
+* ``hierarchical``  thinker subgoals from the instruction only + latent MPC;
+* ``oracle``        the same policy fed perfect subgoals (full-grid waypoints from the true state).
+
+An episode that raises (environment or policy) is a failure with its error recorded; the run goes
+on. Results: ``results.json`` (every episode), ``summary.json``, ``table.md`` and TensorBoard
+image strips of a few episodes in ``out``.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from thinkjepa.checkpoint import atomic_path
+from thinkjepa.data.collect import record_episode
+from thinkjepa.envs.babyai import NAV_ACTIONS, NUM_ACTIONS, is_success, make_env
+from thinkjepa.planning.base import Planner
+from thinkjepa.planning.cem import CEMPlanner
+from thinkjepa.planning.spaces import DiscreteSpace
+from thinkjepa.policy.flat import FlatPolicy
+from thinkjepa.policy.hierarchical import HierarchicalPolicy
+from thinkjepa.policy.stats import EpisodeResult, markdown_table, summarize, to_json
+from thinkjepa.policy.subgoals import OracleSubgoals, ThinkerSubgoals
+
+MODES = ("bot", "flat", "hierarchical", "oracle")
+
+
+@dataclass
+class Demo:
+    """The bot's demonstration of one seeded episode."""
+
+    seed: int
+    mission: str
+    success: bool
+    steps: int
+    goal_frame: np.ndarray | None
+    frames: np.ndarray | None
+
+
+def demonstrate(level: str, seed: int, image_size: int) -> Demo:
+    env = make_env(level, image_size=image_size)
+    try:
+        rec = record_episode(env, seed, epsilon=0.0)
+        if isinstance(rec, str):
+            _, info = env.reset(seed=seed)
+            return Demo(seed, info["mission"], False, 0, None, None)
+        return Demo(seed, rec.mission, True, rec.num_steps, rec.frames[-1], rec.frames)
+    finally:
+        env.close()
+
+
+def calibrate_reach_threshold(world_model, demos: Sequence[Demo], fraction: float = 0.5) -> float:
+    """``fraction`` × the median latent distance between consecutive frames of the demonstrations."""
+    steps = []
+    for d in demos:
+        if d.frames is not None and len(d.frames) > 1:
+            z = world_model.target_encode(torch.as_tensor(d.frames[:32]))
+            steps.append(torch.linalg.vector_norm(z[1:] - z[:-1], dim=-1))
+    if not steps:
+        raise ValueError("cannot calibrate reach_threshold: no demonstration has two frames; pass it explicitly")
+    return fraction * float(torch.cat(steps).median())
+
+
+def run_episodes(
+    policy: Any,
+    mode: str,
+    level: str,
+    demos: Sequence[Demo],
+    image_size: int,
+    max_steps: int,
+    env_fn: Callable[..., Any] = make_env,
+    keep_frames: int = 0,
+) -> tuple[list[EpisodeResult], list[np.ndarray]]:
+    """Run one batch of episodes in lock-step; failures are recorded, never raised."""
+    b = len(demos)
+    results: list[EpisodeResult | None] = [None] * b
+    envs: list[Any] = [None] * b
+    obs: list[np.ndarray | None] = [None] * b
+    steps = np.zeros(b, dtype=int)
+    active = np.zeros(b, dtype=bool)
+    strips: list[list[np.ndarray]] = [[] for _ in range(min(keep_frames, b))]
+
+    def finish(i: int, success: bool, error: str | None = None) -> None:
+        active[i] = False
+        results[i] = EpisodeResult(level, mode, demos[i].seed, demos[i].mission, success, int(steps[i]),
+                                   demos[i].steps, error=error)
+
+    for i, d in enumerate(demos):
+        try:
+            envs[i] = env_fn(level, image_size=image_size)
+            obs[i], _ = envs[i].reset(seed=d.seed)
+            active[i] = True
+        except Exception as err:  # noqa: BLE001 - an evaluation survives a failing episode
+            finish(i, False, f"reset: {type(err).__name__}: {err}")
+    if mode == "flat":
+        goals = np.stack([d.goal_frame if d.goal_frame is not None else obs[i] for i, d in enumerate(demos)])
+        policy.reset(goals)
+        for i, d in enumerate(demos):  # no demonstration, no goal image: the flat policy cannot run
+            if active[i] and d.goal_frame is None:
+                finish(i, False, "no goal image: the bot failed this seed")
+    else:
+        policy.reset([d.mission for d in demos], envs=envs)
+    for i in range(len(strips)):
+        if obs[i] is not None:
+            strips[i].append(obs[i])
+
+    while active.any():
+        rows = np.flatnonzero(active)
+        try:
+            actions = policy.act(np.stack([obs[i] for i in rows]), active)
+        except Exception as err:  # noqa: BLE001
+            msg = f"policy: {type(err).__name__}: {err}"
+            traceback.print_exc()
+            for i in rows:
+                finish(i, False, msg)
+            break
+        for j, i in enumerate(rows):
+            try:
+                obs[i], reward, terminated, truncated, _ = envs[i].step(int(actions[j]))
+            except Exception as err:  # noqa: BLE001
+                finish(i, False, f"step {steps[i]}: {type(err).__name__}: {err}")
+                continue
+            steps[i] += 1
+            if i < len(strips):
+                strips[i].append(obs[i])
+            if terminated or truncated or steps[i] >= max_steps:
+                finish(i, is_success(reward, terminated))
+
+    traces = getattr(policy, "traces", None)
+    for i, r in enumerate(results):
+        assert r is not None
+        if traces:
+            r.thinker_seconds = traces[i].thinker_seconds
+            r.thinker_calls = traces[i].thinker_calls
+            r.unreachable_requeries = traces[i].unreachable_requeries
+    total_steps = max(int(steps.sum()), 1)
+    for i, r in enumerate(results):  # planner time is shared by the batch: split it by steps
+        r.planner_seconds = policy.planner_seconds * steps[i] / total_steps
+    for env in envs:
+        if env is not None:
+            env.close()
+    return [r for r in results if r is not None], [np.concatenate(s, axis=1) for s in strips if s]
+
+
+def evaluate(
+    world_model: str,
+    thinker: str | None = None,
+    levels: list[str] | None = None,
+    modes: list[str] | None = None,
+    episodes: int = 100,
+    seed: int = 1_000_000,
+    num_envs: int = 16,
+    max_steps: int = 128,
+    planner: Planner | None = None,
+    reach_threshold: float | None = None,
+    patience: int = 4,
+    requery_every: int = 8,
+    out: str = "results/eval",
+    log_episodes: int = 2,
+    device: str = "cpu",
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Evaluate the bot, flat, hierarchical and oracle agents on seeded BabyAI episodes.
+
+    Args:
+        world_model: Exported world-model directory (or Lightning ``.ckpt``).
+        thinker: Thinker checkpoint directory; needed for the ``hierarchical`` mode.
+        levels: BabyAI levels (default: GoToLocal and GoTo).
+        modes: Any of ``bot``, ``flat``, ``hierarchical``, ``oracle``.
+        episodes: Seeded episodes per level (seeds ``seed .. seed + episodes - 1``; training data
+            uses small seeds, so the default start keeps evaluation layouts unseen).
+        seed: First seed.
+        num_envs: Environments stepped together and planned in one batch.
+        max_steps: Step limit per episode.
+        planner: The latent planner (default: categorical CEM, horizon 6).
+        reach_threshold: Latent distance at which a subgoal counts as reached (default: calibrated
+            as half the median one-step latent distance along the bot's demonstrations).
+        patience: Steps without progress before a subgoal is declared unreachable.
+        requery_every: Thinker query budget in steps.
+        out: Output directory.
+        log_episodes: Episodes per (level, mode) logged as image strips.
+        device: ``cpu`` or ``cuda``.
+
+    Returns:
+        ``{level: {mode: summary}}``.
+    """
+    from thinkjepa.worldmodel.export import load_world_model
+
+    levels = levels or ["BabyAI-GoToLocal-v0", "BabyAI-GoTo-v0"]
+    modes = modes or list(MODES)
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        raise ValueError(f"unknown modes {unknown}; choose from {list(MODES)}")
+    if "hierarchical" in modes and thinker is None:
+        raise ValueError("mode 'hierarchical' needs --thinker (a thinker checkpoint directory)")
+    torch.set_grad_enabled(False)
+    wm = load_world_model(world_model, device=device)
+    for level in levels:  # fail before any compute on a bad level or image size
+        make_env(level, image_size=wm.image_size).close()
+    th = None
+    if thinker is not None and "hierarchical" in modes:
+        from thinkjepa.thinker.checkpoint import load_thinker
+
+        th = load_thinker(thinker, world_model=wm, device=device)
+    planner = planner or CEMPlanner(horizon=6, num_samples=128, iterations=6, num_elites=16)
+    space = DiscreteSpace(NUM_ACTIONS, allowed=tuple(int(a) for a in NAV_ACTIONS))
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out_dir / "tb"))
+    all_results: list[EpisodeResult] = []
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for level in levels:
+        seeds = range(seed, seed + episodes)
+        demos = [demonstrate(level, s, wm.image_size) for s in tqdm(seeds, desc=f"{level} bot", unit="ep")]
+        threshold = reach_threshold or calibrate_reach_threshold(wm, demos)
+        summary[level] = {}
+        for mode in modes:
+            if mode == "bot":
+                results = [EpisodeResult(level, "bot", d.seed, d.mission, d.success, d.steps, d.steps) for d in demos]
+            else:
+                results = []
+                bar = tqdm(total=episodes, desc=f"{level} {mode}", unit="ep")
+                for start in range(0, episodes, num_envs):
+                    chunk = demos[start : start + num_envs]
+                    policy = _policy(mode, wm, th, planner, space, threshold, patience, requery_every, start)
+                    res, strips = run_episodes(policy, mode, level, chunk, wm.image_size, max_steps,
+                                               keep_frames=log_episodes if start == 0 else 0)
+                    results += res
+                    for k, strip in enumerate(strips):
+                        writer.add_image(f"{level}/{mode}/episode{k}", strip, dataformats="HWC")
+                    bar.update(len(chunk))
+                    bar.set_postfix(success=f"{np.mean([r.success for r in results]):.2f}")
+                bar.close()
+            summary[level][mode] = summarize(results)
+            summary[level][mode]["reach_threshold"] = threshold if mode in ("hierarchical", "oracle") else None
+            writer.add_scalar(f"{level}/{mode}/success_rate", summary[level][mode]["success_rate"])
+            all_results += results
+    writer.close()
+    table = markdown_table(summary)
+    for name, text in (
+        ("results.json", json.dumps(to_json(all_results), indent=1)),
+        ("summary.json", json.dumps(summary, indent=2)),
+        ("table.md", table + "\n"),
+    ):
+        with atomic_path(out_dir / name) as tmp:
+            tmp.write_text(text)
+    errored = sum(r.error is not None for r in all_results)
+    print(table)
+    print(f"\n{errored} of {len(all_results)} episodes failed with an error (recorded in results.json)")
+    print(f"results written to {out_dir}")
+    return summary
+
+
+def _policy(mode, wm, thinker, planner, space, threshold, patience, requery_every, seed):
+    if mode == "flat":
+        return FlatPolicy(wm, planner, space, seed=seed)
+    subgoals = ThinkerSubgoals(thinker) if mode == "hierarchical" else OracleSubgoals(wm)
+    return HierarchicalPolicy(wm, subgoals, planner, space, reach_threshold=threshold, patience=patience,
+                              requery_every=requery_every, seed=seed)

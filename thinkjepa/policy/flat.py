@@ -1,0 +1,56 @@
+"""The flat baseline: goal-image-conditioned latent MPC with the world model alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from thinkjepa.planning.base import Planner
+from thinkjepa.planning.spaces import ActionSpace
+from thinkjepa.policy.mpc import LatentMPC
+from thinkjepa.protocols import WorldModel
+
+
+class FlatPolicy:
+    """Encode the goal image once, then plan toward it every step (MPC).
+
+    Works on a batch of ``B`` episodes: ``reset(goal_images (B, H, W, 3))``, then
+    ``act(obs (B, H, W, 3), active)`` returns one action per active episode.
+
+    Args:
+        world_model: The JEPA world model.
+        planner: The latent planner.
+        space: Action space to plan over.
+        cost_weights: ``"final"`` or ``"all"`` (see :class:`~thinkjepa.planning.costs.GoalCost`).
+        seed: Planner seed.
+    """
+
+    def __init__(
+        self, world_model: WorldModel, planner: Planner, space: ActionSpace, cost_weights: str = "final", seed: int = 0
+    ) -> None:
+        self.mpc = LatentMPC(world_model, planner, space, cost_weights, seed)
+        self.world_model = world_model
+        self.goals: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def reset(self, goal_images: np.ndarray | torch.Tensor) -> None:
+        """Start ``B`` episodes whose goals are ``goal_images`` ``uint8 (B, H, W, 3)``."""
+        self.goals = self.world_model.target_encode(self.mpc.images(goal_images))
+        self.mpc.reset(self.goals.shape[0])
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray | torch.Tensor, active: np.ndarray | None = None) -> np.ndarray:
+        """Actions for the active episodes, in order: ``(R,)`` int64."""
+        if self.goals is None:
+            raise RuntimeError("FlatPolicy.act called before reset(goal_images)")
+        images = self.mpc.images(obs)
+        rows = torch.arange(self.goals.shape[0]) if active is None else torch.as_tensor(np.flatnonzero(active))
+        if len(rows) != images.shape[0]:
+            raise ValueError(f"got {images.shape[0]} observations for {len(rows)} active episodes")
+        z = self.world_model.encode(images)
+        actions, _ = self.mpc.act(z, self.goals[rows], rows.to(z.device))
+        return actions.cpu().numpy()
+
+    @property
+    def planner_seconds(self) -> float:
+        return self.mpc.planner_seconds

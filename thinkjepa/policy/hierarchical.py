@@ -1,0 +1,192 @@
+"""``HierarchicalPolicy``: a slow thinker sets latent subgoals, a fast planner drives toward them.
+
+Two timescales. Every step the planner re-plans (MPC) toward the current subgoal z*. The thinker is
+queried only when one of these happens for an episode, and the reason is recorded:
+
+* ``start``       — the episode has no subgoal yet;
+* ``reached``     — the current latent is within ``reach_threshold`` of z*;
+* ``unreachable`` — the distance to z* has not improved for ``patience`` steps;
+* ``budget``      — ``requery_every`` steps have passed since the last query.
+
+Each episode has an :class:`EpisodeTrace` (subgoal queries with their reasons, predicted and
+actual distances, thinker/planner wall time) so an evaluation can say *why* an episode failed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from thinkjepa.planning.base import Planner
+from thinkjepa.planning.cem import CEMPlanner
+from thinkjepa.planning.spaces import ActionSpace, DiscreteSpace
+from thinkjepa.policy.mpc import LatentMPC
+from thinkjepa.policy.subgoals import ThinkerSubgoals
+from thinkjepa.protocols import WorldModel
+
+
+@dataclass
+class EpisodeTrace:
+    """What the policy did in one episode."""
+
+    queries: list[tuple[int, str]] = field(default_factory=list)  # (step, reason)
+    predicted_cost: list[float] = field(default_factory=list)  # planner's cost at each step
+    distance: list[float] = field(default_factory=list)  # actual ‖z̄_t − z*‖ at each step
+    thinker_seconds: float = 0.0
+    steps: int = 0
+
+    @property
+    def thinker_calls(self) -> int:
+        return len(self.queries)
+
+    @property
+    def unreachable_requeries(self) -> int:
+        return sum(reason == "unreachable" for _, reason in self.queries)
+
+
+class HierarchicalPolicy:
+    """Thinker subgoals + latent MPC, batched over episodes.
+
+    Args:
+        world_model: The JEPA world model.
+        subgoals: A subgoal source (:class:`~thinkjepa.policy.subgoals.ThinkerSubgoals` or
+            :class:`~thinkjepa.policy.subgoals.OracleSubgoals`).
+        planner: The latent planner.
+        space: Action space to plan over.
+        reach_threshold: Latent distance under which a subgoal counts as reached.
+        patience: Steps without a better distance before the subgoal is declared unreachable.
+        requery_every: Query the thinker at least this often (steps).
+        cost_weights: ``"final"`` or ``"all"``.
+        seed: Planner seed.
+    """
+
+    def __init__(
+        self,
+        world_model: WorldModel,
+        subgoals,
+        planner: Planner,
+        space: ActionSpace,
+        reach_threshold: float = 1.0,
+        patience: int = 4,
+        requery_every: int = 8,
+        cost_weights: str = "final",
+        seed: int = 0,
+    ) -> None:
+        self.world_model = world_model
+        self.subgoals = subgoals
+        self.mpc = LatentMPC(world_model, planner, space, cost_weights, seed)
+        self.reach_threshold, self.patience, self.requery_every = reach_threshold, patience, requery_every
+        self.traces: list[EpisodeTrace] = []
+        self._single = False
+
+    @classmethod
+    def from_checkpoints(
+        cls,
+        world_model: str | Path,
+        thinker: str | Path,
+        planner: Planner | None = None,
+        space: ActionSpace | None = None,
+        device: str = "cpu",
+        **kwargs,
+    ) -> HierarchicalPolicy:
+        """Load a world model and a thinker trained against it, and check that they fit.
+
+        Args:
+            world_model: An exported world model directory or a Lightning ``.ckpt``.
+            thinker: A thinker checkpoint directory.
+            planner: Defaults to categorical CEM (horizon 6, 128 samples, 6 iterations).
+            space: Defaults to BabyAI navigation (left, right, forward, toggle).
+            device: Where to run.
+            **kwargs: Further :class:`HierarchicalPolicy` arguments (thresholds, seed).
+
+        Raises:
+            ValueError: the thinker was trained against another world model or latent shape.
+        """
+        from thinkjepa.envs.babyai import NAV_ACTIONS, NUM_ACTIONS
+        from thinkjepa.thinker.checkpoint import load_thinker
+        from thinkjepa.worldmodel.export import load_world_model
+
+        wm = load_world_model(world_model, device=device)
+        th = load_thinker(thinker, world_model=wm, device=device)
+        planner = planner or CEMPlanner(horizon=6, num_samples=128, iterations=6, num_elites=16)
+        space = space or DiscreteSpace(NUM_ACTIONS, allowed=tuple(int(a) for a in NAV_ACTIONS))
+        return cls(wm, ThinkerSubgoals(th), planner, space, **kwargs)
+
+    def reset(self, instructions: str | list[str], envs: list | None = None) -> None:
+        """Start episodes: one instruction (single episode) or a list (a batch of episodes)."""
+        self._single = isinstance(instructions, str)
+        instructions = [instructions] if isinstance(instructions, str) else list(instructions)
+        b = len(instructions)
+        self.subgoals.reset(instructions, envs)
+        self.mpc.reset(b)
+        d = self.world_model.latent_dim
+        self.goal = torch.zeros(b, d, device=self.mpc.device)
+        self.has_goal = torch.zeros(b, dtype=torch.bool)
+        self.best = torch.full((b,), float("inf"))
+        self.stalled = torch.zeros(b, dtype=torch.long)
+        self.since_query = torch.zeros(b, dtype=torch.long)
+        self.traces = [EpisodeTrace() for _ in range(b)]
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray | torch.Tensor, active: np.ndarray | None = None) -> np.ndarray | int:
+        """Actions for the active episodes (``(R,)`` int64), or one int after ``reset(str)``."""
+        images = self.mpc.images(obs)
+        b = len(self.traces)
+        rows = torch.arange(b) if active is None else torch.as_tensor(np.flatnonzero(active))
+        if len(rows) != images.shape[0]:
+            raise ValueError(f"got {images.shape[0]} observations for {len(rows)} active episodes")
+        z_tgt = self.world_model.target_encode(images)
+        dist = torch.linalg.vector_norm(z_tgt - self.goal[rows], dim=-1).cpu()
+
+        reasons = self._query_reasons(rows, dist)
+        ask = [i for i, reason in enumerate(reasons) if reason]
+        if ask:
+            start = time.perf_counter()
+            new = self.subgoals.propose([int(rows[i]) for i in ask], images[ask])
+            per_episode = (time.perf_counter() - start) / len(ask)
+            for j, i in enumerate(ask):
+                r = int(rows[i])
+                self.goal[r] = new[j]
+                self.has_goal[r] = True
+                self.best[r], self.stalled[r], self.since_query[r] = float("inf"), 0, 0
+                self.traces[r].queries.append((self.traces[r].steps, reasons[i]))
+                self.traces[r].thinker_seconds += per_episode
+            dist = torch.linalg.vector_norm(z_tgt - self.goal[rows], dim=-1).cpu()
+
+        improved = dist < self.best[rows] - 1e-6
+        self.best[rows] = torch.minimum(self.best[rows], dist)
+        self.stalled[rows] = torch.where(improved, 0, self.stalled[rows] + 1)
+        self.since_query[rows] += 1
+
+        z = self.world_model.encode(images)
+        actions, cost = self.mpc.act(z, self.goal[rows], rows.to(z.device))
+        for i, r in enumerate(rows.tolist()):
+            trace = self.traces[r]
+            trace.steps += 1
+            trace.distance.append(float(dist[i]))
+            trace.predicted_cost.append(float(cost[i]))
+        out = actions.cpu().numpy()
+        return int(out[0]) if self._single else out
+
+    def _query_reasons(self, rows: torch.Tensor, dist: torch.Tensor) -> list[str | None]:
+        reasons: list[str | None] = []
+        for i, r in enumerate(rows.tolist()):
+            if not self.has_goal[r]:
+                reasons.append("start")
+            elif dist[i] < self.reach_threshold:
+                reasons.append("reached")
+            elif self.stalled[r] >= self.patience:
+                reasons.append("unreachable")
+            elif self.since_query[r] >= self.requery_every:
+                reasons.append("budget")
+            else:
+                reasons.append(None)
+        return reasons
+
+    @property
+    def planner_seconds(self) -> float:
+        return self.mpc.planner_seconds

@@ -1,0 +1,97 @@
+"""Batched latent model-predictive control toward one goal latent per episode.
+
+Both policies are built on :class:`LatentMPC`: the flat baseline gives it a fixed goal (the encoded
+goal image), the hierarchical policy swaps the goal whenever the thinker proposes a new subgoal.
+Planning happens for all *active* episodes of a batch in one planner call; finished episodes drop
+out of the batch, and each episode keeps its own warm start.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import fields, replace
+
+import torch
+
+from thinkjepa.planning.base import Planner, PlanResult
+from thinkjepa.planning.costs import GoalCost
+from thinkjepa.planning.spaces import ActionSpace
+from thinkjepa.protocols import WorldModel
+
+
+def take_rows(plan: PlanResult, rows: torch.Tensor) -> PlanResult:
+    """The plans of the episodes ``rows``."""
+    return replace(plan, **{f.name: getattr(plan, f.name)[rows] for f in fields(plan) if getattr(plan, f.name) is not None})
+
+
+def put_rows(plan: PlanResult, rows: torch.Tensor, part: PlanResult) -> PlanResult:
+    """``plan`` with the episodes ``rows`` replaced by ``part``."""
+    out = {}
+    for f in fields(plan):
+        whole, new = getattr(plan, f.name), getattr(part, f.name)
+        if whole is None or new is None:
+            out[f.name] = None
+            continue
+        whole = whole.clone()
+        whole[rows] = new
+        out[f.name] = whole
+    return PlanResult(**out)
+
+
+class LatentMPC:
+    """Plan H steps toward a goal latent with a world model, execute the first, re-plan.
+
+    Args:
+        world_model: Supplies ``encode``, ``target_encode`` and ``rollout``.
+        planner: Any :class:`~thinkjepa.planning.base.Planner`.
+        space: The action space searched (e.g. BabyAI navigation actions).
+        cost_weights: ``"final"`` or ``"all"``: which rolled-out steps the goal distance weighs.
+        seed: Seed of the planner's generator (reproducible episodes).
+    """
+
+    def __init__(
+        self,
+        world_model: WorldModel,
+        planner: Planner,
+        space: ActionSpace,
+        cost_weights: str = "final",
+        seed: int = 0,
+    ) -> None:
+        self.world_model = world_model
+        self.planner = planner
+        self.space = space
+        self.cost_weights = cost_weights
+        self.device = next(world_model.parameters()).device  # type: ignore[attr-defined]
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.plans: PlanResult | None = None
+        self.batch_size = 0
+        self.planner_seconds = 0.0
+
+    def reset(self, batch_size: int) -> None:
+        """Forget all warm starts; the next episodes form a batch of ``batch_size``."""
+        self.plans = None
+        self.batch_size = batch_size
+
+    def images(self, obs) -> torch.Tensor:
+        x = torch.as_tensor(obs, device=self.device)
+        return x if x.ndim == 4 else x.unsqueeze(0)
+
+    @torch.no_grad()
+    def act(self, z: torch.Tensor, goals: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """First actions ``(R,)`` of fresh plans for episodes ``rows`` and their predicted costs ``(R,)``.
+
+        Args:
+            z: ``(R, D)`` current context latents of those episodes.
+            goals: ``(R, D)`` goal latents.
+            rows: ``(R,)`` episode indices within the batch (for the warm starts).
+        """
+        start = time.perf_counter()
+        init = take_rows(self.plans, rows) if self.plans is not None else None
+        cost = GoalCost(goals, weights=self.cost_weights)  # type: ignore[arg-type]
+        plan = self.planner.plan(z, cost, self.world_model.rollout, self.space, init=init, generator=self.generator)
+        if self.plans is None:  # warm starts are kept once every episode of the batch has a plan
+            self.plans = plan if len(rows) == self.batch_size else None
+        else:
+            self.plans = put_rows(self.plans, rows, plan)
+        self.planner_seconds += time.perf_counter() - start
+        return plan.first_action(), plan.cost
