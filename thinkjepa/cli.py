@@ -45,9 +45,23 @@ def _eval(argv: list[str]) -> None:
 COMMANDS: dict[str, Callable[[list[str]], None]] = {"collect": _collect, "eval": _eval}
 
 
-def train(argv: list[str]) -> LightningCLI:
-    """Run LightningCLI (``fit``/``validate``/``test``) with thinkjepa's defaults."""
-    return LightningCLI(
+class ThinkJEPACLI(LightningCLI):
+    """LightningCLI whose ``--ckpt_path`` resumes a run without re-parsing its hyper-parameters.
+
+    A resumed run takes its configuration from the recipe and the command line, like the original
+    run; the checkpoint supplies weights, EMA target, optimizer, schedulers and loop position.
+    """
+
+    def _parse_ckpt_path(self) -> None:
+        return
+
+
+def train(argv: list[str], run: bool = True) -> LightningCLI:
+    """Run LightningCLI (``fit``/``validate``/``test``) with thinkjepa's defaults.
+
+    With ``run=False`` there is no subcommand: the trainer, model and data module are only built.
+    """
+    return ThinkJEPACLI(
         pl.LightningModule,
         pl.LightningDataModule,
         subclass_mode_model=True,
@@ -55,6 +69,7 @@ def train(argv: list[str]) -> LightningCLI:
         trainer_defaults={"plugins": [AtomicCheckpointIO()]},
         save_config_kwargs={"overwrite": True},
         args=argv,
+        run=run,
     )
 
 

@@ -1,0 +1,134 @@
+"""Fixed-length windows of episodes for world-model training, and the Lightning data module.
+
+A window is ``window`` consecutive frames of one episode and the ``window - 1`` actions between them;
+every start position that fits inside an episode is served (episodes shorter than the window serve
+none). Train/val are split by *episode*, so no validation frame was ever seen in training; validation
+may use longer windows (``val_window``) for multi-step open-loop metrics.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from thinkjepa.data.episodes import EpisodeStore
+
+
+class WindowDataset(Dataset):
+    """Every ``(episode, start)`` window of ``window`` frames in the chosen episodes.
+
+    Args:
+        store: the opened dataset.
+        window: frames per item (>= 2).
+        episodes: indices of the episodes to serve.
+
+    Items are dicts: ``frames`` uint8 ``(T, H, W, 3)`` and ``actions`` int64 ``(T - 1,)`` with
+    ``T == window``; ``actions[k]`` leads from ``frames[k]`` to ``frames[k + 1]``.
+    """
+
+    def __init__(self, store: EpisodeStore, window: int, episodes: list[int]) -> None:
+        if window < 2:
+            raise ValueError(f"window must be >= 2 frames, got {window}")
+        self.store, self.window, self.episodes = store, window, list(episodes)
+        index = [(e, s) for e in self.episodes for s in range(store.meta(e).num_frames - window + 1)]
+        self._index = np.asarray(index, dtype=np.int64).reshape(-1, 2)  # (num_windows, 2): episode, start
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        episode, start = (int(v) for v in self._index[k])
+        frames = self.store.frames(episode)[start : start + self.window]  # (T, H, W, 3) memmap view
+        actions = self.store.actions(episode)[start : start + self.window - 1]  # (T-1,)
+        return {"frames": torch.from_numpy(np.array(frames)), "actions": torch.from_numpy(np.array(actions))}
+
+
+class EpisodeDataModule(L.LightningDataModule):
+    """Windows of a collected episode dataset, split into train/val by episode.
+
+    Args:
+        root: dataset directory (see :mod:`thinkjepa.data.episodes`).
+        window: frames per training window.
+        val_window: frames per validation window (longer, for open-loop rollouts).
+        batch_size: windows per batch.
+        val_fraction: fraction of episodes held out for validation (at least one when > 0 and there
+            are two or more episodes).
+        num_workers: DataLoader worker processes.
+        seed: seed of the episode split.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        window: int = 6,
+        val_window: int = 9,
+        batch_size: int = 64,
+        val_fraction: float = 0.1,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        self.save_hyperparameters()
+        self.root, self.window, self.val_window = root, window, val_window
+        self.batch_size, self.val_fraction = batch_size, val_fraction
+        self.num_workers, self.seed = num_workers, seed
+        self.store: EpisodeStore | None = None
+        self.train_episodes: list[int] = []
+        self.val_episodes: list[int] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        """Open the store (raises ``EpisodeFileError`` naming a bad file) and split the episodes."""
+        if self.store is not None:
+            return
+        self.store = EpisodeStore(self.root)
+        n = len(self.store)
+        n_val = 0 if self.val_fraction == 0 or n < 2 else max(1, round(self.val_fraction * n))
+        order = np.random.default_rng(self.seed).permutation(n)
+        self.val_episodes = sorted(order[:n_val].tolist())
+        self.train_episodes = sorted(order[n_val:].tolist())
+        self.train_set = WindowDataset(self.store, self.window, self.train_episodes)
+        self.val_set = WindowDataset(self.store, self.val_window, self.val_episodes)
+        if len(self.train_set) == 0:
+            raise ValueError(f"{self.root}: no training episode has {self.window} frames")
+        if n_val and len(self.val_set) == 0:
+            warnings.warn(f"{self.root}: no validation episode has {self.val_window} frames", stacklevel=2)
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square frames (available after :meth:`setup`)."""
+        return self._opened().image_size
+
+    @property
+    def num_actions(self) -> int:
+        """Number of discrete actions (available after :meth:`setup`)."""
+        return self._opened().num_actions
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training windows."""
+        self._opened()
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation windows in order."""
+        self._opened()
+        return self._loader(self.val_set, shuffle=False)
+
+    def _loader(self, dataset: WindowDataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _opened(self) -> EpisodeStore:
+        if self.store is None:
+            raise RuntimeError("EpisodeDataModule: call setup() before using the data")
+        return self.store
