@@ -126,7 +126,7 @@ def record_episode(env: FullGridObservation, seed: int, epsilon: float) -> Episo
 
 def collect(
     levels: list[str],
-    episodes_per_level: int,
+    episodes_per_level: int | list[int],
     out: str | os.PathLike,
     image_size: int = 64,
     epsilon: float = 0.2,
@@ -138,7 +138,8 @@ def collect(
 
     Args:
         levels: BabyAI level ids, e.g. ``["BabyAI-GoToLocal-v0"]``.
-        episodes_per_level: attempts per level (seeds ``seed .. seed + episodes_per_level - 1``);
+        episodes_per_level: attempts per level (seeds ``seed .. seed + episodes_per_level - 1``), one
+            number for every level or a list with one number per level (short levels need more);
             unsuccessful attempts are dropped, so a level may keep fewer.
         out: dataset directory to create (see :mod:`thinkjepa.data.episodes`).
         image_size: side of the square frames; must give every level >= 3 px tiles.
@@ -156,14 +157,17 @@ def collect(
     """
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
-    if episodes_per_level < 1 or not levels:
+    counts = [episodes_per_level] * len(levels) if isinstance(episodes_per_level, int) else list(episodes_per_level)
+    if len(counts) != len(levels):
+        raise ValueError(f"episodes_per_level has {len(counts)} entries for {len(levels)} levels")
+    if not levels or min(counts) < 1:
         raise ValueError(f"need at least one level and episode, got {levels=} {episodes_per_level=}")
     envs = [make_env(level, image_size=image_size, max_steps=max_steps) for level in levels]  # fail early
     dropped: dict[str, Counter] = {level: Counter() for level in levels}
     with EpisodeWriter(out, overwrite=overwrite) as writer:
-        bar = tqdm(total=len(levels) * episodes_per_level, desc="collect", unit="ep")
-        for level, env in zip(levels, envs):
-            for k in range(episodes_per_level):
+        bar = tqdm(total=sum(counts), desc="collect", unit="ep")
+        for level, env, count in zip(levels, envs, counts):
+            for k in range(count):
                 result = record_episode(env, seed + k, epsilon)
                 if isinstance(result, str):
                     dropped[level][result] += 1

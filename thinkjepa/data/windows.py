@@ -13,7 +13,7 @@ import warnings
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from thinkjepa.data.episodes import EpisodeStore
 
@@ -45,6 +45,47 @@ class WindowDataset(Dataset):
         frames = self.store.frames(episode)[start : start + self.window]  # (T, H, W, 3) memmap view
         actions = self.store.actions(episode)[start : start + self.window - 1]  # (T-1,)
         return {"frames": torch.from_numpy(np.array(frames)), "actions": torch.from_numpy(np.array(actions))}
+
+
+class EpochSampler(Sampler[int]):
+    """A shuffle that is a pure function of ``(seed, epoch)`` and can start part-way through an epoch.
+
+    This is what lets a killed run resume at the same *data position*: the data module records how
+    many batches of the current epoch were consumed, and on resume the sampler regenerates the same
+    permutation and skips them. Lightning calls :meth:`set_epoch` at every epoch start.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+        self._skip, self._skip_epoch = 0, -1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def skip(self, samples: int) -> None:
+        """Drop the first ``samples`` indices of the current epoch (every time it is iterated)."""
+        self._skip, self._skip_epoch = samples, self.epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        start = self._skip if self.epoch == self._skip_epoch else 0
+        return iter(torch.randperm(self.size, generator=g)[start:].tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class FixedOrder(Sampler[int]):
+    """One seeded permutation of ``range(size)``, the same at every iteration."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.order = torch.randperm(size, generator=torch.Generator().manual_seed(seed)).tolist()
+
+    def __iter__(self):
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
 
 
 class EpisodeDataModule(L.LightningDataModule):
@@ -81,6 +122,7 @@ class EpisodeDataModule(L.LightningDataModule):
         self.store: EpisodeStore | None = None
         self.train_episodes: list[int] = []
         self.val_episodes: list[int] = []
+        self._resume: dict[str, int] = {}
 
     def setup(self, stage: str | None = None) -> None:
         """Open the store (raises ``EpisodeFileError`` naming a bad file) and split the episodes."""
@@ -110,20 +152,41 @@ class EpisodeDataModule(L.LightningDataModule):
         return self._opened().num_actions
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training windows."""
+        """Shuffled training windows; after a resume, the interrupted epoch continues where it stopped."""
         self._opened()
-        return self._loader(self.train_set, shuffle=True)
+        sampler = EpochSampler(len(self.train_set), self.seed)
+        if self._resume:
+            sampler.set_epoch(self._resume["epoch"])
+            sampler.skip(self._resume["batches"] * self.batch_size)
+            self._resume = {}
+        return self._loader(self.train_set, shuffle=False, sampler=sampler)
+
+    def state_dict(self) -> dict[str, int]:
+        """The data position, saved in every checkpoint: epoch and batches consumed in it."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": trainer.current_epoch, "batches": progress.processed}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume = dict(state_dict)
 
     def val_dataloader(self) -> DataLoader:
-        """Validation windows in order."""
-        self._opened()
-        return self._loader(self.val_set, shuffle=False)
+        """Validation windows in one fixed shuffled order.
 
-    def _loader(self, dataset: WindowDataset, shuffle: bool) -> DataLoader:
+        Shuffled so that a batch mixes episodes (the forecast-retrieval metric ranks a prediction
+        against the batch's other windows), fixed so that every validation sees the same windows.
+        """
+        self._opened()
+        return self._loader(self.val_set, shuffle=False, sampler=FixedOrder(len(self.val_set), self.seed))
+
+    def _loader(self, dataset: WindowDataset, shuffle: bool, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

@@ -77,8 +77,18 @@ class JEPA(nn.Module):
         """Target (EMA) latents ``(B, D)``; never carries gradients."""
         return self.target_encoder(images)
 
-    def rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Open-loop predictions ``(B, T, D)`` for steps 1..T from ``z0 (B, D)`` or ``(B, h, D)``."""
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor, share_prefixes: bool = True) -> torch.Tensor:
+        """Open-loop predictions ``(B, T, D)`` for steps 1..T from ``z0 (B, D)`` or ``(B, h, D)``.
+
+        Args:
+            z0: Start latents (or latent histories).
+            actions: ``long (B, T)`` ids, ``float (B, T, K)`` probabilities or ``float (B, T, A)``.
+            share_prefixes: For discrete ids without autograd, evaluate the predictor once per
+                *distinct* (start, action prefix) and share the result. A planner's candidates
+                start from a few repeated latents and their prefixes repeat: with 4 actions, step 1
+                has at most 4 distinct inputs per episode, step 2 at most 16, and a converged CEM
+                distribution far fewer. The result equals the plain rollout up to float rounding.
+        """
         if z0.ndim == 2:
             z0 = z0.unsqueeze(1)
         if actions.shape[0] != z0.shape[0]:
@@ -87,12 +97,29 @@ class JEPA(nn.Module):
         hist = z0[:, -h:]
         if hist.shape[1] < h:  # pad a short history by repeating its oldest latent
             hist = torch.cat([hist[:, :1].expand(-1, h - hist.shape[1], -1), hist], dim=1)
+        if share_prefixes and actions.dtype == torch.long and not torch.is_grad_enabled():
+            return self._rollout_shared(hist, actions)
         preds = []
         for t in range(actions.shape[1]):
             z_next = self.predictor(hist, actions[:, t])  # (B, D)
             preds.append(z_next)
             hist = torch.cat([hist[:, 1:], z_next.unsqueeze(1)], dim=1)
         return torch.stack(preds, dim=1)
+
+    def _rollout_shared(self, hist: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """:meth:`rollout` over distinct (start, prefix) nodes of the candidates' prefix tree."""
+        b, h, d = hist.shape
+        k = self.predictor.config.num_actions
+        states, node = torch.unique(hist.reshape(b, h * d), dim=0, return_inverse=True)
+        states = states.view(-1, h, d)  # (U, h, D) distinct start histories; node (B,) indexes them
+        preds = []
+        for t in range(actions.shape[1]):
+            key, node = torch.unique(node * k + actions[:, t], return_inverse=True)  # (U,), (B,)
+            parent_hist = states[key // k]  # (U, h, D)
+            z_next = self.predictor(parent_hist, key % k)  # (U, D)
+            preds.append(z_next[node])
+            states = torch.cat([parent_hist[:, 1:], z_next.unsqueeze(1)], dim=1)
+        return torch.stack(preds, dim=1)  # (B, T, D)
 
     def history_windows(self, z: torch.Tensor) -> torch.Tensor:
         """``(B, T, D)`` -> ``(B, T, h, D)``: for each t the h latents ending at t (left-padded)."""

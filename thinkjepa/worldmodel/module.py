@@ -152,7 +152,11 @@ class WorldModelModule(pl.LightningModule):
         kept = f"the last good checkpoint, {ckpt}, is kept" if ckpt else "no checkpoint had been written yet"
         return f"non-finite loss at global step {self.global_step} ({parts}); stopping; {kept}"
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # The EMA update belongs to the optimizer step, not to on_train_batch_end: checkpoint
+        # callbacks run in on_train_batch_end *before* the module's hook, so an update there would be
+        # missing from a checkpoint written at that step and lost on resume.
+        super().optimizer_step(*args, **kwargs)
         total = self.trainer.estimated_stepping_batches
         m = cosine_momentum(self.global_step, int(total) if math.isfinite(total) else 0, self.ema.base, self.ema.final)
         ema_update(self.model.target_encoder, self.model.encoder, m)

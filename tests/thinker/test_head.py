@@ -1,0 +1,60 @@
+"""The pyramid latent head."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from thinkjepa.thinker.head import PyramidLatentHead
+
+
+def _states(b: int = 3, s: int = 7, h: int = 16, n: int = 3) -> list[torch.Tensor]:
+    return [torch.randn(b, s, h) for _ in range(n)]
+
+
+@pytest.mark.parametrize("pooling", ["mean", "attention", "last"])
+@pytest.mark.parametrize("residual", [True, False])
+def test_output_has_the_world_model_latent_dim(pooling: str, residual: bool) -> None:
+    head = PyramidLatentHead([-1, 0], hidden_size=16, latent_dim=12, pooling=pooling, residual=residual)
+    z_t = torch.randn(3, 12) if residual else None
+    assert head(_states(), torch.ones(3, 7), z_t).shape == (3, 12)
+
+
+def test_untrained_residual_head_copies_the_current_latent() -> None:
+    head = PyramidLatentHead([-1], hidden_size=16, latent_dim=12)
+    z_t = torch.randn(3, 12)
+    assert torch.equal(head(_states(), torch.ones(3, 7), z_t), z_t)
+    with pytest.raises(ValueError, match="z_current"):
+        head(_states(), torch.ones(3, 7))
+    with pytest.raises(ValueError, match=r"shape \(3, 5\), expected \(3, 12\)"):
+        head(_states(), torch.ones(3, 7), torch.randn(3, 5))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "attention", "last"])
+def test_padding_tokens_are_ignored(pooling: str) -> None:
+    head = PyramidLatentHead([-1, 1], hidden_size=16, latent_dim=12, pooling=pooling, residual=False)
+    torch.nn.init.normal_(head.pools[0].query) if head.pools is not None else None
+    states, mask = _states(), torch.ones(3, 7)
+    mask[:, 5:] = 0
+    padded = [s.clone() for s in states]
+    for s in padded:
+        s[:, 5:] = 1e3
+    torch.testing.assert_close(head(states, mask), head(padded, mask))
+
+
+def test_bad_layers_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least one layer"):
+        PyramidLatentHead([], hidden_size=16, latent_dim=12)
+    head = PyramidLatentHead([5], hidden_size=16, latent_dim=12, residual=False)
+    with pytest.raises(ValueError, match=r"\[5\] out of range for 3"):
+        head(_states(), torch.ones(3, 7))
+
+
+def test_last_pooling_reads_the_last_valid_token_on_either_padding_side() -> None:
+    head = PyramidLatentHead([-1], hidden_size=16, latent_dim=12, pooling="last", residual=False)
+    states = _states(b=2, n=1)
+    right = torch.tensor([[1, 1, 1, 1, 1, 0, 0], [1] * 7])
+    left = torch.tensor([[0, 0, 1, 1, 1, 1, 1], [1] * 7])
+    shifted = states[0].clone()
+    shifted[0, 2:] = states[0][0, :5]  # the same 5 valid tokens, left-padded
+    torch.testing.assert_close(head([states[0]], right), head([shifted], left))

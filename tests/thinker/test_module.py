@@ -1,0 +1,78 @@
+"""ThinkerModule: a tiny fit with a real (tiny, untrained) world model, export, checkpoints and resume."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from thinker_helpers import frames
+
+from thinkjepa.thinker.checkpoint import load_thinker
+from thinkjepa.thinker.data import ThinkerDataModule
+from thinkjepa.thinker.head import HeadOptions
+from thinkjepa.thinker.module import LossOptions, ThinkerModule
+from thinkjepa.thinker.vlm import TinyVLM
+from thinkjepa.worldmodel import load_world_model
+
+TINY = {"idefics3": ("model.connector",), "qwen2_vl": ("model.visual.merger",)}
+
+
+def _module(world_model_dir, kind: str = "idefics3", **kwargs) -> ThinkerModule:
+    return ThinkerModule(str(world_model_dir), vlm=TinyVLM(kind=kind), trainable=TINY[kind], **kwargs)
+
+
+def _trainer(root, max_steps: int, **kwargs) -> pl.Trainer:
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+    )
+    return pl.Trainer(max_steps=max_steps, default_root_dir=root, **{**options, **kwargs})
+
+
+@pytest.mark.parametrize("kind", ["idefics3", "qwen2_vl"])
+def test_tiny_fit_logs_metrics_and_exports_a_loadable_thinker(
+    kind, world_model_dir, dataset_dir, tmp_path
+) -> None:
+    module = _module(world_model_dir, kind, loss=LossOptions(infonce_weight=0.5))
+    dm = ThinkerDataModule(str(dataset_dir), subgoal_source="waypoint", batch_size=4, val_fraction=0.25)
+    trainer = _trainer(tmp_path, max_steps=3, val_check_interval=3)
+    trainer.fit(module, dm)
+    metrics = trainer.callback_metrics
+    for key in ("train/loss", "train/infonce", "val/energy", "val/top1", "val/top1_copy", "val/top1_blind"):
+        assert torch.isfinite(metrics[key]), key
+
+    wm = load_world_model(world_model_dir)
+    thinker = load_thinker(tmp_path / "thinker", wm)
+    images, missions = frames(2), ["go to the red ball", "go to a key"]
+    module.thinker.eval()
+    torch.testing.assert_close(thinker.propose(images, missions), module.thinker.propose(images, missions))
+
+
+def test_checkpoints_hold_only_trained_weights_and_resume(world_model_dir, dataset_dir, tmp_path) -> None:
+    dm = ThinkerDataModule(str(dataset_dir), subgoal_source="bot", batch_size=4)
+    module = _module(world_model_dir, head=HeadOptions(pooling="attention"), language_blind=True)
+    trainer = _trainer(tmp_path, max_steps=2, limit_val_batches=0)
+    trainer.fit(module, dm)
+    trainer.save_checkpoint(tmp_path / "step2.ckpt")
+    state = torch.load(tmp_path / "step2.ckpt", weights_only=True)["state_dict"]
+    assert set(state) == {n for n, p in module.named_parameters() if p.requires_grad}
+    assert all("lora_" in k or "connector" in k or k.startswith("thinker.head.") for k in state)
+
+    resumed = _module(world_model_dir, head=HeadOptions(pooling="attention"), language_blind=True)
+    trainer = _trainer(tmp_path / "resumed", max_steps=2, limit_val_batches=0)
+    trainer.fit(resumed, dm, ckpt_path=tmp_path / "step2.ckpt")  # restores, then has nothing left to do
+    assert trainer.global_step == 2
+    images, missions = frames(2), ["open the door"] * 2
+    module.thinker.eval(), resumed.thinker.eval()
+    assert torch.equal(resumed.thinker.propose(images, missions), module.thinker.propose(images, missions))
+
+    other = _module(world_model_dir, head=HeadOptions(pooling="mean"))  # a different head: refused by name
+    with pytest.raises(ValueError, match="pools"):
+        _trainer(tmp_path / "other", max_steps=3, limit_val_batches=0).fit(
+            other, dm, ckpt_path=tmp_path / "step2.ckpt"
+        )

@@ -1,0 +1,60 @@
+"""The thinker: a LoRA-finetuned VLM + pyramid latent head proposing subgoals in a world model's latent space.
+
+    vlm.py         build a tiny random-init VLM (Idefics3 / Qwen2-VL) or load real weights, locally only
+    tokenizer.py   the word-level BabyAI tokenizer of the tiny VLMs
+    lora.py        LoRA adapters on the language model + declared trainable patterns; all else frozen
+    head.py        PyramidLatentHead: several VLM layers -> z* (residual on the current latent by default)
+    thinker.py     Thinker nn.Module: propose(images, instructions) -> z*  (thinkjepa.protocols.Thinker)
+    data.py        ThinkerDataModule: (frame, mission, subgoal frame) samples, split by episode
+    metrics.py     latent error and retrieval of the thinker, the copy baseline and a language-blind thinker
+    module.py      ThinkerModule (LightningModule): trains against a frozen world model, exports at fit end
+    checkpoint.py  save_thinker / load_thinker: adapter + safetensors + config, world-model fingerprint check
+
+``module.py`` and ``data.py`` import Lightning; import them from their modules (they are not re-exported).
+"""
+
+from thinkjepa.thinker.checkpoint import (
+    check_world_model,
+    load_thinker,
+    save_thinker,
+    world_model_fingerprint,
+)
+from thinkjepa.thinker.head import HeadOptions, PyramidLatentHead
+from thinkjepa.thinker.lora import apply_lora, set_trainable
+from thinkjepa.thinker.metrics import SubgoalMetrics, SubgoalRetrieval
+from thinkjepa.thinker.thinker import Thinker
+from thinkjepa.thinker.tokenizer import babyai_missions, train_word_tokenizer
+from thinkjepa.thinker.vlm import (
+    TEXT_MODEL_LORA_TARGETS,
+    PretrainedVLM,
+    TinyVLM,
+    build_tiny_vlm,
+    load_processor,
+    load_vlm,
+    load_vlm_model,
+    save_vlm,
+)
+
+__all__ = [
+    "TEXT_MODEL_LORA_TARGETS",
+    "HeadOptions",
+    "PretrainedVLM",
+    "PyramidLatentHead",
+    "SubgoalMetrics",
+    "SubgoalRetrieval",
+    "Thinker",
+    "TinyVLM",
+    "apply_lora",
+    "babyai_missions",
+    "build_tiny_vlm",
+    "check_world_model",
+    "load_processor",
+    "load_thinker",
+    "load_vlm",
+    "load_vlm_model",
+    "save_thinker",
+    "save_vlm",
+    "set_trainable",
+    "train_word_tokenizer",
+    "world_model_fingerprint",
+]

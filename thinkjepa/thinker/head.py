@@ -1,0 +1,150 @@
+"""The latent head: several VLM layers -> one subgoal latent z* in the world model's space.
+
+Design decisions:
+
+* **Pyramid.** Hidden states are taken from several language-model layers (as the ThinkJEPA paper does): the
+  middle layers keep more of the image's spatial detail, the last ones more of the instruction's meaning.
+  Each selected layer is layer-normed and pooled over its valid tokens (image and text alike) by a masked
+  mean or by a learned attention query; the pooled vectors are concatenated and an MLP maps them to ``D``.
+* **Residual on the current latent** (``residual=True``): ``z* = z_t + Δ`` with ``z_t`` the frozen world
+  model's target-encoder latent of the current frame, and ``Δ = MLP([pooled, LN(z_t)])``. The MLP's last
+  layer starts at zero, so an untrained head *is* the "copy the current latent" baseline, and training only
+  has to learn where the subgoal lies relative to here; without it the head must also rebuild the
+  world model's whole scene code from VLM features, which a small VLM does poorly. ``residual=False`` gives
+  the plain ``z* = MLP(pooled)`` for comparison.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+Pooling = Literal["mean", "attention", "last"]
+
+
+@dataclass(frozen=True)
+class HeadOptions:
+    """How the latent head reads the VLM (the sizes come from the VLM and the world model)."""
+
+    layers: tuple[int, ...] = (-1, -2)
+    """Which ``output_hidden_states`` entries to pool: 0 is the embeddings, -1 the last layer."""
+    pooling: Pooling = "mean"
+    """``mean`` over valid tokens, ``attention`` (one learned query per layer), or ``last`` valid token."""
+    hidden_dim: int = 256
+    """Width of the MLP after pooling."""
+    residual: bool = True
+    """Predict ``z* = z_t + Δ`` from the current frame's world-model latent (see the module docstring)."""
+
+
+class _AttentionPool(nn.Module):
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(hidden_size))  # zero query starts as the masked mean
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        scores = (h @ self.query) / math.sqrt(h.shape[-1])  # (B, S)
+        scores = scores.masked_fill(~mask, float("-inf"))
+        return torch.einsum("bs,bsh->bh", scores.softmax(dim=-1), h)
+
+
+class PyramidLatentHead(nn.Module):
+    """Pool hidden states of several VLM layers into a world-model latent ``(B, latent_dim)``.
+
+    Args:
+        layers: Indices into the VLM's ``hidden_states`` tuple (negative counts from the last layer).
+        hidden_size: Width of those hidden states.
+        latent_dim: The world model's latent size ``D``; the output has exactly this size.
+        pooling: ``mean`` (masked mean over valid tokens), ``attention`` (learned query per layer) or ``last``
+            (the last valid token, which in a causal LM has attended to the whole image and instruction).
+        hidden_dim: Width of the MLP.
+        residual: Output ``z_current + Δ`` (needs ``z_current`` in :meth:`forward`) instead of a plain MLP.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[int],
+        hidden_size: int,
+        latent_dim: int,
+        pooling: Pooling = "mean",
+        hidden_dim: int = 256,
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        if not layers:
+            raise ValueError("PyramidLatentHead needs at least one layer index in `layers`")
+        if pooling not in ("mean", "attention", "last"):
+            raise ValueError(f"pooling must be 'mean', 'attention' or 'last', got {pooling!r}")
+        self.layers = tuple(int(i) for i in layers)
+        self.hidden_size, self.latent_dim, self.residual = hidden_size, latent_dim, residual
+        self.options = HeadOptions(self.layers, pooling, hidden_dim, residual)
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in self.layers)
+        self.pools = (
+            nn.ModuleList(_AttentionPool(hidden_size) for _ in self.layers)
+            if pooling == "attention"
+            else None
+        )
+        in_dim = len(self.layers) * hidden_size + (latent_dim if residual else 0)
+        self.latent_norm = nn.LayerNorm(latent_dim) if residual else None
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, latent_dim))
+        if residual:  # an untrained residual head copies the current latent
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
+
+    def config(self) -> dict:
+        """The constructor arguments, JSON-serialisable (stored in thinker checkpoints)."""
+        return {
+            **asdict(self.options),
+            "layers": list(self.layers),
+            "hidden_size": self.hidden_size,
+            "latent_dim": self.latent_dim,
+        }
+
+    def forward(
+        self,
+        hidden_states: Sequence[torch.Tensor],
+        attention_mask: torch.Tensor,
+        z_current: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Pool and project.
+
+        Args:
+            hidden_states: The VLM's per-layer hidden states, each ``(B, S, hidden_size)``.
+            attention_mask: ``(B, S)``, nonzero at valid (non-padding) tokens.
+            z_current: ``(B, latent_dim)`` world-model latent of the current frame; required if ``residual``.
+
+        Returns:
+            ``(B, latent_dim)`` float32 subgoal latents.
+        """
+        n = len(hidden_states)
+        if any(not -n <= i < n for i in self.layers):
+            raise ValueError(f"Head layers {list(self.layers)} out of range for {n} hidden-state tensors")
+        mask = attention_mask.bool()  # (B, S)
+        if self.options.pooling == "last":  # one-hot on the last valid token, whichever side is padded
+            positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+            weights = (positions == positions.masked_fill(~mask, -1).amax(dim=1, keepdim=True)).float()
+        else:
+            weights = mask.float() / mask.sum(dim=1, keepdim=True).clamp(min=1)  # (B, S)
+        pooled = []
+        for k, i in enumerate(self.layers):
+            h = self.norms[k](hidden_states[i].float())  # (B, S, H)
+            pooled.append(
+                self.pools[k](h, mask) if self.pools is not None else torch.einsum("bs,bsh->bh", weights, h)
+            )
+        features = torch.cat(pooled, dim=-1)  # (B, L*H)
+        if not self.residual:
+            return self.mlp(features)
+        if z_current is None:
+            raise ValueError(
+                "This head is residual (z* = z_t + Δ): pass z_current, the world model's latent (B, D)"
+            )
+        if z_current.shape != (features.shape[0], self.latent_dim):
+            raise ValueError(
+                f"z_current has shape {tuple(z_current.shape)}, expected ({features.shape[0]}, {self.latent_dim})"
+            )
+        z_current = z_current.float()
+        return z_current + self.mlp(torch.cat([features, self.latent_norm(z_current)], dim=-1))

@@ -1,0 +1,334 @@
+"""``ThinkerModule``: LoRA-finetunes a VLM + latent head to propose world-model subgoals.
+
+Target: the frozen world model's *target-encoder* latent of the subgoal frame, ``y = z̄(o_subgoal)``.
+Loss: the planner's energy ``‖z* − y‖²`` (summed over D, mean over the batch), optionally plus an InfoNCE
+term that makes z* nearer its own target than the other targets of the batch (logits ``−MSE(z*_i, y_j)/τ``).
+
+The world model is frozen, so every latent the loss and the metrics need (targets, current-frame latents
+for the residual head and the copy baseline, each validation episode's candidate frames) is encoded once in
+``setup`` and looked up by sample index afterwards; a step then costs only the VLM.
+
+Lightning checkpoints hold only the trained weights (adapters, head, declared patterns): the frozen rest is
+rebuilt from ``vlm`` (a tiny model's seed makes it identical) and ``world_model``, and
+:meth:`ThinkerModule.on_load_checkpoint` checks that the keys are exactly the trained ones. At the end of
+``fit`` the thinker is exported to ``<default_root_dir>/thinker`` (:mod:`thinkjepa.thinker.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jsonargparse import lazy_instance
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from peft import LoraConfig
+
+from thinkjepa.thinker.checkpoint import save_thinker, world_model_fingerprint
+from thinkjepa.thinker.head import HeadOptions, PyramidLatentHead
+from thinkjepa.thinker.lora import apply_lora, set_trainable
+from thinkjepa.thinker.metrics import SubgoalMetrics
+from thinkjepa.thinker.thinker import Thinker
+from thinkjepa.thinker.vlm import TEXT_MODEL_LORA_TARGETS, PretrainedVLM, TinyVLM, build_tiny_vlm, load_vlm
+from thinkjepa.worldmodel import load_world_model
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    """The training objective."""
+
+    infonce_weight: float = 0.0
+    """Weight of the in-batch InfoNCE term (0 disables it)."""
+    temperature: float = 0.1
+    """InfoNCE temperature, in units of per-dimension squared error."""
+
+
+@dataclass(frozen=True)
+class OptimOptions:
+    """AdamW with linear warm-up and cosine decay."""
+
+    lr: float = 1e-3
+    """Peak learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (matrices only)."""
+    warmup_steps: int = 20
+    """Linear warm-up steps."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of ``lr``."""
+
+
+DEFAULT_VLM = TinyVLM()
+# A lazy instance serialises as its arguments only, so a recipe's `lora: {r: 16}` merges over these.
+DEFAULT_LORA = lazy_instance(
+    LoraConfig, r=8, lora_alpha=16, lora_dropout=0.0, target_modules=TEXT_MODEL_LORA_TARGETS
+)
+DEFAULT_HEAD = HeadOptions()
+DEFAULT_LOSS = LossOptions()
+DEFAULT_OPTIM = OptimOptions()
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _lora_dict(config: LoraConfig) -> dict[str, Any]:
+    defaults = _plain(LoraConfig().to_dict())
+    return {k: v for k, v in _plain(config.to_dict()).items() if v != defaults.get(k)}
+
+
+def _lora(config: LoraConfig | dict[str, Any] | None) -> LoraConfig | None:
+    """A plain ``LoraConfig``; with no ``target_modules``/``target_parameters``, the language model's linears."""
+    if config is None:
+        return None
+    values = dict(config) if isinstance(config, dict) else _lora_dict(config)
+    values = {k: v for k, v in values.items() if k not in ("peft_type", "peft_version")}
+    if values.get("target_modules") is None and values.get("target_parameters") is None:
+        values["target_modules"] = TEXT_MODEL_LORA_TARGETS
+    return LoraConfig(**values)
+
+
+def _as(cls: type, value: Any) -> Any:
+    """Dataclass from the plain dict stored in ``hparams`` (``load_from_checkpoint``), else unchanged."""
+    if not isinstance(value, dict):
+        return value
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in value.items() if k in names})
+
+
+def _absolute(model_path: str) -> str:
+    """A local directory as an absolute path (the export may be loaded from another directory); else a Hub id."""
+    return str(Path(model_path).resolve()) if Path(model_path).exists() else model_path
+
+
+class ThinkerModule(pl.LightningModule):
+    """Finetunes a :class:`~thinkjepa.thinker.thinker.Thinker` against a frozen world model.
+
+    Args:
+        world_model: Exported world-model directory (or Lightning ``.ckpt``) whose latent space z* lives in.
+        vlm: A :class:`TinyVLM` spec (random init, saved into the exported thinker) or a
+            :class:`PretrainedVLM` (``model_path``: local directory or cached Hub id).
+        lora: LoRA adapters (``peft.LoraConfig``); ``None`` trains no adapters. Without ``target_modules``
+            (and by default) the adapters go on the language model's attention and MLP linears only.
+        trainable: Regexes of base-VLM parameter names that train besides the adapters and the head
+            (e.g. ``model.connector`` for a random-init Idefics3); all else is frozen.
+        head: How the latent head pools the VLM (layers, pooling, width, residual on the current latent).
+        prompt: Text shown with the image; ``{instruction}`` is replaced by the mission.
+        loss: Loss weights.
+        optim: Optimizer and schedule.
+        neutral_instruction: The one mission the language-blind ablation sees.
+        language_blind: Train (and validate) with every mission replaced by ``neutral_instruction``: the
+            language-blind baseline run.
+        encode_batch_size: Batch size of the one-off world-model encoding in ``setup``.
+    """
+
+    def __init__(
+        self,
+        world_model: str,
+        vlm: TinyVLM | PretrainedVLM = DEFAULT_VLM,
+        lora: LoraConfig | None = DEFAULT_LORA,
+        trainable: tuple[str, ...] = (),
+        head: HeadOptions = DEFAULT_HEAD,
+        prompt: str = "{instruction}",
+        loss: LossOptions = DEFAULT_LOSS,
+        optim: OptimOptions = DEFAULT_OPTIM,
+        neutral_instruction: str = "go to the object",
+        language_blind: bool = False,
+        encode_batch_size: int = 256,
+    ) -> None:
+        super().__init__()
+        if isinstance(vlm, dict):
+            vlm = _as(PretrainedVLM if "model_path" in vlm else TinyVLM, vlm)
+        lora = _lora(lora)
+        head = _as(HeadOptions, head)
+        self.loss_options, self.optim = _as(LossOptions, loss), _as(OptimOptions, optim)
+        # Plain values only: checkpoints must load with torch.load(weights_only=True).
+        self.save_hyperparameters(
+            {
+                "world_model": str(world_model),
+                "vlm": asdict(vlm),
+                "lora": None if lora is None else _lora_dict(lora),
+                "trainable": list(trainable),
+                "head": _plain(asdict(head)),
+                "prompt": prompt,
+                "loss": asdict(self.loss_options),
+                "optim": asdict(self.optim),
+                "neutral_instruction": neutral_instruction,
+                "language_blind": language_blind,
+                "encode_batch_size": encode_batch_size,
+            }
+        )
+        self.vlm_spec, self.encode_batch_size = vlm, encode_batch_size
+        self.neutral_instruction, self.language_blind = neutral_instruction, language_blind
+        wm = load_world_model(world_model)
+        if isinstance(vlm, TinyVLM):
+            model, processor = build_tiny_vlm(**asdict(vlm))
+        else:
+            model, processor = load_vlm(
+                vlm.model_path, dtype=vlm.dtype, processor_kwargs=vlm.processor_kwargs
+            )
+        model = apply_lora(model, lora)
+        set_trainable(model, trainable)
+        text = model.config.get_text_config()
+        latent_head = PyramidLatentHead(
+            **asdict(head), hidden_size=text.hidden_size, latent_dim=wm.latent_dim
+        )
+        self.thinker = Thinker(model, processor, latent_head, prompt=prompt, world_model=wm).train()
+        self.val_metrics = SubgoalMetrics()
+        # Lightning checkpoints hold the trained weights only; on_load_checkpoint checks the key set.
+        self.strict_loading = False
+        self._latents: dict[str, dict[str, torch.Tensor]] = {}
+        self._candidates: dict[int, torch.Tensor] = {}
+        self._encoded_from: dict[str, Any] = {}
+
+    # -- one-off encoding of every latent the run needs ------------------------------------------
+    @torch.no_grad()
+    def _encode(self, image: Callable[[int], np.ndarray], count: int) -> torch.Tensor:
+        """Target latents ``(count, D)`` of ``image(0..count-1)``, a chunk of frames in memory at a time."""
+        wm, out = self.thinker.world_model, []
+        device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
+        for start in range(0, count, self.encode_batch_size):
+            chunk = [image(k) for k in range(start, min(count, start + self.encode_batch_size))]
+            out.append(wm.target_encode(torch.from_numpy(np.stack(chunk)).to(device)).float().cpu())  # (b, D)
+        return torch.cat(out) if out else torch.empty(0, self.thinker.latent_dim)
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule if self.trainer is not None else None
+        if dm is None or not hasattr(dm, "train_set"):
+            raise ValueError(
+                "ThinkerModule needs a datamodule with train_set/val_set (thinkjepa.thinker.data.ThinkerDataModule)"
+            )
+        wm = self.thinker.world_model
+        wm_size, data_size = getattr(wm, "image_size", None), getattr(dm, "image_size", None)
+        if wm_size is not None and data_size is not None and wm_size != data_size:
+            raise ValueError(
+                f"data frames are {data_size}px but the world model {self.hparams.world_model} takes {wm_size}px"
+            )
+        if isinstance(wm, torch.nn.Module):
+            wm.to(self.trainer.strategy.root_device)
+        for split, ds in (("train", dm.train_set), ("val", dm.val_set)):
+            if ds is None or self._encoded_from.get(split) is ds:
+                continue
+            n = len(ds)
+            self._encoded_from[split] = ds
+            self._latents[split] = {
+                "current": self._encode(ds.current_image, n),  # (N, D)
+                "target": self._encode(ds.subgoal_image, n),  # (N, D)
+            }
+            rank_zero_info(
+                f"thinker {split}: {n} samples from {len(ds.episodes)} episodes, source={ds.source}, "
+                f"{ds.fallback_fraction:.1%} fall back to {ds.fallback_k} steps ahead"
+            )
+            if split == "val":
+                self._candidates = {}
+                for e in ds.episodes:
+                    images = ds.candidate_images(e)  # (N_e, H, W, 3)
+                    self._candidates[e] = self._encode(images.__getitem__, len(images))
+
+    def _lookup(self, split: str, key: str, index: torch.Tensor) -> torch.Tensor:
+        return self._latents[split][key][index.cpu()].to(self.device)
+
+    def _missions(self, missions: list[str]) -> list[str]:
+        return [self.neutral_instruction] * len(missions) if self.language_blind else list(missions)
+
+    def _z_current(self, split: str, index: torch.Tensor) -> torch.Tensor | None:
+        return self._lookup(split, "current", index) if self.thinker.head.residual else None
+
+    # -- training --------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        target = self._lookup("train", "target", batch["index"])  # (B, D)
+        z = self.thinker(
+            batch["image"], self._missions(batch["mission"]), self._z_current("train", batch["index"])
+        )
+        energy = (z - target).pow(2).sum(-1).mean()
+        loss = energy
+        logs = {"train/energy": energy.detach()}
+        if self.loss_options.infonce_weight > 0:
+            logits = (
+                -(z.unsqueeze(1) - target.unsqueeze(0)).pow(2).mean(-1) / self.loss_options.temperature
+            )  # (B, B)
+            infonce = F.cross_entropy(logits, torch.arange(len(z), device=z.device))
+            loss = loss + self.loss_options.infonce_weight * infonce
+            logs["train/infonce"] = infonce.detach()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite thinker loss at step {self.global_step}: {logs}")
+        copy = self._lookup("train", "current", batch["index"])
+        logs["train/energy_copy"] = (copy - target).pow(2).sum(-1).mean()
+        self.log_dict({"train/loss": loss.detach(), **logs}, on_step=True, on_epoch=False)
+        return loss
+
+    # -- validation ------------------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        index, images = batch["index"], batch["image"]
+        target, copy = self._lookup("val", "target", index), self._lookup("val", "current", index)
+        z_current = copy if self.thinker.head.residual else None
+        z = self.thinker(images, self._missions(batch["mission"]), z_current)
+        blind = self.thinker(images, [self.neutral_instruction] * len(index), z_current)
+        candidates = [self._candidates[int(e)] for e in batch["episode"]]
+        self.val_metrics.update(z, copy, blind, target, candidates)
+        self.log("val/energy", (z - target).pow(2).sum(-1).mean(), on_epoch=True, batch_size=len(index))
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self.log_dict({f"val/{k}": v for k, v in values.items()})
+        self.log("val/top1_pbar", values["top1"], prog_bar=True, logger=False)
+
+    # -- optimisation ----------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(
+            [
+                {"params": [p for p in params if p.ndim >= 2], "weight_decay": self.optim.weight_decay},
+                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+            ],
+            lr=self.optim.lr,
+        )
+        total = self.trainer.estimated_stepping_batches
+        total = int(total) if math.isfinite(total) else 10**6
+        warm, floor = self.optim.warmup_steps, self.optim.min_lr_ratio
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            progress = min((step - warm) / max(total - warm, 1), 1.0)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def _trained_keys(self) -> set[str]:
+        return {n for n, p in self.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keep = self._trained_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        expected, got = self._trained_keys(), set(checkpoint["state_dict"])
+        if expected != got:
+            raise ValueError(
+                f"Thinker checkpoint does not match this ThinkerModule's trained weights: missing "
+                f"{sorted(expected - got)[:10]}, unexpected {sorted(got - expected)[:10]} "
+                "(same vlm / lora / trainable / head settings as the run that wrote it?)"
+            )
+
+    @rank_zero_only
+    def on_fit_end(self) -> None:
+        if self.trainer.fast_dev_run:
+            return
+        path = save_thinker(
+            self.thinker,
+            Path(self.trainer.default_root_dir) / "thinker",
+            world_model_fingerprint=world_model_fingerprint(self.thinker.world_model),
+            base_vlm=None if isinstance(self.vlm_spec, TinyVLM) else _absolute(self.vlm_spec.model_path),
+            run_config=dict(self.hparams),
+        )
+        print(f"thinker exported to {path}")

@@ -1,0 +1,142 @@
+"""The thinker: ``z* = head(VLM_LoRA(image_t, instruction))``, a subgoal in the world model's latent space.
+
+Implements :class:`thinkjepa.protocols.Thinker`. The VLM runs once per query with
+``output_hidden_states=True``; :class:`~thinkjepa.thinker.head.PyramidLatentHead` pools several of its layers.
+
+The frozen world model is *referenced*, not owned: it is not a submodule, so it is neither in this module's
+``state_dict`` nor moved by ``.to()``. A residual head needs it in :meth:`Thinker.propose` to get ``z_t``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, ProcessorMixin
+
+from thinkjepa.protocols import WorldModel
+from thinkjepa.thinker.head import PyramidLatentHead
+from thinkjepa.thinker.lora import base_model
+
+
+class Thinker(nn.Module):
+    """A VLM (optionally with LoRA adapters) and a latent head proposing world-model subgoals.
+
+    Args:
+        vlm: An image-text-to-text transformers model, or a ``peft.PeftModel`` around one.
+        processor: Its processor (tokenizer + image processor + chat template).
+        head: Pools the VLM's hidden states to ``(B, latent_dim)``.
+        prompt: Text shown with the image; ``{instruction}`` is replaced by the mission.
+        world_model: The frozen world model whose latent space z* lives in (needed by a residual head).
+    """
+
+    def __init__(
+        self,
+        vlm: nn.Module,
+        processor: ProcessorMixin,
+        head: PyramidLatentHead,
+        prompt: str = "{instruction}",
+        world_model: WorldModel | None = None,
+    ) -> None:
+        super().__init__()
+        if "{instruction}" not in prompt:
+            raise ValueError(f"prompt {prompt!r} must contain '{{instruction}}'")
+        n_states = base_model(vlm).config.get_text_config().num_hidden_layers + 1
+        if any(not -n_states <= i < n_states for i in head.layers):
+            raise ValueError(
+                f"Head layers {list(head.layers)} out of range: the VLM gives {n_states} hidden states"
+            )
+        self.vlm, self.head, self.processor, self.prompt = vlm, head, processor, prompt
+        self._prompts: dict[str, str] = {}
+        self.world_model = world_model
+
+    @property
+    def latent_dim(self) -> int:
+        """Size ``D`` of the proposed latents (the world model's latent size)."""
+        return self.head.latent_dim
+
+    @property
+    def base_vlm(self) -> PreTrainedModel:
+        """The transformers model under any peft wrapper."""
+        return base_model(self.vlm)
+
+    @property
+    def world_model(self) -> WorldModel | None:
+        """The frozen world model giving ``z_t`` to a residual head (a reference, not a submodule)."""
+        return self.__dict__.get("_world_model")
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "world_model":  # keep it out of _modules (state_dict, .to()) even when it is an nn.Module
+            if value is not None and value.latent_dim != self.latent_dim:
+                raise ValueError(
+                    f"World model latent_dim={value.latent_dim} differs from the thinker head's {self.latent_dim}"
+                )
+            self.__dict__["_world_model"] = value
+        else:
+            super().__setattr__(name, value)
+
+    def _text(self, instruction: str) -> str:
+        if instruction not in self._prompts:
+            message = {
+                "role": "user",
+                "content": [
+                    {"type": "image"},
+                    {"type": "text", "text": self.prompt.format(instruction=instruction)},
+                ],
+            }
+            self._prompts[instruction] = self.processor.apply_chat_template(
+                [message], add_generation_prompt=True, tokenize=False
+            )
+        return self._prompts[instruction]
+
+    @staticmethod
+    def check_inputs(images: torch.Tensor, instructions: list[str]) -> None:
+        """Raise ``ValueError`` unless ``images`` is ``uint8 (B, H, W, 3)`` with B ``instructions``."""
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be uint8 (B, H, W, 3), got {images.dtype} {tuple(images.shape)}")
+        if len(instructions) != images.shape[0]:
+            raise ValueError(f"Got {images.shape[0]} images but {len(instructions)} instructions")
+
+    def prepare(self, images: torch.Tensor, instructions: list[str]) -> dict[str, torch.Tensor]:
+        """Processor inputs for ``uint8 (B, H, W, 3)`` images and B instructions, on the head's device."""
+        self.check_inputs(images, instructions)
+        inputs = self.processor(
+            images=list(images.detach().cpu().permute(0, 3, 1, 2)),  # B x (3, H, W)
+            text=[self._text(i) for i in instructions],
+            padding=True,
+            return_tensors="pt",
+        )
+        device, dtype = self.head.mlp[0].weight.device, self.base_vlm.dtype
+        return {k: v.to(device, dtype=dtype if v.is_floating_point() else None) for k, v in inputs.items()}
+
+    def forward(
+        self, images: torch.Tensor, instructions: list[str], z_current: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Subgoal latents with gradient (training).
+
+        Args:
+            images: ``uint8 (B, H, W, 3)`` current frames.
+            instructions: B mission strings.
+            z_current: ``(B, D)`` world-model target latents of ``images``; required by a residual head.
+
+        Returns:
+            ``(B, D)`` float32 subgoal latents z*.
+        """
+        inputs = self.prepare(images, instructions)
+        out = self.vlm(
+            **inputs, output_hidden_states=True, use_cache=False, logits_to_keep=1, return_dict=True
+        )
+        return self.head(out.hidden_states, inputs["attention_mask"], z_current)
+
+    @torch.no_grad()
+    def propose(self, images: torch.Tensor, instructions: list[str]) -> torch.Tensor:
+        """``uint8 (B, H, W, 3)`` images and B instructions -> subgoal latents ``(B, D)`` (no gradient)."""
+        self.check_inputs(images, instructions)
+        z_current = None
+        if self.head.residual:
+            if self.world_model is None:
+                raise RuntimeError(
+                    "This thinker's head is residual (z* = z_t + Δ) and needs the world model for z_t: "
+                    "pass world_model= to load_thinker or set thinker.world_model"
+                )
+            z_current = self.world_model.target_encode(images.to(self.head.mlp[0].weight.device))
+        return self(images, instructions, z_current)
