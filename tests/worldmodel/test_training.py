@@ -86,19 +86,6 @@ def test_ddp_two_processes_keep_one_target_encoder_and_write_one_checkpoint(baby
     assert ckpts == ["last.ckpt", "step000003.ckpt"]
 
 
-def test_unknown_recipe_key_fails_before_compute(babyai_dataset, tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        main(["fit", "--config", TINY, *overrides(babyai_dataset, tmp_path), "--model.init_args.encoder.laten_dim=3"])
-    err = capsys.readouterr().err
-    assert "laten_dim" in err
-    assert not (tmp_path / "checkpoints").exists()
-
-
-def test_missing_dataset_is_named(tmp_path):
-    with pytest.raises(Exception, match=str(tmp_path / "nope")):
-        main(["fit", "--config", TINY, *overrides(tmp_path / "nope", tmp_path, "--trainer.max_steps=1")])
-
-
 def test_data_and_model_image_size_mismatch_is_named(babyai_dataset, tmp_path):
     with pytest.raises(ValueError, match=r"data image_size=88 does not match the model's image_size=64"):
         main(["fit", "--config", TINY, *overrides(babyai_dataset, tmp_path, "--trainer.max_steps=1"),

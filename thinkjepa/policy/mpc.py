@@ -15,7 +15,7 @@ import torch
 
 from thinkjepa.planning.base import Planner, PlanResult
 from thinkjepa.planning.costs import GoalCost
-from thinkjepa.planning.spaces import ActionSpace
+from thinkjepa.planning.spaces import ActionSpace, DiscreteSpace
 from thinkjepa.protocols import WorldModel
 
 
@@ -57,6 +57,12 @@ class LatentMPC:
         cost_weights: str = "final",
         seed: int = 0,
     ) -> None:
+        num_actions = getattr(world_model, "num_actions", None)
+        if isinstance(space, DiscreteSpace) and num_actions is not None and space.n != num_actions:
+            raise ValueError(
+                f"the planner's action space has {space.n} discrete actions but the world model was "
+                f"trained with {num_actions} (predictor.num_actions)"
+            )
         self.world_model = world_model
         self.planner = planner
         self.space = space

@@ -2,7 +2,8 @@
 
 Target: the frozen world model's *target-encoder* latent of the subgoal frame, ``y = z̄(o_subgoal)``.
 Loss: the planner's energy ``‖z* − y‖²`` (summed over D, mean over the batch), optionally plus an InfoNCE
-term that makes z* nearer its own target than the other targets of the batch (logits ``−MSE(z*_i, y_j)/τ``).
+term that makes z* nearer its own target than the other targets of the batch: logits ``−‖z*_i − y_j‖² / (τ s)``
+with ``s`` the batch's mean squared target-target distance (so τ is free of the latent scale).
 
 The world model is frozen, so every latent the loss and the metrics need (targets, current-frame latents
 for the residual head and the copy baseline, each validation episode's candidate frames) is encoded once in
@@ -47,7 +48,7 @@ class LossOptions:
     infonce_weight: float = 0.0
     """Weight of the in-batch InfoNCE term (0 disables it)."""
     temperature: float = 0.1
-    """InfoNCE temperature, in units of per-dimension squared error."""
+    """InfoNCE temperature, relative to the batch's mean squared distance between targets."""
 
 
 @dataclass(frozen=True)
@@ -250,9 +251,11 @@ class ThinkerModule(pl.LightningModule):
         loss = energy
         logs = {"train/energy": energy.detach()}
         if self.loss_options.infonce_weight > 0:
-            logits = (
-                -(z.unsqueeze(1) - target.unsqueeze(0)).pow(2).mean(-1) / self.loss_options.temperature
-            )  # (B, B)
+            d2 = (z.unsqueeze(1) - target.unsqueeze(0)).pow(2).sum(-1)  # (B, B)
+            # In units of the batch's mean squared target-target distance, so τ does not depend on the
+            # world model's latent scale.
+            scale = torch.cdist(target, target).pow(2).mean().detach().clamp_min(1e-12)
+            logits = -d2 / (scale * self.loss_options.temperature)
             infonce = F.cross_entropy(logits, torch.arange(len(z), device=z.device))
             loss = loss + self.loss_options.infonce_weight * infonce
             logs["train/infonce"] = infonce.detach()

@@ -69,7 +69,9 @@ def _build(config: dict[str, Any], source: Path) -> JEPA:
         pred = PredictorConfig(**_known(PredictorConfig, config["predictor"]))
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{source}: world-model config is incomplete or malformed ({err})") from err
-    return JEPA(enc, pred)
+    model = JEPA(enc, pred)
+    model.inverse_dynamics = None  # training-only head, never exported
+    return model
 
 
 def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:

@@ -55,6 +55,38 @@ class ForecastRetrieval(Metric):
         return out
 
 
+class ActionDiscrimination(Metric):
+    """Does the predictor know what the action does? The number a planner depends on.
+
+    For every step of a validation window, predict the next latent under *each* of the K actions
+    and check that the action actually taken gives the prediction nearest to the true next target
+    latent. Retrieval among other windows (:class:`ForecastRetrieval`) can be high for a predictor
+    that ignores actions, since consecutive frames of one episode look alike; this cannot. Chance is
+    about 1/K (less where actions have the same effect, e.g. ``done`` and a blocked ``forward``).
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("correct", torch.zeros(()), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(()), dist_reduce_fx="sum")
+
+    def update(self, model, z: torch.Tensor, z_next: torch.Tensor, actions: torch.Tensor) -> None:
+        """``z``/``z_next`` ``(B, T, D)`` context and next target latents, ``actions`` ``(B, T)`` ids."""
+        b, t, d = z.shape
+        k = model.predictor.config.num_actions
+        hist = model.history_windows(z).flatten(0, 1)  # (B·T, h, D)
+        every = torch.arange(k, device=z.device).repeat(b * t)  # (B·T·K,)
+        pred = model.predictor(hist.repeat_interleave(k, dim=0), every).view(b * t, k, d)
+        dist = (pred - z_next.reshape(b * t, 1, d)).norm(dim=-1)  # (B·T, K)
+        self.correct += (dist.argmin(dim=1) == actions.reshape(-1)).sum()
+        self.count += b * t
+
+    def compute(self) -> torch.Tensor:
+        return self.correct / self.count.clamp(min=1)
+
+
 def effective_rank(z: torch.Tensor) -> torch.Tensor:
     """exp(entropy of the normalised singular values) of centred ``z (N, D)`` (Roy & Vetterli, 2007)."""
     z = z.float() - z.float().mean(dim=0)

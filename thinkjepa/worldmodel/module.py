@@ -21,7 +21,7 @@ from thinkjepa.worldmodel.ema import cosine_momentum, ema_update
 from thinkjepa.worldmodel.encoder import EncoderConfig
 from thinkjepa.worldmodel.export import save_world_model
 from thinkjepa.worldmodel.jepa import JEPA, ObjectiveConfig
-from thinkjepa.worldmodel.metrics import ForecastRetrieval, effective_rank
+from thinkjepa.worldmodel.metrics import ActionDiscrimination, ForecastRetrieval, effective_rank
 from thinkjepa.worldmodel.predictor import PredictorConfig
 from thinkjepa.worldmodel.regularizers import Regularizer, VICReg
 
@@ -102,6 +102,7 @@ class WorldModelModule(pl.LightningModule):
         self.eval_horizons = tuple(eval_horizons)
         self.collapse_std = collapse_std
         self.val_forecast = ForecastRetrieval(self.eval_horizons)
+        self.val_actions = ActionDiscrimination()
         self._val_latents: list[torch.Tensor] = []
 
     # -- set-up checks: fail before any compute -------------------------------------------------
@@ -136,7 +137,7 @@ class WorldModelModule(pl.LightningModule):
             raise FloatingPointError(self._nonfinite_message(out))
         z = out["z"].detach().flatten(0, 1)
         self.log_dict(
-            {f"train/{k}": out[k].detach() for k in ("loss", "teacher", "rollout", "reg")},
+            {f"train/{k}": out[k].detach() for k in ("loss", "teacher", "rollout", "reg", "idm", "idm_acc") if k in out},
             prog_bar=False, on_step=True, on_epoch=False, sync_dist=False,
         )
         self.log("train/loss_pbar", loss.detach(), prog_bar=True, logger=False)
@@ -171,12 +172,19 @@ class WorldModelModule(pl.LightningModule):
         z_tgt = self.model.target_encode(frames.flatten(0, 1)).view(b, t, -1)
         pred = self.model.rollout(out["z"][:, 0], actions)  # (B, T-1, D) open loop
         self.val_forecast.update(pred, z_tgt[:, 1:])
+        if actions.dtype == torch.long:
+            self.val_actions.update(self.model, out["z"][:, :-1], z_tgt[:, 1:], actions)
+        if "idm_acc" in out:
+            self.log("val/idm_acc", out["idm_acc"], on_epoch=True)
         self._val_latents.append(out["z"][:, 0].detach())
 
     def on_validation_epoch_end(self) -> None:
         for k, v in self.val_forecast.compute().items():
             self.log(f"val/{k}", v, prog_bar=k == f"top1@{max(self.eval_horizons)}")
         self.val_forecast.reset()
+        if self.val_actions.update_count:
+            self.log("val/action_top1", self.val_actions.compute(), prog_bar=True)
+            self.val_actions.reset()
         if not self._val_latents:
             return
         z = torch.cat(self._val_latents)
