@@ -73,11 +73,15 @@ def train(argv: list[str], run: bool = True) -> LightningCLI:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    # Small models on a few shared cores run many times faster on one thread; the Makefile sets 1.
+def configure_threads() -> None:
+    """Apply ``THINKJEPA_NUM_THREADS`` (small models on a few shared cores run faster on one thread)."""
     threads = os.environ.get("THINKJEPA_NUM_THREADS")
     if threads:
         torch.set_num_threads(int(threads))
+
+
+def main(argv: list[str] | None = None) -> None:
+    configure_threads()
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in COMMANDS:
         COMMANDS[argv[0]](argv[1:])

@@ -23,7 +23,16 @@ def test_subgoal_metrics_report_thinker_and_both_baselines() -> None:
     metrics = SubgoalMetrics()
     metrics.update(target.clone(), frames[[0, 0]], frames[[4, 4]], target, [frames, frames])
     out = metrics.compute()
-    assert set(out) == {"mse", "mse_copy", "mse_blind", "cosine", "top1", "top1_copy", "top1_blind"}
+    assert set(out) == {
+        "mse",
+        "mse_copy",
+        "mse_blind",
+        "cosine",
+        "beats_copy",
+        "top1",
+        "top1_copy",
+        "top1_blind",
+    }
     assert (
         out["top1"] == 1
         and out["mse"] == 0

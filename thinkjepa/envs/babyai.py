@@ -3,7 +3,8 @@
 BabyAI's native observation is the agent's 7x7 egocentric view. Our world model and planner see the
 *full* grid instead, so :func:`make_env` wraps a level in :class:`FullGridObservation`, whose
 observation is the top-down render of every cell with the agent drawn as a red triangle pointing
-where it faces.
+where it faces, plus a yellow strip on the cell edge it faces (:func:`_mark_heading`), which keeps
+the heading readable at the 4 px tiles of the 22x22 levels.
 
 Image layout: each grid cell becomes a ``tile x tile`` pixel square with
 ``tile = image_size // max(grid_width, grid_height)``; the ``tile * width`` by ``tile * height``
@@ -110,7 +111,29 @@ def render_full_grid(
     finally:
         for door in closed:
             door.is_open = False
+    _mark_heading(canvas, top + ay * tile_size, left + ax * tile_size, tile_size, int(agent_dir))
     return canvas
+
+
+HEADING_COLOR = np.array([255, 255, 0], dtype=np.uint8)
+
+
+def _mark_heading(canvas: np.ndarray, y0: int, x0: int, tile: int, direction: int) -> None:
+    """Paint the agent cell's front edge yellow.
+
+    MiniGrid's red triangle alone becomes a blob at 4 px tiles (the 22x22 GoTo grid at 88 px), where
+    a turn changed only a faint edge: a world model then cannot see left/right turns. A strip of
+    ``max(1, tile // 4)`` px on the side the agent faces keeps the heading unmistakable at any size.
+    """
+    w = max(1, tile // 4)
+    if direction == 0:  # right
+        canvas[y0 : y0 + tile, x0 + tile - w : x0 + tile] = HEADING_COLOR
+    elif direction == 1:  # down
+        canvas[y0 + tile - w : y0 + tile, x0 : x0 + tile] = HEADING_COLOR
+    elif direction == 2:  # left
+        canvas[y0 : y0 + tile, x0 : x0 + w] = HEADING_COLOR
+    else:  # up
+        canvas[y0 : y0 + w, x0 : x0 + tile] = HEADING_COLOR
 
 
 class FullGridObservation(gym.Wrapper):

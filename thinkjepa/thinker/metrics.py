@@ -4,6 +4,9 @@
 * ``top1``: retrieval. Among all frames of the sample's episode (plus its waypoint renders for the
   ``waypoint`` source, plus the target itself), is the nearest one to z* (squared L2, the planner's
   energy) the true subgoal? Identical frames have identical latents, so ties count as hits.
+* ``beats_copy``: share of samples where z* is nearer the target than the current latent is, i.e. where
+  planning toward z* lowers the true subgoal energy at all (a residual head's small early steps show
+  here long before they change the nearest neighbour).
 * the same for ``copy`` (z* = the current frame's latent: "stay here") and ``blind`` (the thinker with
   every mission replaced by one neutral string): if ``top1`` does not beat ``top1_blind``, the thinker is not
   using the instruction; if it does not beat ``top1_copy``, it is not proposing anything useful.
@@ -15,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torchmetrics import CosineSimilarity, MeanSquaredError, Metric
+from torchmetrics import CosineSimilarity, MeanMetric, MeanSquaredError, Metric
 
 
 class SubgoalRetrieval(Metric):
@@ -58,6 +61,7 @@ class SubgoalMetrics(nn.Module):
         super().__init__()
         self.mse, self.mse_copy, self.mse_blind = MeanSquaredError(), MeanSquaredError(), MeanSquaredError()
         self.cosine = CosineSimilarity(reduction="mean")
+        self.beats_copy = MeanMetric()
         self.top1, self.top1_copy, self.top1_blind = (SubgoalRetrieval() for _ in range(3))
 
     def update(
@@ -73,9 +77,10 @@ class SubgoalMetrics(nn.Module):
             getattr(self, f"mse{name}").update(z, target)
             getattr(self, f"top1{name}").update(z, target, candidates)
         self.cosine.update(pred, target)
+        self.beats_copy.update(((pred - target).pow(2).sum(-1) < (copy - target).pow(2).sum(-1)).float())
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """``{mse, mse_copy, mse_blind, cosine, top1, top1_copy, top1_blind}``."""
+        """``{mse, mse_copy, mse_blind, cosine, beats_copy, top1, top1_copy, top1_blind}``."""
         return {name: m.compute() for name, m in self.named_children()}
 
     def reset(self) -> None:

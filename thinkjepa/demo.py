@@ -1,0 +1,106 @@
+"""``make demo``: the whole pipeline at tiny scale on a laptop CPU, ending in the results table.
+
+    python -m thinkjepa.demo [--out checkpoints/demo] [--wm_steps 400] [--thinker_steps 300] ...
+
+1. collect BabyAI bot episodes (GoToLocal and GoTo, full-grid frames, subgoal labels);
+2. train the JEPA world model (recipes/wm/babyai-tiny.yaml, fewer steps);
+3. LoRA-finetune the thinker against it (recipes/thinker/babyai-tiny.yaml, fewer steps);
+4. evaluate bot / flat / hierarchical / oracle side by side and print the table.
+
+Each stage reuses its output when it already exists, so an interrupted demo picks up where it
+stopped; ``--fresh true`` starts over. The numbers are a smoke-scale run, not the project's
+results: those come from the full recipes (see the README).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from thinkjepa.cli import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _lightning_args(recipe: str, run_dir: Path, steps: int) -> list[str]:
+    return [
+        "fit", "--config", str(ROOT / recipe),
+        f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={steps}",
+        f"--trainer.default_root_dir={run_dir}", f"--trainer.logger.init_args.save_dir={run_dir.parent}",
+        f"--trainer.logger.init_args.name={run_dir.name}",
+        f"--trainer.callbacks.init_args.dirpath={run_dir}/checkpoints",
+        f"--trainer.callbacks.init_args.every_n_train_steps={steps}",
+    ]
+
+
+def demo(
+    out: str = "checkpoints/demo",
+    goto_local_episodes: int = 600,
+    goto_episodes: int = 120,
+    wm_steps: int = 400,
+    thinker_steps: int = 300,
+    eval_episodes: int = 20,
+    fresh: bool = False,
+) -> dict:
+    """Run the demo pipeline.
+
+    Args:
+        out: Directory for the data, checkpoints and results.
+        goto_local_episodes: Bot episodes collected on BabyAI-GoToLocal-v0.
+        goto_episodes: Bot episodes collected on BabyAI-GoTo-v0.
+        wm_steps: World-model training steps.
+        thinker_steps: Thinker finetuning steps.
+        eval_episodes: Evaluation episodes per level.
+        fresh: Delete ``out`` first.
+    """
+    from thinkjepa.data.collect import collect
+    from thinkjepa.policy.evaluate import evaluate
+
+    base = Path(out)
+    if fresh and base.exists():
+        shutil.rmtree(base)
+    data, wm_dir, thinker_dir = base / "data", base / "wm", base / "thinker"
+    timings = {}
+
+    start = time.perf_counter()
+    if not (data / "episodes.json").is_file():
+        print("\n== 1/4 collecting BabyAI bot episodes ==")
+        collect(["BabyAI-GoToLocal-v0", "BabyAI-GoTo-v0"], [goto_local_episodes, goto_episodes], str(data),
+                image_size=88, epsilon=0.2, seed=0, overwrite=True)
+    timings["collect"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    if not (wm_dir / "world_model" / "config.json").is_file():
+        print("\n== 2/4 training the JEPA world model ==")
+        train([*_lightning_args("recipes/wm/babyai-tiny.yaml", wm_dir, wm_steps), f"--data.init_args.root={data}"])
+    timings["world model"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    if not (thinker_dir / "thinker").is_dir():
+        print("\n== 3/4 finetuning the thinker (LoRA) ==")
+        train([*_lightning_args("recipes/thinker/babyai-tiny.yaml", thinker_dir, thinker_steps),
+               f"--model.init_args.world_model={wm_dir / 'world_model'}", f"--data.init_args.root={data}"])
+    timings["thinker"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    print("\n== 4/4 evaluating bot / flat / hierarchical / oracle ==")
+    summary = evaluate(world_model=str(wm_dir / "world_model"), thinker=str(thinker_dir / "thinker"),
+                       episodes=eval_episodes, num_envs=10, max_steps=96, out=str(base / "eval"), log_episodes=2)
+    timings["evaluate"] = time.perf_counter() - start
+    print("\nwall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()))
+    print(f"table: {base / 'eval' / 'table.md'}; TensorBoard: tensorboard --logdir {base}")
+    return summary
+
+
+def main() -> None:
+    from jsonargparse import auto_cli
+
+    from thinkjepa.cli import configure_threads
+
+    configure_threads()
+    auto_cli(demo, as_positional=False)
+
+
+if __name__ == "__main__":
+    main()
