@@ -25,10 +25,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from thinkjepa.worldmodel.ema import ema_update
 
 
-def build(recipe: str) -> tuple[pl.LightningModule, dict]:
+def build(recipe: str, device: torch.device) -> tuple[pl.LightningModule, dict]:
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
     cli = LightningCLI(
         pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-        run=False, args=["--config", recipe], save_config_callback=None,
+        run=False, save_config_callback=None,
+        args=["--config", recipe, f"--trainer.accelerator={accelerator}", "--trainer.devices=1",
+              "--trainer.strategy=auto", "--trainer.logger=false"],
     )
     data = cli.config["data"]["init_args"]
     precision = cli.config["trainer"].get("precision") or "32-true"
@@ -55,10 +58,10 @@ def time_steps(step, steps: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def bench_recipe(recipe: str, steps: int, device: torch.device) -> None:
-    module, shape = build(recipe)
+def bench_recipe(recipe: str, steps: int, device: torch.device, batch_size: int | None = None) -> None:
+    module, shape = build(recipe, device)
     model = module.model.to(device).train()
-    bsz, window = shape["batch_size"], shape["window"]
+    bsz, window = batch_size or shape["batch_size"], shape["window"]
     frames, actions = synthetic_batch(module, bsz, window, device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     bf16 = device.type == "cuda" and "bf16" in shape["precision"]
@@ -107,11 +110,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--batch_size", type=int, default=None, help="override the recipes' batch size")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     for recipe in args.recipes:
-        bench_recipe(recipe, args.steps, torch.device(args.device))
+        bench_recipe(recipe, args.steps, torch.device(args.device), args.batch_size)
 
 
 if __name__ == "__main__":

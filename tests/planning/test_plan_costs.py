@@ -55,5 +55,14 @@ def test_rejects_bad_shapes() -> None:
         GoalCost(torch.zeros(2))
     with pytest.raises(ValueError, match=r"z_traj must be \(B, N, H, D\) = \(2, N, H, 2\)"):
         GoalCost(torch.zeros(2, 2))(torch.zeros(3, 1, 1, 2))
-    with pytest.raises(ValueError, match="weights must be 'final', 'all' or a tensor"):
+    with pytest.raises(ValueError, match="weights must be 'final', 'all', 'min' or a tensor"):
         GoalCost(torch.zeros(2, 2), weights="last")  # type: ignore[arg-type]
+
+
+def test_min_weights_score_the_closest_approach_and_prefer_early_arrival():
+    from thinkjepa.planning.costs import GoalCost
+
+    goal = torch.zeros(1, 1)
+    trajs = torch.tensor([[3.0, 0.0, 3.0], [3.0, 3.0, 0.0], [1.0, 1.0, 1.0]]).view(1, 3, 3, 1)  # (B, N, H, D)
+    cost = GoalCost(goal, weights="min")(trajs)[0]
+    assert cost.argmin() == 0 and cost[0] < cost[1] < cost[2]

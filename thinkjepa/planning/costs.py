@@ -44,23 +44,24 @@ class GoalCost:
 
     Args:
         goal: ``(B, D)`` goal latents, one per episode (detached: planning never trains the goal).
-        weights: ``"final"`` (distance at the last step), ``"all"`` (mean over all steps) or a tensor of
-            ``H`` per-step weights.
+        weights: ``"final"`` (distance at the last step), ``"all"`` (mean over all steps), ``"min"``
+            (closest approach over the horizon, ties broken toward earlier steps) or a tensor of ``H``
+            per-step weights.
         metric: See :func:`latent_distance`.
     """
 
     def __init__(
         self,
         goal: torch.Tensor,
-        weights: Literal["final", "all"] | torch.Tensor = "final",
+        weights: Literal["final", "all", "min"] | torch.Tensor = "final",
         metric: Metric = "l2",
     ) -> None:
         if goal.dim() != 2:
             raise ValueError(f"GoalCost: goal must be (B, D), got {tuple(goal.shape)}")
         if metric not in _METRICS:
             raise ValueError(f"GoalCost: unknown metric {metric!r}; expected one of {_METRICS}")
-        if isinstance(weights, str) and weights not in ("final", "all"):
-            raise ValueError(f"GoalCost: weights must be 'final', 'all' or a tensor over H, got {weights!r}")
+        if isinstance(weights, str) and weights not in ("final", "all", "min"):
+            raise ValueError(f"GoalCost: weights must be 'final', 'all', 'min' or a tensor over H, got {weights!r}")
         if isinstance(weights, torch.Tensor) and weights.dim() != 1:
             raise ValueError(f"GoalCost: weights tensor must be (H,), got {tuple(weights.shape)}")
         self.goal = goal.detach()
@@ -84,6 +85,11 @@ class GoalCost:
         if isinstance(self.weights, str) and self.weights == "final":
             return latent_distance(z_traj[:, :, -1:], goal, self.metric).squeeze(-1)  # (B, N)
         dist = latent_distance(z_traj, goal, self.metric)  # (B, N, H)
+        if isinstance(self.weights, str) and self.weights == "min":
+            # Closest approach, with a small bonus for getting there early: for tasks that end the
+            # moment the goal is reached (BabyAI GoTo), where the rollout goes afterwards is moot.
+            steps = torch.arange(dist.shape[-1], device=dist.device, dtype=dist.dtype)
+            return (dist + 1e-3 * steps).min(dim=-1).values
         if isinstance(self.weights, str):
             return dist.mean(dim=-1)
         if self.weights.shape[0] != dist.shape[-1]:

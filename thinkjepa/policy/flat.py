@@ -26,7 +26,7 @@ class FlatPolicy:
     """
 
     def __init__(
-        self, world_model: WorldModel, planner: Planner, space: ActionSpace, cost_weights: str = "final", seed: int = 0
+        self, world_model: WorldModel, planner: Planner, space: ActionSpace, cost_weights: str = "min", seed: int = 0
     ) -> None:
         self.mpc = LatentMPC(world_model, planner, space, cost_weights, seed)
         self.world_model = world_model

@@ -73,7 +73,7 @@ class HierarchicalPolicy:
         reach_threshold: float = 1.0,
         patience: int = 4,
         requery_every: int = 8,
-        cost_weights: str = "final",
+        cost_weights: str = "min",
         seed: int = 0,
     ) -> None:
         self.world_model = world_model

@@ -54,7 +54,7 @@ class LatentMPC:
         world_model: WorldModel,
         planner: Planner,
         space: ActionSpace,
-        cost_weights: str = "final",
+        cost_weights: str = "min",
         seed: int = 0,
     ) -> None:
         num_actions = getattr(world_model, "num_actions", None)
