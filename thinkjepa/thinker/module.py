@@ -18,7 +18,6 @@ rebuilt from ``vlm`` (a tiny model's seed makes it identical) and ``world_model`
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -32,6 +31,7 @@ from jsonargparse import lazy_instance
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from peft import LoraConfig
 
+from thinkjepa.optim import adamw_warmup_cosine
 from thinkjepa.thinker.checkpoint import save_thinker, world_model_fingerprint
 from thinkjepa.thinker.head import HeadOptions, PyramidLatentHead
 from thinkjepa.thinker.lora import apply_lora, set_trainable
@@ -285,26 +285,9 @@ class ThinkerModule(pl.LightningModule):
 
     # -- optimisation ----------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
-        params = [p for p in self.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(
-            [
-                {"params": [p for p in params if p.ndim >= 2], "weight_decay": self.optim.weight_decay},
-                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-            ],
-            lr=self.optim.lr,
-        )
-        total = self.trainer.estimated_stepping_batches
-        total = int(total) if math.isfinite(total) else 10**6
-        warm, floor = self.optim.warmup_steps, self.optim.min_lr_ratio
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            progress = min((step - warm) / max(total - warm, 1), 1.0)
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        o = self.optim
+        return adamw_warmup_cosine(self.parameters(), o.lr, o.weight_decay, o.warmup_steps, o.min_lr_ratio,
+                                   self.trainer.estimated_stepping_batches)
 
     # -- checkpoints -----------------------------------------------------------------------------
     def _trained_keys(self) -> set[str]:

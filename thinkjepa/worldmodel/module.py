@@ -17,6 +17,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
+from thinkjepa.optim import adamw_warmup_cosine
 from thinkjepa.worldmodel.ema import cosine_momentum, ema_update
 from thinkjepa.worldmodel.encoder import EncoderConfig
 from thinkjepa.worldmodel.export import save_world_model
@@ -201,25 +202,9 @@ class WorldModelModule(pl.LightningModule):
 
     # -- optimisation ----------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.optim.lr,
-        )
-        total = self.trainer.estimated_stepping_batches
-        total = int(total) if math.isfinite(total) else 10**6
-        warm, floor = self.optim.warmup_steps, self.optim.min_lr_ratio
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            progress = min((step - warm) / max(total - warm, 1), 1.0)
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        o = self.optim
+        return adamw_warmup_cosine(self.model.parameters(), o.lr, o.weight_decay, o.warmup_steps, o.min_lr_ratio,
+                                   self.trainer.estimated_stepping_batches)
 
     # -- export ----------------------------------------------------------------------------------
     @rank_zero_only
