@@ -18,9 +18,8 @@ import os
 import sys
 from collections.abc import Callable
 
-import torch
-
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.cli import LightningCLI
 
 from thinkjepa.checkpoint_io import AtomicCheckpointIO

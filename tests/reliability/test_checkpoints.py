@@ -9,7 +9,11 @@ import pytest
 import torch
 
 from thinkjepa.checkpoint import (
-    CheckpointError, StateDictMismatchError, UnsafeCheckpointError, atomic_torch_save, load_state_dict_strict,
+    CheckpointError,
+    StateDictMismatchError,
+    UnsafeCheckpointError,
+    atomic_torch_save,
+    load_state_dict_strict,
     safe_torch_load,
 )
 from thinkjepa.checkpoint_io import AtomicCheckpointIO

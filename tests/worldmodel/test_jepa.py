@@ -7,7 +7,14 @@ import torch
 
 from thinkjepa.checkpoint import StateDictMismatchError
 from thinkjepa.worldmodel import (
-    JEPA, EncoderConfig, ObjectiveConfig, PredictorConfig, SIGReg, VICReg, fingerprint, load_world_model,
+    JEPA,
+    EncoderConfig,
+    ObjectiveConfig,
+    PredictorConfig,
+    SIGReg,
+    VICReg,
+    fingerprint,
+    load_world_model,
     save_world_model,
 )
 from thinkjepa.worldmodel.ema import cosine_momentum, ema_update

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 
-@dataclass
+@dataclass(frozen=True)
 class EncoderConfig:
     """Architecture of the context/target encoder.
 

@@ -34,7 +34,7 @@ from thinkjepa.worldmodel.predictor import MLPPredictor, PredictorConfig
 from thinkjepa.worldmodel.regularizers import Regularizer
 
 
-@dataclass
+@dataclass(frozen=True)
 class ObjectiveConfig:
     """Weights of the world-model loss.
 

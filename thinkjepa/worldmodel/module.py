@@ -27,7 +27,7 @@ from thinkjepa.worldmodel.predictor import PredictorConfig
 from thinkjepa.worldmodel.regularizers import Regularizer, VICReg
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimConfig:
     """AdamW with linear warm-up and cosine decay.
 
@@ -44,7 +44,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.05
 
 
-@dataclass
+@dataclass(frozen=True)
 class EMAConfig:
     """Target-encoder momentum, rising from ``base`` to ``final`` along a cosine.
 

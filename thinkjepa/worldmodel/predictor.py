@@ -54,7 +54,7 @@ class ContinuousActionEncoder(nn.Module):
         return self.net(actions.float())
 
 
-@dataclass
+@dataclass(frozen=True)
 class PredictorConfig:
     """Architecture of the action-conditioned predictor.
 
