@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from thinkjepa.checkpoint import CheckpointError, atomic_path, load_state_dict_strict, safe_torch_load
+from thinkjepa.worldmodel.configs import as_dataclass
 from thinkjepa.worldmodel.encoder import EncoderConfig
 from thinkjepa.worldmodel.jepa import JEPA
 from thinkjepa.worldmodel.predictor import PredictorConfig
@@ -65,21 +66,15 @@ def save_world_model(model: JEPA, directory: str | os.PathLike) -> Path:
 
 def _build(config: dict[str, Any], source: Path) -> JEPA:
     try:
-        enc = EncoderConfig(**_known(EncoderConfig, config["encoder"]))
-        pred = PredictorConfig(**_known(PredictorConfig, config["predictor"]))
+        if not (isinstance(config["encoder"], dict) and isinstance(config["predictor"], dict)):
+            raise TypeError("encoder and predictor must be mappings")
+        enc = as_dataclass(EncoderConfig, config["encoder"])
+        pred = as_dataclass(PredictorConfig, config["predictor"])
     except (KeyError, TypeError) as err:
         raise CheckpointError(f"{source}: world-model config is incomplete or malformed ({err})") from err
     model = JEPA(enc, pred)
     model.inverse_dynamics = None  # training-only head, never exported
     return model
-
-
-def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise TypeError(f"unknown {cls.__name__} keys {unknown}")
-    return values
 
 
 def load_world_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> JEPA:

@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from thinkjepa.optim import adamw_warmup_cosine
+from thinkjepa.worldmodel.configs import as_dataclass
 from thinkjepa.worldmodel.ema import cosine_momentum, ema_update
 from thinkjepa.worldmodel.encoder import EncoderConfig
 from thinkjepa.worldmodel.export import save_world_model
@@ -57,10 +58,6 @@ class EMAConfig:
     final: float = 1.0
 
 
-def _as(cls: type, value: Any) -> Any:
-    return cls(**value) if isinstance(value, dict) else value
-
-
 class WorldModelModule(pl.LightningModule):
     """Trains a :class:`~thinkjepa.worldmodel.jepa.JEPA` on windows of frames and actions.
 
@@ -87,9 +84,9 @@ class WorldModelModule(pl.LightningModule):
         collapse_std: float = 0.05,
     ) -> None:
         super().__init__()
-        encoder, predictor = _as(EncoderConfig, encoder), _as(PredictorConfig, predictor)
+        encoder, predictor = as_dataclass(EncoderConfig, encoder), as_dataclass(PredictorConfig, predictor)
         self.objective, self.optim, self.ema = (
-            _as(ObjectiveConfig, objective), _as(OptimConfig, optim), _as(EMAConfig, ema),
+            as_dataclass(ObjectiveConfig, objective), as_dataclass(OptimConfig, optim), as_dataclass(EMAConfig, ema),
         )
         regularizer = regularizer if regularizer is not None else VICReg()
         # Plain dicts only: checkpoints must load with torch.load(weights_only=True).
