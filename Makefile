@@ -13,11 +13,11 @@ export THINKJEPA_NUM_THREADS ?= 1
 
 RECIPE ?=
 ARGS   ?=
-WM     ?= checkpoints/wm/babyai-tiny/world_model
+WM     ?= checkpoints/wm/babyai-tiny-stage2/world_model
 THINKER ?= checkpoints/thinker/babyai-tiny/thinker
 DATA   ?= data/babyai-tiny
 
-.PHONY: help install data train-wm finetune-thinker eval demo test test-slow bench-wm bench-plan lint clean
+.PHONY: help install data train-wm train-predictor finetune-thinker eval demo test test-slow bench-wm bench-plan lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -31,11 +31,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install thinkjepa with its dependencies
 
-data: $(STAMP) ## collect BabyAI bot episodes (RECIPE=recipes/data/*.yaml)
-	$(PY) -m thinkjepa.cli collect --config $(or $(RECIPE),recipes/data/babyai-tiny.yaml) $(ARGS)
+data: $(STAMP) ## collect BabyAI bot episodes: both tiny datasets, or RECIPE=recipes/data/*.yaml
+	$(foreach r,$(or $(RECIPE),recipes/data/babyai-tiny.yaml recipes/data/babyai-tiny-dynamics.yaml),\
+		$(PY) -m thinkjepa.cli collect --config $(r) $(ARGS) &&) true
 
-train-wm: $(STAMP) ## train the JEPA world model (RECIPE=recipes/wm/*.yaml)
+train-wm: $(STAMP) ## train the world model: stage 1 (encoder + predictor), then stage 2 (predictor on frozen latents)
 	$(PY) -m thinkjepa.cli fit --config $(or $(RECIPE),recipes/wm/babyai-tiny.yaml) $(ARGS)
+	$(if $(RECIPE),,$(PY) -m thinkjepa.cli fit --config recipes/predictor/babyai-tiny.yaml)
+
+train-predictor: $(STAMP) ## stage 2 alone: fit the predictor on frozen encoder latents (RECIPE=recipes/predictor/*.yaml)
+	$(PY) -m thinkjepa.cli fit --config $(or $(RECIPE),recipes/predictor/babyai-tiny.yaml) $(ARGS)
 
 finetune-thinker: $(STAMP) ## LoRA-finetune the thinker against a world model (WM=...)
 	$(PY) -m thinkjepa.cli fit --config $(or $(RECIPE),recipes/thinker/babyai-tiny.yaml) \

@@ -2,8 +2,10 @@
 
     python -m thinkjepa.demo [--out checkpoints/demo] [--wm_steps 400] [--thinker_steps 300] ...
 
-1. collect BabyAI bot episodes (GoToLocal and GoTo, full-grid frames, subgoal labels);
-2. train the JEPA world model (recipes/wm/babyai-tiny.yaml, fewer steps);
+1. collect BabyAI bot episodes (GoToLocal and GoTo, full-grid frames, subgoal labels), plus a second,
+   larger set for the predictor;
+2. train the JEPA world model: stage 1 (recipes/wm/babyai-tiny.yaml, fewer steps), then stage 2, the
+   predictor on frozen encoder latents (recipes/predictor/babyai-tiny.yaml, fewer steps);
 3. LoRA-finetune the thinker against it (recipes/thinker/babyai-tiny.yaml, fewer steps);
 4. evaluate bot / flat / hierarchical / oracle side by side and print the table.
 
@@ -38,7 +40,9 @@ def demo(
     out: str = "checkpoints/demo",
     goto_local_episodes: int = 600,
     goto_episodes: int = 120,
-    wm_steps: int = 400,
+    dynamics_episodes: tuple[int, int] = (3000, 60),
+    wm_steps: int = 300,
+    predictor_steps: int = 1000,
     thinker_steps: int = 300,
     eval_episodes: int = 20,
     fresh: bool = False,
@@ -49,7 +53,9 @@ def demo(
         out: Directory for the data, checkpoints and results.
         goto_local_episodes: Bot episodes collected on BabyAI-GoToLocal-v0.
         goto_episodes: Bot episodes collected on BabyAI-GoTo-v0.
-        wm_steps: World-model training steps.
+        dynamics_episodes: Extra (GoToLocal, GoTo) episodes for the predictor (stage 2).
+        wm_steps: World-model training steps (stage 1).
+        predictor_steps: Predictor training steps on frozen latents (stage 2).
         thinker_steps: Thinker finetuning steps.
         eval_episodes: Evaluation episodes per level.
         fresh: Delete ``out`` first.
@@ -60,7 +66,8 @@ def demo(
     base = Path(out)
     if fresh and base.exists():
         shutil.rmtree(base)
-    data, wm_dir, thinker_dir = base / "data", base / "wm", base / "thinker"
+    data, dynamics, thinker_dir = base / "data", base / "data-dynamics", base / "thinker"
+    wm_dir, predictor_dir = base / "wm", base / "wm-stage2"
     timings = {}
 
     start = time.perf_counter()
@@ -68,24 +75,32 @@ def demo(
         print("\n== 1/4 collecting BabyAI bot episodes ==")
         collect(["BabyAI-GoToLocal-v0", "BabyAI-GoTo-v0"], [goto_local_episodes, goto_episodes], str(data),
                 image_size=88, epsilon=0.2, seed=0, overwrite=True)
+    if not (dynamics / "episodes.json").is_file():
+        collect(["BabyAI-GoToLocal-v0", "BabyAI-GoTo-v0"], list(dynamics_episodes), str(dynamics),
+                image_size=88, epsilon=0.2, seed=100_000, overwrite=True)
     timings["collect"] = time.perf_counter() - start
 
     start = time.perf_counter()
     if not (wm_dir / "world_model" / "config.json").is_file():
         print("\n== 2/4 training the JEPA world model ==")
         train([*_lightning_args("recipes/wm/babyai-tiny.yaml", wm_dir, wm_steps), f"--data.init_args.root={data}"])
+    world_model = predictor_dir / "world_model"
+    if not (world_model / "config.json").is_file():
+        print("\n== 2/4 fitting the predictor on frozen encoder latents ==")
+        train([*_lightning_args("recipes/predictor/babyai-tiny.yaml", predictor_dir, predictor_steps),
+               f"--model.init_args.world_model={wm_dir / 'world_model'}", f"--data.init_args.roots=[{data},{dynamics}]"])
     timings["world model"] = time.perf_counter() - start
 
     start = time.perf_counter()
     if not (thinker_dir / "thinker").is_dir():
         print("\n== 3/4 finetuning the thinker (LoRA) ==")
         train([*_lightning_args("recipes/thinker/babyai-tiny.yaml", thinker_dir, thinker_steps),
-               f"--model.init_args.world_model={wm_dir / 'world_model'}", f"--data.init_args.root={data}"])
+               f"--model.init_args.world_model={world_model}", f"--data.init_args.root={data}"])
     timings["thinker"] = time.perf_counter() - start
 
     start = time.perf_counter()
     print("\n== 4/4 evaluating bot / flat / hierarchical / oracle ==")
-    summary = evaluate(world_model=str(wm_dir / "world_model"), thinker=str(thinker_dir / "thinker"),
+    summary = evaluate(world_model=str(world_model), thinker=str(thinker_dir / "thinker"),
                        episodes=eval_episodes, num_envs=10, max_steps=96, out=str(base / "eval"), log_episodes=2)
     timings["evaluate"] = time.perf_counter() - start
     print("\nwall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()))

@@ -13,7 +13,8 @@ from thinkjepa.planning.cem import CEMPlanner
 from thinkjepa.planning.spaces import DiscreteSpace
 from thinkjepa.policy import FlatPolicy, HierarchicalPolicy, OracleSubgoals
 from thinkjepa.policy.evaluate import Demo, evaluate, run_episodes
-from thinkjepa.policy.stats import wilson_interval
+from thinkjepa.policy.plots import COLORS, length_bins, success_by_length
+from thinkjepa.policy.stats import EpisodeResult, wilson_interval
 from thinkjepa.worldmodel import JEPA, EncoderConfig, PredictorConfig, save_world_model
 
 SPACE = DiscreteSpace(NUM_ACTIONS, allowed=tuple(int(a) for a in NAV_ACTIONS))
@@ -141,6 +142,23 @@ def test_evaluate_writes_json_table_and_tensorboard(wm, tmp_path):
     assert len(results) == 9 and {r["mode"] for r in results} == {"bot", "flat", "oracle"}
     assert "| BabyAI-GoToLocal-v0 | flat |" in (tmp_path / "out" / "table.md").read_text()
     assert any((tmp_path / "out" / "tb").iterdir())
+    from PIL import Image
+
+    plot = np.asarray(Image.open(tmp_path / "out" / "plots" / "BabyAI-GoToLocal-v0-success-by-length.png"))
+    assert plot.shape == (320, 560, 3) and (plot == COLORS["bot"]).all(-1).any()  # the bot's bars are drawn
+    strip = np.asarray(Image.open(tmp_path / "out" / "plots" / "BabyAI-GoToLocal-v0-flat-episode0.png"))
+    assert strip.shape[0] == 64 and strip.shape[1] % 64 == 0 and strip.shape[1] > 64
+
+
+def test_length_bins_and_success_by_length():
+    assert length_bins([]) == []
+    bins = length_bins([1, 2, 2, 3, 5, 8, 9, 20], bins=4)
+    assert bins[0][0] == 1 and bins[-1][1] == 20
+    assert all(lo <= hi for lo, hi in bins) and all(a[1] + 1 == b[0] for a, b in zip(bins, bins[1:]))
+    results = [EpisodeResult("L", m, s, "go", ok, 5, n) for s, (m, ok, n) in enumerate(
+        [("flat", True, 2), ("flat", False, 9), ("bot", True, 2), ("bot", True, 9), ("flat", True, 0)])]
+    ranges, table = success_by_length(results, "L", bins=2)
+    assert ranges == [(2, 6), (7, 9)] and table == {"bot": [(1, 1), (1, 1)], "flat": [(1, 1), (0, 1)]}
 
 
 def test_evaluate_rejects_bad_input_before_compute(wm, tmp_path):

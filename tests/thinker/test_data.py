@@ -39,6 +39,15 @@ def test_datamodule_samples_subgoals_from_held_out_episodes(dataset_dir, source:
     assert ds.fallback_fraction == 0.0
 
 
+def test_validation_can_be_restricted_to_levels(dataset_dir) -> None:
+    dm = ThinkerDataModule(str(dataset_dir), val_fraction=0.25, val_levels=["BabyAI-GoToRedBallGrey-v0"])
+    dm.setup("fit")
+    store = dm.train_set.store
+    assert dm.val_set.episodes and {store.meta(e).level for e in dm.val_set.episodes} == {"BabyAI-GoToRedBallGrey-v0"}
+    with pytest.raises(ValueError, match=r"No held-out episodes of val_levels=\['BabyAI-GoTo-v0'\]"):
+        ThinkerDataModule(str(dataset_dir), val_levels=["BabyAI-GoTo-v0"]).setup("fit")
+
+
 def test_steps_no_subgoal_covers_fall_back_k_steps_ahead(dataset_dir) -> None:
     store = EpisodeStore(dataset_dir)
 

@@ -25,6 +25,23 @@ def test_propose_gives_world_model_latents_that_depend_on_the_instruction(kind: 
     torch.testing.assert_close(thinker.propose(images[:1], ["go to the red ball"]), z_red[:1])
 
 
+def test_text_first_lets_the_image_tokens_read_the_instruction(world_model) -> None:
+    """In a causal LM the image tokens see the instruction only when it comes first."""
+    thinker = tiny_thinker("idefics3", world_model).eval()
+    images = frames(1)
+
+    def image_token_states(instruction: str) -> torch.Tensor:
+        inputs = thinker.prepare(images, [instruction])
+        out = thinker.vlm(**inputs, output_hidden_states=True, return_dict=True)
+        is_image = inputs["input_ids"][0] == thinker.base_vlm.config.image_token_id
+        return out.hidden_states[-1][0, is_image]
+
+    torch.testing.assert_close(image_token_states("go to the red ball"), image_token_states("go to the blue key"))
+    thinker.text_first, thinker._prompts = True, {}
+    assert thinker._text("go to the red ball").index("red") < thinker._text("go to the red ball").index("<image>")
+    assert not torch.allclose(image_token_states("go to the red ball"), image_token_states("go to the blue key"))
+
+
 def test_world_model_is_referenced_not_owned(world_model) -> None:
     thinker = tiny_thinker("idefics3", world_model)
     assert thinker.world_model is world_model and "world_model" not in dict(thinker.named_children())

@@ -88,7 +88,76 @@ class FixedOrder(Sampler[int]):
         return len(self.order)
 
 
-class EpisodeDataModule(L.LightningDataModule):
+class ResumableWindows(L.LightningDataModule):
+    """Shared loaders of the window data modules: a resumable shuffled train loader, a fixed-order
+    validation loader, and the data position saved in every checkpoint.
+
+    Subclasses build ``self.train_set`` and ``self.val_set`` in ``setup``.
+    """
+
+    def __init__(self, batch_size: int, num_workers: int, seed: int) -> None:
+        super().__init__()
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self._resume: dict[str, int] = {}
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training windows; after a resume, the interrupted epoch continues where it stopped."""
+        train_set = self._ready(self.train_set)
+        sampler = EpochSampler(len(train_set), self.seed)
+        if self._resume:
+            sampler.set_epoch(self._resume["epoch"])
+            sampler.skip(self._resume["batches"] * self.batch_size)
+            self._resume = {}
+        return self._loader(train_set, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation windows in one fixed shuffled order.
+
+        Shuffled so that a batch mixes episodes (the forecast-retrieval metric ranks a prediction
+        against the batch's other windows), fixed so that every validation sees the same windows.
+        """
+        val_set = self._ready(self.val_set)
+        return self._loader(val_set, FixedOrder(len(val_set), self.seed))
+
+    def state_dict(self) -> dict[str, int]:
+        """The data position, saved in every checkpoint: epoch and batches consumed in it."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": trainer.current_epoch, "batches": progress.processed}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume = dict(state_dict)
+
+    def _loader(self, dataset: Dataset, sampler: Sampler) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _ready(self, dataset: Dataset | None) -> Dataset:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup() before using the data")
+        return dataset
+
+
+def split_episodes(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded ``(train, val)`` episode indices; at least one validation episode when
+    ``val_fraction > 0`` and there are two or more episodes."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    n_val = 0 if val_fraction == 0 or n < 2 else max(1, round(val_fraction * n))
+    order = np.random.default_rng(seed).permutation(n)
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+class EpisodeDataModule(ResumableWindows):
     """Windows of a collected episode dataset, split into train/val by episode.
 
     Args:
@@ -112,33 +181,26 @@ class EpisodeDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers, seed)
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         self.save_hyperparameters()
-        self.root, self.window, self.val_window = root, window, val_window
-        self.batch_size, self.val_fraction = batch_size, val_fraction
-        self.num_workers, self.seed = num_workers, seed
+        self.root, self.window, self.val_window, self.val_fraction = root, window, val_window, val_fraction
         self.store: EpisodeStore | None = None
         self.train_episodes: list[int] = []
         self.val_episodes: list[int] = []
-        self._resume: dict[str, int] = {}
 
     def setup(self, stage: str | None = None) -> None:
         """Open the store (raises ``EpisodeFileError`` naming a bad file) and split the episodes."""
         if self.store is not None:
             return
         self.store = EpisodeStore(self.root)
-        n = len(self.store)
-        n_val = 0 if self.val_fraction == 0 or n < 2 else max(1, round(self.val_fraction * n))
-        order = np.random.default_rng(self.seed).permutation(n)
-        self.val_episodes = sorted(order[:n_val].tolist())
-        self.train_episodes = sorted(order[n_val:].tolist())
+        self.train_episodes, self.val_episodes = split_episodes(len(self.store), self.val_fraction, self.seed)
         self.train_set = WindowDataset(self.store, self.window, self.train_episodes)
         self.val_set = WindowDataset(self.store, self.val_window, self.val_episodes)
         if len(self.train_set) == 0:
             raise ValueError(f"{self.root}: no training episode has {self.window} frames")
-        if n_val and len(self.val_set) == 0:
+        if self.val_episodes and len(self.val_set) == 0:
             warnings.warn(f"{self.root}: no validation episode has {self.val_window} frames", stacklevel=2)
 
     @property
@@ -150,46 +212,6 @@ class EpisodeDataModule(L.LightningDataModule):
     def num_actions(self) -> int:
         """Number of discrete actions (available after :meth:`setup`)."""
         return self._opened().num_actions
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training windows; after a resume, the interrupted epoch continues where it stopped."""
-        self._opened()
-        sampler = EpochSampler(len(self.train_set), self.seed)
-        if self._resume:
-            sampler.set_epoch(self._resume["epoch"])
-            sampler.skip(self._resume["batches"] * self.batch_size)
-            self._resume = {}
-        return self._loader(self.train_set, shuffle=False, sampler=sampler)
-
-    def state_dict(self) -> dict[str, int]:
-        """The data position, saved in every checkpoint: epoch and batches consumed in it."""
-        trainer = self.trainer
-        if trainer is None:
-            return {}
-        progress = trainer.fit_loop.epoch_loop.batch_progress.current
-        return {"epoch": trainer.current_epoch, "batches": progress.processed}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self._resume = dict(state_dict)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation windows in one fixed shuffled order.
-
-        Shuffled so that a batch mixes episodes (the forecast-retrieval metric ranks a prediction
-        against the batch's other windows), fixed so that every validation sees the same windows.
-        """
-        self._opened()
-        return self._loader(self.val_set, shuffle=False, sampler=FixedOrder(len(self.val_set), self.seed))
-
-    def _loader(self, dataset: WindowDataset, shuffle: bool, sampler: Sampler | None = None) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
 
     def _opened(self) -> EpisodeStore:
         if self.store is None:

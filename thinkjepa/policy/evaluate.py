@@ -1,6 +1,6 @@
 """Evaluation harness: seeded BabyAI episodes, several environments stepped together.
 
-    thinkjepa eval --world_model checkpoints/wm/babyai-tiny/world_model \
+    thinkjepa eval --world_model checkpoints/wm/babyai-tiny-stage2/world_model \
         --thinker checkpoints/thinker/babyai-tiny/thinker --episodes 100
 
 For every level and seed it first runs the BabyAI bot (the ``bot`` row, and the source of the goal
@@ -37,6 +37,7 @@ from thinkjepa.planning.cem import CEMPlanner
 from thinkjepa.planning.spaces import DiscreteSpace
 from thinkjepa.policy.flat import FlatPolicy
 from thinkjepa.policy.hierarchical import HierarchicalPolicy
+from thinkjepa.policy.plots import plot_success_by_length, save_png
 from thinkjepa.policy.stats import EpisodeResult, markdown_table, summarize, to_json
 from thinkjepa.policy.subgoals import OracleSubgoals, ThinkerSubgoals
 
@@ -247,6 +248,7 @@ def evaluate(
                     results += res
                     for k, strip in enumerate(strips):
                         writer.add_image(f"{level}/{mode}/episode{k}", strip, dataformats="HWC")
+                        save_png(strip, out_dir / "plots" / f"{level}-{mode}-episode{k}.png")
                     bar.update(len(chunk))
                     bar.set_postfix(success=f"{np.mean([r.success for r in results]):.2f}")
                 bar.close()
@@ -254,6 +256,9 @@ def evaluate(
             summary[level][mode]["reach_threshold"] = threshold if mode in ("hierarchical", "oracle") else None
             writer.add_scalar(f"{level}/{mode}/success_rate", summary[level][mode]["success_rate"])
             all_results += results
+        figure = plot_success_by_length(all_results, level)
+        writer.add_image(f"{level}/success_by_length", figure, dataformats="HWC")
+        save_png(figure, out_dir / "plots" / f"{level}-success-by-length.png")
     writer.close()
     table = markdown_table(summary)
     for name, text in (

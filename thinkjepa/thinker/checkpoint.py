@@ -87,6 +87,7 @@ def save_thinker(
         config = {
             "format": FORMAT,
             "prompt": thinker.prompt,
+            "text_first": thinker.text_first,
             "head": thinker.head.config(),
             "base_vlm": base_vlm,
             "base_dtype": str(base.dtype).removeprefix("torch."),
@@ -193,6 +194,7 @@ def load_thinker(
     with torch.no_grad():
         for name, value in saved_vlm.items():
             params[name].copy_(value)
-    thinker = Thinker(model, processor, head, prompt=config["prompt"], world_model=world_model)
+    thinker = Thinker(model, processor, head, prompt=config["prompt"], world_model=world_model,
+                      text_first=bool(config.get("text_first", False)))
     thinker.requires_grad_(False)
     return thinker.to(device).eval()

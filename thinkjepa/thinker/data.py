@@ -141,6 +141,8 @@ class ThinkerDataModule(pl.LightningDataModule):
         stride: Keep every ``stride``-th step of each episode.
         max_episodes: Use only the first this many episodes (``None``: all).
         num_workers: DataLoader workers.
+        val_levels: Validate on the held-out episodes of these levels only (``None``: every level),
+            e.g. ``[BabyAI-GoTo-v0]`` to score the thinker where the instruction decides the route.
     """
 
     def __init__(
@@ -154,11 +156,13 @@ class ThinkerDataModule(pl.LightningDataModule):
         stride: int = 1,
         max_episodes: int | None = None,
         num_workers: int = 0,
+        val_levels: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.root, self.subgoal_source, self.batch_size = root, subgoal_source, batch_size
         self.val_fraction, self.seed, self.fallback_k, self.stride = val_fraction, seed, fallback_k, stride
         self.max_episodes, self.num_workers = max_episodes, num_workers
+        self.val_levels = None if val_levels is None else list(val_levels)
         self.train_set: SubgoalDataset | None = None
         self.val_set: SubgoalDataset | None = None
 
@@ -178,7 +182,15 @@ class ThinkerDataModule(pl.LightningDataModule):
             return
         store = self.open_store()
         n = len(store) if self.max_episodes is None else min(len(store), self.max_episodes)
-        train, val = split_episodes([store.meta(i).level for i in range(n)], self.val_fraction, self.seed)
+        levels = [store.meta(i).level for i in range(n)]
+        train, val = split_episodes(levels, self.val_fraction, self.seed)
+        if self.val_levels is not None:
+            val = [i for i in val if levels[i] in self.val_levels]
+            if not val:
+                raise ValueError(
+                    f"No held-out episodes of val_levels={self.val_levels} in {self.root} "
+                    f"(its levels: {sorted(set(levels))})"
+                )
         self.train_set = SubgoalDataset(store, train, self.subgoal_source, self.fallback_k, self.stride)
         self.val_set = SubgoalDataset(store, val, self.subgoal_source, self.fallback_k, self.stride)
         if len(self.train_set) == 0:

@@ -18,7 +18,7 @@ rebuilt from ``vlm`` (a tiny model's seed makes it identical) and ``world_model`
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from jsonargparse import lazy_instance
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from peft import LoraConfig
 
+from thinkjepa.data.latents import encode_fixed_batches
 from thinkjepa.optim import adamw_warmup_cosine
 from thinkjepa.thinker.checkpoint import save_thinker, world_model_fingerprint
 from thinkjepa.thinker.head import HeadOptions, PyramidLatentHead
@@ -121,6 +122,8 @@ class ThinkerModule(pl.LightningModule):
             (e.g. ``model.connector`` for a random-init Idefics3); all else is frozen.
         head: How the latent head pools the VLM (layers, pooling, width, residual on the current latent).
         prompt: Text shown with the image; ``{instruction}`` is replaced by the mission.
+        text_first: Show the instruction before the image, so that the image tokens attend to it
+            (see :class:`~thinkjepa.thinker.thinker.Thinker`).
         loss: Loss weights.
         optim: Optimizer and schedule.
         neutral_instruction: The one mission the language-blind ablation sees.
@@ -137,6 +140,7 @@ class ThinkerModule(pl.LightningModule):
         trainable: tuple[str, ...] = (),
         head: HeadOptions = DEFAULT_HEAD,
         prompt: str = "{instruction}",
+        text_first: bool = False,
         loss: LossOptions = DEFAULT_LOSS,
         optim: OptimOptions = DEFAULT_OPTIM,
         neutral_instruction: str = "go to the object",
@@ -158,6 +162,7 @@ class ThinkerModule(pl.LightningModule):
                 "trainable": list(trainable),
                 "head": _plain(asdict(head)),
                 "prompt": prompt,
+                "text_first": text_first,
                 "loss": asdict(self.loss_options),
                 "optim": asdict(self.optim),
                 "neutral_instruction": neutral_instruction,
@@ -180,7 +185,8 @@ class ThinkerModule(pl.LightningModule):
         latent_head = PyramidLatentHead(
             **asdict(head), hidden_size=text.hidden_size, latent_dim=wm.latent_dim
         )
-        self.thinker = Thinker(model, processor, latent_head, prompt=prompt, world_model=wm).train()
+        self.thinker = Thinker(model, processor, latent_head, prompt=prompt, world_model=wm,
+                               text_first=text_first).train()
         self.val_metrics = SubgoalMetrics()
         # Lightning checkpoints hold the trained weights only; on_load_checkpoint checks the key set.
         self.strict_loading = False
@@ -190,14 +196,20 @@ class ThinkerModule(pl.LightningModule):
 
     # -- one-off encoding of every latent the run needs ------------------------------------------
     @torch.no_grad()
-    def _encode(self, image: Callable[[int], np.ndarray], count: int) -> torch.Tensor:
-        """Target latents ``(count, D)`` of ``image(0..count-1)``, a chunk of frames in memory at a time."""
-        wm, out = self.thinker.world_model, []
+    def _encode(self, arrays: Iterable[np.ndarray], total: int) -> torch.Tensor:
+        """Target latents ``(total, D)`` of the frames in ``arrays`` (fixed-size encoder batches)."""
+        if total == 0:
+            return torch.empty(0, self.thinker.latent_dim)
+        wm = self.thinker.world_model
         device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
-        for start in range(0, count, self.encode_batch_size):
-            chunk = [image(k) for k in range(start, min(count, start + self.encode_batch_size))]
-            out.append(wm.target_encode(torch.from_numpy(np.stack(chunk)).to(device)).float().cpu())  # (b, D)
-        return torch.cat(out) if out else torch.empty(0, self.thinker.latent_dim)
+        latents = encode_fixed_batches(lambda x: wm.target_encode(x.to(device)), arrays, total, self.encode_batch_size)
+        return torch.from_numpy(latents)
+
+    def _images(self, image: Callable[[int], np.ndarray], count: int) -> Iterator[np.ndarray]:
+        """``image(0..count-1)`` stacked a batch at a time (only one batch of frames in memory)."""
+        size = self.encode_batch_size
+        for start in range(0, count, size):
+            yield np.stack([image(k) for k in range(start, min(count, start + size))])
 
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule if self.trainer is not None else None
@@ -219,18 +231,17 @@ class ThinkerModule(pl.LightningModule):
             n = len(ds)
             self._encoded_from[split] = ds
             self._latents[split] = {
-                "current": self._encode(ds.current_image, n),  # (N, D)
-                "target": self._encode(ds.subgoal_image, n),  # (N, D)
+                "current": self._encode(self._images(ds.current_image, n), n),  # (N, D)
+                "target": self._encode(self._images(ds.subgoal_image, n), n),  # (N, D)
             }
             rank_zero_info(
                 f"thinker {split}: {n} samples from {len(ds.episodes)} episodes, source={ds.source}, "
                 f"{ds.fallback_fraction:.1%} fall back to {ds.fallback_k} steps ahead"
             )
             if split == "val":
-                self._candidates = {}
-                for e in ds.episodes:
-                    images = ds.candidate_images(e)  # (N_e, H, W, 3)
-                    self._candidates[e] = self._encode(images.__getitem__, len(images))
+                sizes = [len(ds.candidate_images(e)) for e in ds.episodes]  # (N_e, H, W, 3) each
+                parts = self._encode((ds.candidate_images(e) for e in ds.episodes), sum(sizes)).split(sizes)
+                self._candidates = dict(zip(ds.episodes, parts, strict=True))
 
     def _lookup(self, split: str, key: str, index: torch.Tensor) -> torch.Tensor:
         return self._latents[split][key][index.cpu()].to(self.device)

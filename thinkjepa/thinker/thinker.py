@@ -27,6 +27,9 @@ class Thinker(nn.Module):
         head: Pools the VLM's hidden states to ``(B, latent_dim)``.
         prompt: Text shown with the image; ``{instruction}`` is replaced by the mission.
         world_model: The frozen world model whose latent space z* lives in (needed by a residual head).
+        text_first: Put the instruction before the image. In a causal language model the image tokens
+            then attend to the instruction, so every image token's hidden state can depend on it; with
+            the image first (the usual chat order) only the few text tokens see both.
     """
 
     def __init__(
@@ -36,6 +39,7 @@ class Thinker(nn.Module):
         head: PyramidLatentHead,
         prompt: str = "{instruction}",
         world_model: WorldModel | None = None,
+        text_first: bool = False,
     ) -> None:
         super().__init__()
         if "{instruction}" not in prompt:
@@ -46,6 +50,7 @@ class Thinker(nn.Module):
                 f"Head layers {list(head.layers)} out of range: the VLM gives {n_states} hidden states"
             )
         self.vlm, self.head, self.processor, self.prompt = vlm, head, processor, prompt
+        self.text_first = text_first
         self._prompts: dict[str, str] = {}
         self.world_model = world_model
 
@@ -76,13 +81,8 @@ class Thinker(nn.Module):
 
     def _text(self, instruction: str) -> str:
         if instruction not in self._prompts:
-            message = {
-                "role": "user",
-                "content": [
-                    {"type": "image"},
-                    {"type": "text", "text": self.prompt.format(instruction=instruction)},
-                ],
-            }
+            parts = [{"type": "image"}, {"type": "text", "text": self.prompt.format(instruction=instruction)}]
+            message = {"role": "user", "content": parts[::-1] if self.text_first else parts}
             self._prompts[instruction] = self.processor.apply_chat_template(
                 [message], add_generation_prompt=True, tokenize=False
             )

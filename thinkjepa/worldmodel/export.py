@@ -48,6 +48,16 @@ def fingerprint(model: JEPA) -> str:
     return h.hexdigest()[:16]
 
 
+def target_encoder_fingerprint(model: JEPA) -> str:
+    """SHA-256 of the encoder config and the target encoder's weights (first 16 hex digits): what
+    the latents of a frame depend on, e.g. a latent cache's key."""
+    h = hashlib.sha256(json.dumps(asdict(model.encoder.config), sort_keys=True).encode())
+    for key, value in sorted(model.target_encoder.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def architecture(model: JEPA) -> dict[str, Any]:
     return {"encoder": asdict(model.encoder.config), "predictor": asdict(model.predictor.config)}
 

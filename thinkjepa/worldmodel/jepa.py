@@ -140,6 +140,28 @@ class JEPA(nn.Module):
         padded = torch.cat([z[:, :1].expand(-1, h - 1, -1), z], dim=1)  # (B, T+h-1, D)
         return padded.unfold(1, h, 1).permute(0, 1, 3, 2)  # (B, T, h, D)
 
+    def dynamics_loss(
+        self, z: torch.Tensor, z_tgt: torch.Tensor, actions: torch.Tensor, objective: ObjectiveConfig
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The predictor's two terms: teacher-forced and open-loop rollout error.
+
+        Args:
+            z: ``(B, T, D)`` input latents (context latents; frozen target latents in stage 2).
+            z_tgt: ``(B, T, D)`` target latents (no gradient).
+            actions: ``(B, T-1)`` ids or ``(B, T-1, A)`` continuous actions.
+            objective: ``rollout_steps`` caps the open-loop length.
+
+        Returns:
+            ``(teacher, rollout)`` mean squared errors.
+        """
+        b, t = z.shape[:2]
+        hist = self.history_windows(z)[:, :-1]  # (B, T-1, h, D)
+        pred = self.predictor(hist.flatten(0, 1), actions.flatten(0, 1)).view(b, t - 1, -1)
+        teacher = F.mse_loss(pred, z_tgt[:, 1:])
+        k = min(objective.rollout_steps, t - 1)
+        roll = F.mse_loss(self.rollout(z[:, :1], actions[:, :k]), z_tgt[:, 1 : k + 1])
+        return teacher, roll
+
     def loss(
         self, frames: torch.Tensor, actions: torch.Tensor, objective: ObjectiveConfig
     ) -> dict[str, torch.Tensor]:
@@ -160,12 +182,7 @@ class JEPA(nn.Module):
         z = self.encode(flat).view(b, t, -1)  # (B, T, D)
         z_tgt = self.target_encode(flat).view(b, t, -1)  # (B, T, D)
 
-        hist = self.history_windows(z)[:, :-1]  # (B, T-1, h, D)
-        pred = self.predictor(hist.flatten(0, 1), actions.flatten(0, 1)).view(b, t - 1, -1)
-        teacher = F.mse_loss(pred, z_tgt[:, 1:])
-
-        k = min(objective.rollout_steps, t - 1)
-        roll = F.mse_loss(self.rollout(z[:, :1], actions[:, :k]), z_tgt[:, 1 : k + 1])
+        teacher, roll = self.dynamics_loss(z, z_tgt, actions, objective)
         reg = self.regularizer(z.flatten(0, 1)) if self.regularizer is not None else z.new_zeros(())
         total = teacher + objective.rollout_weight * roll + objective.reg_weight * reg
         out = {"teacher": teacher, "rollout": roll, "reg": reg, "z": z}

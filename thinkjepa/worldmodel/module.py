@@ -15,7 +15,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 
 from thinkjepa.optim import adamw_warmup_cosine
 from thinkjepa.worldmodel.configs import as_dataclass
@@ -26,6 +26,39 @@ from thinkjepa.worldmodel.jepa import JEPA, ObjectiveConfig
 from thinkjepa.worldmodel.metrics import ActionDiscrimination, ForecastRetrieval, effective_rank
 from thinkjepa.worldmodel.predictor import PredictorConfig
 from thinkjepa.worldmodel.regularizers import Regularizer, VICReg
+
+
+def check_data_fits(module: pl.LightningModule, model: JEPA, eval_horizons: tuple[int, ...]) -> None:
+    """Refuse, before any compute, data whose image size or action count the model cannot take, or
+    validation windows too short for the open-loop horizons scored."""
+    dm = module.trainer.datamodule if module.trainer is not None else None
+    if dm is None:
+        return
+    enc, pred = model.encoder.config, model.predictor.config
+    for name, data_value, model_value in (
+        ("image_size", getattr(dm, "image_size", None), enc.image_size),
+        ("num_actions", getattr(dm, "num_actions", None), pred.num_actions),
+    ):
+        if data_value is not None and data_value != model_value and not (
+            name == "num_actions" and data_value < model_value
+        ):
+            raise ValueError(
+                f"data {name}={data_value} does not match the model's {name}={model_value} "
+                f"(model.{'encoder.image_size' if name == 'image_size' else 'predictor.num_actions'})"
+            )
+    val_window = getattr(dm, "val_window", None)
+    if val_window is not None and max(eval_horizons) >= val_window:
+        raise ValueError(
+            f"model.eval_horizons={list(eval_horizons)} needs data.val_window > {max(eval_horizons)}, got {val_window}"
+        )
+
+
+def export_on_fit_end(module: pl.LightningModule, model: JEPA) -> None:
+    """Export ``model`` to ``<default_root_dir>/world_model`` (rank 0; not after ``fast_dev_run``)."""
+    if module.trainer.fast_dev_run or module.trainer.global_rank != 0:
+        return
+    path = save_world_model(model, Path(module.trainer.default_root_dir) / "world_model")
+    print(f"world model exported to {path}")
 
 
 @dataclass(frozen=True)
@@ -105,27 +138,7 @@ class WorldModelModule(pl.LightningModule):
 
     # -- set-up checks: fail before any compute -------------------------------------------------
     def setup(self, stage: str) -> None:
-        dm = self.trainer.datamodule if self.trainer is not None else None
-        if dm is None:
-            return
-        enc, pred = self.model.encoder.config, self.model.predictor.config
-        for name, data_value, model_value in (
-            ("image_size", getattr(dm, "image_size", None), enc.image_size),
-            ("num_actions", getattr(dm, "num_actions", None), pred.num_actions),
-        ):
-            if data_value is not None and data_value != model_value and not (
-                name == "num_actions" and data_value < model_value
-            ):
-                raise ValueError(
-                    f"data {name}={data_value} does not match the model's {name}={model_value} "
-                    f"(model.{'encoder.image_size' if name == 'image_size' else 'predictor.num_actions'})"
-                )
-        val_window = getattr(dm, "val_window", None)
-        if val_window is not None and max(self.eval_horizons) >= val_window:
-            raise ValueError(
-                f"model.eval_horizons={list(self.eval_horizons)} needs data.val_window > "
-                f"{max(self.eval_horizons)}, got {val_window}"
-            )
+        check_data_fits(self, self.model, self.eval_horizons)
 
     # -- training --------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -204,9 +217,5 @@ class WorldModelModule(pl.LightningModule):
                                    self.trainer.estimated_stepping_batches)
 
     # -- export ----------------------------------------------------------------------------------
-    @rank_zero_only
     def on_fit_end(self) -> None:
-        if self.trainer.fast_dev_run:
-            return
-        path = save_world_model(self.model, Path(self.trainer.default_root_dir) / "world_model")
-        print(f"world model exported to {path}")
+        export_on_fit_end(self, self.model)

@@ -1,0 +1,116 @@
+"""Stage 2: the predictor fit on frozen encoder latents, through the real CLI and the latent cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from thinkjepa.checkpoint import safe_torch_load
+from thinkjepa.cli import main
+from thinkjepa.data.episodes import EpisodeStore
+from thinkjepa.data.latents import LatentDataModule, cached_latents, encode_store
+from thinkjepa.worldmodel import JEPA, EncoderConfig, PredictorConfig, load_world_model, save_world_model
+from thinkjepa.worldmodel.export import target_encoder_fingerprint
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = str(ROOT / "recipes/predictor/babyai-tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory) -> Path:
+    """A stage-1 world model export with the tiny recipe's architecture (random weights suffice)."""
+    torch.manual_seed(0)
+    enc = EncoderConfig(model_name="vit_tiny_patch16_224", image_size=88, patch_size=11, latent_dim=32,
+                        embed_dim=48, depth=1, num_heads=3)
+    model = JEPA(enc, PredictorConfig(hidden_dim=64, depth=1))
+    torch.nn.init.normal_(model.predictor.out[1].weight, std=0.02)  # not the identity map
+    return save_world_model(model, tmp_path_factory.mktemp("stage1") / "world_model")
+
+
+def overrides(data: Path, wm: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        f"--data.init_args.roots=[{data}]", "--data.init_args.batch_size=16",
+        f"--model.init_args.world_model={wm}",
+        f"--trainer.default_root_dir={out}", f"--trainer.logger.init_args.save_dir={out}",
+        f"--trainer.callbacks.init_args.dirpath={out}/checkpoints", "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false", "--trainer.log_every_n_steps=1", *extra,
+    ]
+
+
+def test_stage2_fits_the_predictor_only_exports_and_resumes(babyai_dataset, stage1, tmp_path):
+    src = load_world_model(stage1)
+    main(["fit", "--config", RECIPE, *overrides(babyai_dataset, stage1, tmp_path, "--trainer.max_steps=40",
+                                                 "--trainer.val_check_interval=20", "--trainer.limit_val_batches=2",
+                                                 "--trainer.callbacks.init_args.every_n_train_steps=20")])
+    out = load_world_model(tmp_path / "world_model")
+    src_state, out_state = src.state_dict(), out.state_dict()
+    for key, value in src_state.items():
+        if key.startswith("target_encoder."):
+            torch.testing.assert_close(out_state[key], value, rtol=0, atol=0, msg=key)  # frozen
+        if key.startswith("encoder."):  # the exported encoder *is* the target encoder
+            torch.testing.assert_close(out_state[key], src_state["target_" + key], rtol=0, atol=0, msg=key)
+    assert any(not torch.equal(out_state[k], v) for k, v in src_state.items() if k.startswith("predictor."))
+
+    # The cache holds one latent per frame, from the stage-1 target encoder.
+    store = EpisodeStore(babyai_dataset)
+    cache = np.load(Path(babyai_dataset) / "latents" / f"{target_encoder_fingerprint(src)}.npy")
+    assert cache.shape == (sum(store.meta(i).num_frames for i in range(len(store))), src.latent_dim)
+    torch.testing.assert_close(torch.from_numpy(cache[: store.meta(0).num_frames]),
+                               src.target_encode(torch.from_numpy(np.asarray(store.frames(0)))))
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "babyai-tiny-stage2"))
+    events.Reload()
+    for tag in ("train/teacher", "train/rollout", "val/top1@8", "val/action_top1", "val/loss"):
+        assert tag in events.Tags()["scalars"], tag
+    teacher = [e.value for e in events.Scalars("train/teacher")]
+    assert np.mean(teacher[-5:]) < 0.8 * np.mean(teacher[:5]), teacher  # it learns
+
+    ckpt = tmp_path / "checkpoints/last.ckpt"
+    assert load_world_model(ckpt).state_dict().keys() == out_state.keys()  # .ckpt loads as a world model
+    resumed = tmp_path / "resumed"
+    main(["fit", "--config", RECIPE, *overrides(babyai_dataset, stage1, resumed, "--trainer.max_steps=44",
+                                                 "--trainer.limit_val_batches=0"), f"--ckpt_path={ckpt}"])
+    assert safe_torch_load(resumed / "checkpoints/last.ckpt")["global_step"] == 44
+
+
+def test_latent_cache_is_reused_and_rebuilt_when_stale(babyai_dataset, tmp_path):
+    store = EpisodeStore(babyai_dataset)
+    calls = []
+
+    def encode(frames: torch.Tensor) -> torch.Tensor:
+        calls.append(len(frames))
+        return frames.float().mean(dim=(1, 2))  # (N, 3): a stand-in encoder
+
+    direct = encode_store(encode, store, batch_size=7)
+    assert set(calls) == {7} and direct.shape[1] == 3  # fixed-size batches (the last one padded)
+    np.testing.assert_allclose(direct[: store.meta(0).num_frames],
+                               np.asarray(store.frames(0)).astype(np.float32).mean(axis=(1, 2)), rtol=1e-6)
+    key = "unit-test-key"
+    first = np.array(cached_latents(encode, store, key))
+    calls.clear()
+    np.testing.assert_array_equal(cached_latents(encode, store, key), first)
+    assert calls == []  # served from the cache
+    np.save(Path(babyai_dataset) / "latents" / f"{key}.npy", np.zeros((3, 3), np.float32))
+    with pytest.warns(UserWarning, match=r"unusable \(shape \(3, 3\)"):
+        np.testing.assert_array_equal(cached_latents(encode, store, key), first)
+    assert calls  # re-encoded
+
+
+def test_latent_data_needs_a_model_that_says_how_to_encode(babyai_dataset, tmp_path):
+    dm = LatentDataModule([str(babyai_dataset)])
+    with pytest.raises(TypeError, match="needs a model with latent_source"):
+        dm.setup("fit")
+    with pytest.raises(ValueError, match="at least one dataset"):
+        LatentDataModule([])
+
+
+def test_missing_stage1_world_model_is_named(babyai_dataset, tmp_path):
+    # jsonargparse re-raises the constructor's FileNotFoundError as a ValueError; the message is kept.
+    with pytest.raises((FileNotFoundError, ValueError), match="no world-model checkpoint at .*nowhere"):
+        main(["fit", "--config", RECIPE, *overrides(babyai_dataset, tmp_path / "nowhere", tmp_path,
+                                                     "--trainer.max_steps=1")])
