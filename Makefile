@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install thinkjepa with its dependencies
 
 data: $(STAMP) ## collect BabyAI bot episodes: both tiny datasets, or RECIPE=recipes/data/*.yaml
-	$(foreach r,$(or $(RECIPE),recipes/data/babyai-tiny.yaml recipes/data/babyai-tiny-dynamics.yaml),\
+	$(foreach r,$(or $(RECIPE),recipes/data/babyai-tiny.yaml recipes/data/babyai-tiny-dynamics.yaml recipes/data/babyai-tiny-explore.yaml),\
 		$(PY) -m thinkjepa.cli collect --config $(r) $(ARGS) &&) true
 
 train-wm: $(STAMP) ## train the world model: stage 1 (encoder + predictor), then stage 2 (predictor on frozen latents)

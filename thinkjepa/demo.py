@@ -3,7 +3,7 @@
     python -m thinkjepa.demo [--out checkpoints/demo] [--wm_steps 400] [--thinker_steps 300] ...
 
 1. collect BabyAI bot episodes (GoToLocal and GoTo, full-grid frames, subgoal labels), plus a second,
-   larger set for the predictor;
+   larger, exploratory GoToLocal set for the predictor;
 2. train the JEPA world model: stage 1 (recipes/wm/babyai-tiny.yaml, fewer steps), then stage 2, the
    predictor on frozen encoder latents (recipes/predictor/babyai-tiny.yaml, fewer steps);
 3. LoRA-finetune the thinker against it (recipes/thinker/babyai-tiny.yaml, fewer steps);
@@ -40,7 +40,7 @@ def demo(
     out: str = "checkpoints/demo",
     goto_local_episodes: int = 600,
     goto_episodes: int = 120,
-    dynamics_episodes: tuple[int, int] = (3000, 60),
+    explore_episodes: int = 3000,
     wm_steps: int = 300,
     predictor_steps: int = 1000,
     thinker_steps: int = 300,
@@ -53,7 +53,8 @@ def demo(
         out: Directory for the data, checkpoints and results.
         goto_local_episodes: Bot episodes collected on BabyAI-GoToLocal-v0.
         goto_episodes: Bot episodes collected on BabyAI-GoTo-v0.
-        dynamics_episodes: Extra (GoToLocal, GoTo) episodes for the predictor (stage 2).
+        explore_episodes: Extra exploratory GoToLocal episodes (half the actions random) for the
+            predictor (stage 2).
         wm_steps: World-model training steps (stage 1).
         predictor_steps: Predictor training steps on frozen latents (stage 2).
         thinker_steps: Thinker finetuning steps.
@@ -66,7 +67,7 @@ def demo(
     base = Path(out)
     if fresh and base.exists():
         shutil.rmtree(base)
-    data, dynamics, thinker_dir = base / "data", base / "data-dynamics", base / "thinker"
+    data, explore, thinker_dir = base / "data", base / "data-explore", base / "thinker"
     wm_dir, predictor_dir = base / "wm", base / "wm-stage2"
     timings = {}
 
@@ -75,9 +76,9 @@ def demo(
         print("\n== 1/4 collecting BabyAI bot episodes ==")
         collect(["BabyAI-GoToLocal-v0", "BabyAI-GoTo-v0"], [goto_local_episodes, goto_episodes], str(data),
                 image_size=88, epsilon=0.2, seed=0, overwrite=True)
-    if not (dynamics / "episodes.json").is_file():
-        collect(["BabyAI-GoToLocal-v0", "BabyAI-GoTo-v0"], list(dynamics_episodes), str(dynamics),
-                image_size=88, epsilon=0.2, seed=100_000, overwrite=True)
+    if not (explore / "episodes.json").is_file():
+        collect(["BabyAI-GoToLocal-v0"], explore_episodes, str(explore), image_size=88, epsilon=0.5, seed=200_000,
+                overwrite=True)
     timings["collect"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -88,7 +89,7 @@ def demo(
     if not (world_model / "config.json").is_file():
         print("\n== 2/4 fitting the predictor on frozen encoder latents ==")
         train([*_lightning_args("recipes/predictor/babyai-tiny.yaml", predictor_dir, predictor_steps),
-               f"--model.init_args.world_model={wm_dir / 'world_model'}", f"--data.init_args.roots=[{data},{dynamics}]"])
+               f"--model.init_args.world_model={wm_dir / 'world_model'}", f"--data.init_args.roots=[{data},{explore}]"])
     timings["world model"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -13,8 +14,7 @@ import pytest
 import torch
 from thinker_helpers import frames, tiny_thinker, tiny_world_model
 
-from thinkjepa.thinker.checkpoint import load_thinker, save_thinker
-from thinkjepa.worldmodel import fingerprint
+from thinkjepa.thinker.checkpoint import load_thinker, save_thinker, world_model_fingerprint
 
 ROOT = Path(__file__).resolve().parents[2]
 MISSIONS = ["go to the red ball", "open a door, then pick up the key"]
@@ -37,7 +37,7 @@ def test_round_trip_in_a_fresh_process_gives_identical_latents(
         thinker = _trained_thinker(kind, world_model)
         latents[kind] = thinker.propose(frames(2), MISSIONS)
         paths[kind] = str(
-            save_thinker(thinker, tmp_path / kind, world_model_fingerprint=fingerprint(world_model))
+            save_thinker(thinker, tmp_path / kind, world_model_fingerprint=world_model_fingerprint(world_model))
         )
         assert sorted(p.name for p in Path(paths[kind]).iterdir()) == [
             "adapter",
@@ -71,11 +71,19 @@ def test_other_world_models_are_refused_naming_both(world_model, tmp_path) -> No
     path = save_thinker(
         _trained_thinker("idefics3", world_model),
         tmp_path / "t",
-        world_model_fingerprint=fingerprint(world_model),
+        world_model_fingerprint=world_model_fingerprint(world_model),
     )
     other = tiny_world_model(seed=1)
-    with pytest.raises(ValueError, match=f"{fingerprint(other)}.*{fingerprint(world_model)}"):
+    with pytest.raises(ValueError, match=f"{world_model_fingerprint(other)}.*{world_model_fingerprint(world_model)}"):
         load_thinker(path, other)
+    # A refit predictor (stage 2) keeps the latent space: the thinker still fits; a changed encoder does not.
+    refit = copy.deepcopy(world_model)
+    torch.nn.init.normal_(refit.predictor.out[1].weight)
+    assert load_thinker(path, refit).world_model is refit
+    moved = copy.deepcopy(world_model)
+    torch.nn.init.normal_(moved.target_encoder.proj.weight)
+    with pytest.raises(ValueError, match="differs"):
+        load_thinker(path, moved)
     with pytest.raises(ValueError, match="latent_dim=8.*latent_dim=16"):
         load_thinker(path, tiny_world_model(latent_dim=8))
     assert load_thinker(path).world_model is None  # no world model: nothing to check, attach one later

@@ -124,14 +124,20 @@ def read_thinker_config(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def world_model_fingerprint(world_model: WorldModel) -> str:
-    """A world model's fingerprint: its ``fingerprint()`` method if it has one, else
-    :func:`thinkjepa.worldmodel.fingerprint` (architecture + every weight)."""
+    """The identity of a world model's *latent space*, which is what a thinker is trained in.
+
+    Its ``fingerprint()`` method if it has one, else
+    :func:`thinkjepa.worldmodel.export.target_encoder_fingerprint` (encoder architecture + target
+    encoder weights). The predictor is left out on purpose: stage 2 refits it on frozen latents
+    (:mod:`thinkjepa.worldmodel.dynamics`) without moving any latent, so a thinker trained against the
+    stage-1 model stays valid for the stage-2 one, while any change to the encoder is refused.
+    """
     method = getattr(world_model, "fingerprint", None)
     if callable(method):
         return str(method())
-    from thinkjepa.worldmodel import fingerprint
+    from thinkjepa.worldmodel.export import target_encoder_fingerprint
 
-    return fingerprint(world_model)
+    return target_encoder_fingerprint(world_model)
 
 
 def check_world_model(
