@@ -50,6 +50,15 @@ def test_shortest_path_through_a_closed_door() -> None:
         Waypoint(AgentState(4, 2, RIGHT), ((3, 2),)),  # just through the door
         Waypoint(AgentState(5, 2, UP), ((3, 2),)),  # facing the ball
     ]
+    # max_gap adds a waypoint every 2 path steps since the last one (door crossings still count)
+    assert path_waypoints(kinds, path, max_gap=2) == [
+        Waypoint(AgentState(3, 2, RIGHT), ((3, 2),)),  # 2 steps in: in the doorway
+        Waypoint(AgentState(4, 2, RIGHT), ((3, 2),)),  # the crossing
+        Waypoint(AgentState(5, 2, UP), ((3, 2),)),  # 2 steps after the crossing, and the end
+    ]
+    assert path_waypoints(kinds, path, max_gap=100) == path_waypoints(kinds, path)
+    with pytest.raises(ValueError, match="max_gap must be >= 1"):
+        path_waypoints(kinds, path, max_gap=0)
 
 
 def test_turning_around_costs_two_steps() -> None:

@@ -175,3 +175,20 @@ def test_wilson_interval():
     lo, hi = wilson_interval(80, 100)
     assert 0.71 < lo < 0.72 and 0.86 < hi < 0.87
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+
+
+def test_oracle_gap_keeps_subgoals_within_reach():
+    from thinkjepa.data.collect import WaypointFrames
+
+    env = make_env("BabyAI-GoTo-v0", image_size=88)
+    checked = 0
+    for seed in range(20):
+        env.reset(seed=seed)
+        here = env.unwrapped.agent_pos
+        far, near = WaypointFrames(env), WaypointFrames(env, max_gap=3)
+        a, b = far.states[far.label()], near.states[near.label()]
+        cells_a, cells_b = (abs(s[0] - here[0]) + abs(s[1] - here[1]) for s in (a, b))
+        assert cells_b <= 3 and cells_b <= cells_a
+        checked += cells_a > 3  # the natural waypoint (door crossing or target) lies further away
+    env.close()
+    assert checked >= 5

@@ -41,10 +41,13 @@ class WaypointFrames:
 
     Args:
         env: the wrapped level, after ``reset``.
+        max_gap: also place a waypoint every ``max_gap`` path steps (see
+            :func:`~thinkjepa.data.waypoints.path_waypoints`); ``None``: door crossings and the end only.
     """
 
-    def __init__(self, env: FullGridObservation) -> None:
+    def __init__(self, env: FullGridObservation, max_gap: int | None = None) -> None:
         self.env = env
+        self.max_gap = max_gap
         self.frames: list[np.ndarray] = []
         self.states: list[tuple[int, int, int]] = []
         self._index: dict[tuple, int] = {}
@@ -60,7 +63,7 @@ class WaypointFrames:
         kinds = kinds_from_encoding(encoding)
         here = AgentState(int(base.agent_pos[0]), int(base.agent_pos[1]), int(base.agent_dir))
         path = shortest_path(kinds, here, mission_targets(self.env))
-        waypoint = path_waypoints(kinds, path)[0] if path is not None else Waypoint(here, ())
+        waypoint = path_waypoints(kinds, path, self.max_gap)[0] if path is not None else Waypoint(here, ())
         key = (waypoint, encoding.tobytes())
         if key not in self._index:
             s = waypoint.state

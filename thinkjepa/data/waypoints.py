@@ -119,22 +119,29 @@ def shortest_path(
     return None
 
 
-def path_waypoints(kinds: np.ndarray, path: Sequence[AgentState]) -> list[Waypoint]:
+def path_waypoints(kinds: np.ndarray, path: Sequence[AgentState], max_gap: int | None = None) -> list[Waypoint]:
     """Door crossings along ``path``, then its final state.
 
     A door crossing is the first state after the path leaves a door cell (so a path starting inside
     a doorway gets one as soon as it steps out). Each waypoint lists the door cells visited so far.
+    With ``max_gap``, a waypoint is also placed wherever ``max_gap`` path steps have passed since the
+    previous one, so that consecutive subgoals stay within a planner's horizon.
     """
     if not path:
         raise ValueError("path_waypoints needs a non-empty path")
+    if max_gap is not None and max_gap < 1:
+        raise ValueError(f"max_gap must be >= 1 or None, got {max_gap}")
     waypoints: list[Waypoint] = []
     doors = [(path[0].x, path[0].y)] if kinds[path[0].x, path[0].y] in (CLOSED_DOOR, OPEN_DOOR) else []
-    for prev, state in zip(path[:-1], path[1:]):
+    last = 0
+    for i, (prev, state) in enumerate(zip(path[:-1], path[1:]), start=1):
         prev_cell, cell = (prev.x, prev.y), (state.x, state.y)
         if kinds[cell] in (CLOSED_DOOR, OPEN_DOOR) and cell not in doors:
             doors.append(cell)
-        if kinds[prev_cell] in (CLOSED_DOOR, OPEN_DOOR) and cell != prev_cell:
+        crossing = kinds[prev_cell] in (CLOSED_DOOR, OPEN_DOOR) and cell != prev_cell
+        if crossing or (max_gap is not None and i - last >= max_gap):
             waypoints.append(Waypoint(state, tuple(doors)))
+            last = i
     final = Waypoint(path[-1], tuple(doors))
     if not waypoints or waypoints[-1] != final:
         waypoints.append(final)

@@ -174,6 +174,7 @@ def evaluate(
     reach_threshold: float | None = None,
     patience: int = 4,
     requery_every: int = 8,
+    oracle_gap: int | None = None,
     out: str = "results/eval",
     log_episodes: int = 2,
     device: str = "cpu",
@@ -195,6 +196,8 @@ def evaluate(
             as half the median one-step latent distance along the bot's demonstrations).
         patience: Steps without progress before a subgoal is declared unreachable.
         requery_every: Thinker query budget in steps.
+        oracle_gap: The oracle's subgoals: door crossings and the final approach (``None``, the
+            thinker's training label), or also a waypoint every ``oracle_gap`` shortest-path steps.
         out: Output directory.
         log_episodes: Episodes per (level, mode) logged as image strips.
         device: ``cpu`` or ``cuda``.
@@ -242,7 +245,8 @@ def evaluate(
                 bar = tqdm(total=episodes, desc=f"{level} {mode}", unit="ep")
                 for start in range(0, episodes, num_envs):
                     chunk = demos[start : start + num_envs]
-                    policy = _policy(mode, wm, th, planner, space, threshold, patience, requery_every, start)
+                    policy = _policy(mode, wm, th, planner, space, threshold, patience, requery_every, start,
+                                     oracle_gap)
                     res, strips = run_episodes(policy, mode, level, chunk, wm.image_size, max_steps,
                                                keep_frames=log_episodes if start == 0 else 0)
                     results += res
@@ -275,9 +279,9 @@ def evaluate(
     return summary
 
 
-def _policy(mode, wm, thinker, planner, space, threshold, patience, requery_every, seed):
+def _policy(mode, wm, thinker, planner, space, threshold, patience, requery_every, seed, oracle_gap=None):
     if mode == "flat":
         return FlatPolicy(wm, planner, space, seed=seed)
-    subgoals = ThinkerSubgoals(thinker) if mode == "hierarchical" else OracleSubgoals(wm)
+    subgoals = ThinkerSubgoals(thinker) if mode == "hierarchical" else OracleSubgoals(wm, oracle_gap)
     return HierarchicalPolicy(wm, subgoals, planner, space, reach_threshold=threshold, patience=patience,
                               requery_every=requery_every, seed=seed)

@@ -47,12 +47,15 @@ class OracleSubgoals:
 
     Args:
         world_model: Encodes the rendered waypoint frames (target encoder).
+        max_gap: Also place a waypoint every ``max_gap`` shortest-path steps (``None``: door crossings
+            and the final approach only, the thinker's training label).
     """
 
     name = "oracle"
 
-    def __init__(self, world_model: WorldModel) -> None:
+    def __init__(self, world_model: WorldModel, max_gap: int | None = None) -> None:
         self.world_model = world_model
+        self.max_gap = max_gap
         self.envs: list = []
 
     def reset(self, instructions: Sequence[str], envs: Sequence | None = None) -> None:
@@ -64,6 +67,6 @@ class OracleSubgoals:
     def propose(self, rows: Sequence[int], images: torch.Tensor) -> torch.Tensor:
         frames = []
         for r in rows:
-            labeler = WaypointFrames(self.envs[r])
+            labeler = WaypointFrames(self.envs[r], self.max_gap)
             frames.append(labeler.frames[labeler.label()])
         return self.world_model.target_encode(torch.as_tensor(np.stack(frames), device=images.device))
