@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,3 +193,13 @@ def test_oracle_gap_keeps_subgoals_within_reach():
         checked += cells_a > 3  # the natural waypoint (door crossing or target) lies further away
     env.close()
     assert checked >= 5
+
+
+@pytest.mark.parametrize("recipe", sorted(str(p) for p in (Path(__file__).resolve().parents[2] / "recipes/eval").glob("*.yaml")))
+def test_eval_recipes_parse(recipe, capsys):
+    from thinkjepa.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--config", recipe, "--world_model", "wm", "--print_config"])
+    assert exit_info.value.code in (0, None)
+    assert "BabyAI-GoTo-v0" in capsys.readouterr().out

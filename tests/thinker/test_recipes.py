@@ -29,6 +29,8 @@ def test_recipe_fast_dev_run(recipe, world_model_dir, dataset_dir, tmp_path, mon
         str(world_model_dir),
         "--data.init_args.root",
         str(dataset_dir),
+        "--data.init_args.val_levels",  # the test data has other levels than the recipe validates on
+        "null",
         "--data.init_args.batch_size",
         "4",
         "--data.init_args.num_workers",
