@@ -64,3 +64,41 @@ def test_steps_no_subgoal_covers_fall_back_k_steps_ahead(dataset_dir) -> None:
     steps = store.meta(0).num_steps
     for k, (_, t) in enumerate(ds.samples):
         np.testing.assert_array_equal(ds.subgoal_image(k), store.frames(0)[min(t + 2, steps)])
+
+
+def test_counterfactual_missions_name_other_objects_with_their_own_waypoints(dataset_dir) -> None:
+    from thinkjepa.data.collect import WaypointFrames
+    from thinkjepa.envs.babyai import make_env
+    from thinkjepa.thinker.counterfactual import counterfactuals
+
+    store = EpisodeStore(dataset_dir)
+    episodes = list(range(len(store)))
+    extra = counterfactuals(store, episodes, per_episode=3, every=2, seed=0)
+    assert extra and {c.t for c in extra} > {0}  # later frames are reached by replaying the actions
+    for c in extra:
+        meta = store.meta(c.episode)
+        assert c.mission.startswith("go to the ") and c.mission.removeprefix("go to the ") not in meta.mission
+        assert c.t < meta.num_steps and c.subgoal.shape == store.frames(c.episode)[0].shape
+    # the label is what the collector's own labeler gives for that mission from that frame
+    c = next(c for c in extra if c.t == 0)
+    env = make_env(store.meta(c.episode).level, image_size=store.image_size)
+    env.reset(seed=store.meta(c.episode).seed)
+    env.unwrapped.instrs.desc.color, env.unwrapped.instrs.desc.type = c.mission.split()[-2:]
+    env.unwrapped.instrs.desc.find_matching_objs(env.unwrapped)
+    labeler = WaypointFrames(env)
+    np.testing.assert_array_equal(labeler.frames[labeler.label()], c.subgoal)
+    env.close()
+
+
+def test_datamodule_adds_counterfactuals_to_training_only(dataset_dir) -> None:
+    plain = ThinkerDataModule(str(dataset_dir), val_fraction=0.25)
+    plain.setup("fit")
+    dm = ThinkerDataModule(str(dataset_dir), val_fraction=0.25, counterfactuals_per_frame=2)
+    dm.setup("fit")
+    assert len(dm.val_set) == len(plain.val_set) and len(dm.train_set) > len(plain.train_set)
+    k = len(dm.train_set) - 1
+    item = dm.train_set[k]
+    assert item["index"] == k and item["mission"] == dm.train_set.extra[-1].mission
+    np.testing.assert_array_equal(dm.train_set.subgoal_image(k), dm.train_set.extra[-1].subgoal)
+    with pytest.raises(ValueError, match="counterfactuals need values >= 0"):
+        ThinkerDataModule(str(dataset_dir), counterfactuals_per_frame=-1)

@@ -143,6 +143,10 @@ class ThinkerDataModule(pl.LightningDataModule):
         num_workers: DataLoader workers.
         val_levels: Validate on the held-out episodes of these levels only (``None``: every level),
             e.g. ``[BabyAI-GoTo-v0]`` to score the thinker where the instruction decides the route.
+        counterfactuals_per_frame: Add this many counterfactual missions per chosen training frame
+            (another object named, that object's waypoint; see :mod:`thinkjepa.thinker.counterfactual`).
+            Validation is never augmented.
+        counterfactual_every: Choose the first frame of each episode and every this-many-th (0: first only).
     """
 
     def __init__(
@@ -157,12 +161,17 @@ class ThinkerDataModule(pl.LightningDataModule):
         max_episodes: int | None = None,
         num_workers: int = 0,
         val_levels: list[str] | None = None,
+        counterfactuals_per_frame: int = 0,
+        counterfactual_every: int = 0,
     ) -> None:
         super().__init__()
         self.root, self.subgoal_source, self.batch_size = root, subgoal_source, batch_size
         self.val_fraction, self.seed, self.fallback_k, self.stride = val_fraction, seed, fallback_k, stride
         self.max_episodes, self.num_workers = max_episodes, num_workers
         self.val_levels = None if val_levels is None else list(val_levels)
+        if counterfactuals_per_frame < 0 or counterfactual_every < 0:
+            raise ValueError(f"counterfactuals need values >= 0, got {counterfactuals_per_frame=} {counterfactual_every=}")
+        self.counterfactuals_per_frame, self.counterfactual_every = counterfactuals_per_frame, counterfactual_every
         self.train_set: SubgoalDataset | None = None
         self.val_set: SubgoalDataset | None = None
 
@@ -193,6 +202,11 @@ class ThinkerDataModule(pl.LightningDataModule):
                 )
         self.train_set = SubgoalDataset(store, train, self.subgoal_source, self.fallback_k, self.stride)
         self.val_set = SubgoalDataset(store, val, self.subgoal_source, self.fallback_k, self.stride)
+        if self.counterfactuals_per_frame:
+            from thinkjepa.thinker.counterfactual import WithCounterfactuals, counterfactuals
+
+            extra = counterfactuals(store, train, self.counterfactuals_per_frame, self.counterfactual_every, self.seed)
+            self.train_set = WithCounterfactuals(self.train_set, extra)
         if len(self.train_set) == 0:
             raise ValueError(f"No training samples in {self.root}: {n} episodes, {len(train)} for training")
 

@@ -1,0 +1,128 @@
+"""Counterfactual instructions: the same frame, another object named, that object's subgoal.
+
+In a bot dataset every frame comes with exactly one mission, so a thinker can fit the subgoals
+without reading the instruction: the language-blind query scored as well as the real one in every
+run we made. Here frames of each training episode are paired with missions naming *other*
+objects of its level, and each with the next full-grid waypoint toward that object — computed by
+replaying the episode from its seed and recorded actions, with the collector's shortest-path search, rendered the same way as
+the recorded waypoints. One image now maps to several subgoals that only the instruction tells
+apart, which a blind thinker cannot fit.
+
+Only GoTo-style levels (balls, boxes and keys to go to) are supported; an episode whose re-simulated
+frame differs from the stored one is cut there (a dataset from another version of the level).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from thinkjepa.data.waypoints import AgentState, cell_kinds, path_waypoints, shortest_path
+from thinkjepa.envs.babyai import make_env
+
+OBJECT_TYPES = ("ball", "box", "key")
+
+
+@dataclass(frozen=True)
+class Counterfactual:
+    """One extra sample: frame ``t`` of episode ``episode``, ``mission``, and the subgoal render."""
+
+    episode: int
+    t: int
+    mission: str
+    subgoal: np.ndarray
+
+
+def counterfactuals(
+    store: Any, episodes: Sequence[int], per_episode: int = 4, every: int = 0, seed: int = 0
+) -> list[Counterfactual]:
+    """Up to ``per_episode`` counterfactual missions per chosen frame of each of ``episodes``.
+
+    The chosen frames are the first one and, with ``every > 0``, every ``every``-th after it; the
+    episode is replayed from its seed with its recorded actions to reach them.
+    """
+    rng = np.random.default_rng(seed)
+    out: list[Counterfactual] = []
+    envs: dict[str, Any] = {}
+    try:
+        for e in episodes:
+            meta = store.meta(e)
+            env = envs.get(meta.level) or envs.setdefault(meta.level, make_env(meta.level, image_size=store.image_size))
+            obs, info = env.reset(seed=meta.seed)
+            frames, actions = store.frames(e), store.actions(e)
+            if info["mission"] != meta.mission:
+                continue
+            for t in range(meta.num_steps):
+                if t == 0 or (every and t % every == 0):
+                    if not np.array_equal(obs, frames[t]):
+                        break  # the replay diverged from the recording: stop using this episode
+                    out += [Counterfactual(int(e), t, m, g) for m, g in _named_others(env, meta.mission, per_episode, rng)]
+                if not every:
+                    break
+                obs, *_ = env.step(int(actions[t]))
+    finally:
+        for env in envs.values():
+            env.close()
+    return out
+
+
+def _named_others(env: Any, mission: str, limit: int, rng: np.random.Generator) -> list[tuple[str, np.ndarray]]:
+    """Missions naming other objects than ``mission`` does, with their next waypoint renders."""
+    base = env.unwrapped
+    cells: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for i, obj in enumerate(base.grid.grid):
+        if obj is not None and obj.type in OBJECT_TYPES:
+            cells.setdefault((obj.color, obj.type), []).append((i % base.grid.width, i // base.grid.width))
+    named = [k for k in cells if f"{k[0]} {k[1]}" not in mission]
+    kinds = cell_kinds(base.grid)
+    here = AgentState(int(base.agent_pos[0]), int(base.agent_pos[1]), int(base.agent_dir))
+    out = []
+    for j in rng.permutation(len(named))[:limit]:
+        color, kind = named[j]
+        path = shortest_path(kinds, here, cells[(color, kind)])
+        if path is not None:
+            wp = path_waypoints(kinds, path)[0]
+            out.append((f"go to the {color} {kind}", env.render_state((wp.state.x, wp.state.y), wp.state.dir, wp.open_doors)))
+    return out
+
+
+class WithCounterfactuals(Dataset):
+    """A :class:`~thinkjepa.thinker.data.SubgoalDataset` followed by counterfactual samples.
+
+    It has the same interface (``current_image``, ``subgoal_image``, items with ``image``,
+    ``mission``, ``index``, ``episode``), so the thinker module encodes and trains on it unchanged.
+    """
+
+    def __init__(self, base: Any, extra: Sequence[Counterfactual]) -> None:
+        self.base, self.extra = base, list(extra)
+        self.store, self.episodes, self.source = base.store, base.episodes, base.source
+        self.fallback_k = base.fallback_k
+
+    @property
+    def fallback_fraction(self) -> float:
+        return self.base.fallback_fraction * len(self.base) / max(len(self), 1)
+
+    def __len__(self) -> int:
+        return len(self.base) + len(self.extra)
+
+    def current_image(self, k: int) -> np.ndarray:
+        if k < len(self.base):
+            return self.base.current_image(k)
+        c = self.extra[k - len(self.base)]
+        return np.array(self.store.frames(c.episode)[c.t])
+
+    def subgoal_image(self, k: int) -> np.ndarray:
+        if k < len(self.base):
+            return self.base.subgoal_image(k)
+        return self.extra[k - len(self.base)].subgoal
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        if k < len(self.base):
+            return self.base[k]
+        c = self.extra[k - len(self.base)]
+        return {"image": torch.from_numpy(self.current_image(k)), "mission": c.mission, "index": k, "episode": c.episode}
