@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from thinkjepa.data.waypoints import AgentState, cell_kinds, path_waypoints, shortest_path
+from thinkjepa.data.waypoints import AgentState, next_waypoint
 from thinkjepa.envs.babyai import make_env
 
 OBJECT_TYPES = ("ball", "box", "key")
@@ -79,14 +79,12 @@ def _named_others(env: Any, mission: str, limit: int, rng: np.random.Generator) 
         if obj is not None and obj.type in OBJECT_TYPES:
             cells.setdefault((obj.color, obj.type), []).append((i % base.grid.width, i // base.grid.width))
     named = [k for k in cells if f"{k[0]} {k[1]}" not in mission]
-    kinds = cell_kinds(base.grid)
     here = AgentState(int(base.agent_pos[0]), int(base.agent_pos[1]), int(base.agent_dir))
     out = []
     for j in rng.permutation(len(named))[:limit]:
         color, kind = named[j]
-        path = shortest_path(kinds, here, cells[(color, kind)])
-        if path is not None:
-            wp = path_waypoints(kinds, path)[0]
+        wp = next_waypoint(base.grid, here, cells[(color, kind)])
+        if wp is not None:
             out.append((f"go to the {color} {kind}", env.render_state((wp.state.x, wp.state.y), wp.state.dir, wp.open_doors)))
     return out
 
