@@ -30,27 +30,16 @@ Encode = Callable[[torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
-def encode_fixed_batches(
-    encode: Encode, arrays: Iterable[np.ndarray], total: int, batch_size: int = 256
-) -> np.ndarray:
-    """Latents ``float32 (total, D)`` of the frames of ``arrays`` (each ``uint8 (n_i, H, W, 3)``), in order.
+def encode_fixed_batches(encode: Encode, arrays: Iterable[np.ndarray], batch_size: int = 256) -> np.ndarray:
+    """Latents ``float32 (N, D)`` of the frames of ``arrays`` (each ``uint8 (n_i, H, W, 3)``), in order.
 
     Every encoder call gets exactly ``batch_size`` frames (the last batch is padded): on CPU, torch
     keeps buffers per input shape, and a ViT fed batches of ever-changing size (one per episode
     length) grew by ~40 MB per new shape, 13 GB over 160k frames, where fixed batches stay flat.
     """
-    out: np.ndarray | None = None
+    out: list[np.ndarray] = []
     batch: np.ndarray | None = None
-    filled = done = 0
-
-    def flush() -> None:
-        nonlocal out, filled, done
-        z = encode(torch.from_numpy(batch)).float().cpu().numpy()[:filled]
-        if out is None:
-            out = np.empty((total, z.shape[1]), dtype=np.float32)
-        out[done : done + filled] = z
-        done, filled = done + filled, 0
-
+    filled = 0
     for frames in arrays:
         frames = np.asarray(frames)
         if batch is None:
@@ -60,19 +49,17 @@ def encode_fixed_batches(
             batch[filled : filled + take] = frames[:take]
             filled, frames = filled + take, frames[take:]
             if filled == batch_size:
-                flush()
+                out.append(encode(torch.from_numpy(batch)).float().cpu().numpy())
+                filled = 0
     if filled:
-        flush()
-    if done != total:
-        raise ValueError(f"encode_fixed_batches: expected {total} frames, got {done}")
-    return out if out is not None else np.empty((0, 0), dtype=np.float32)
+        out.append(encode(torch.from_numpy(batch)).float().cpu().numpy()[:filled])
+    return np.concatenate(out) if out else np.empty((0, 0), dtype=np.float32)
 
 
 def encode_store(encode: Encode, store: EpisodeStore, batch_size: int = 256) -> np.ndarray:
     """Latents ``float32 (F, D)`` of every frame of ``store``, episode after episode."""
-    total = sum(store.meta(i).num_frames for i in range(len(store)))
     episodes = tqdm(range(len(store)), desc=f"encoding {Path(store.root).name}", unit="ep", leave=False)
-    return encode_fixed_batches(encode, (store.frames(i) for i in episodes), total, batch_size)
+    return encode_fixed_batches(encode, (store.frames(i) for i in episodes), batch_size)
 
 
 def cached_latents(encode: Encode, store: EpisodeStore, key: str, batch_size: int = 256) -> np.ndarray:

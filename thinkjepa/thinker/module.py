@@ -196,14 +196,12 @@ class ThinkerModule(pl.LightningModule):
 
     # -- one-off encoding of every latent the run needs ------------------------------------------
     @torch.no_grad()
-    def _encode(self, arrays: Iterable[np.ndarray], total: int) -> torch.Tensor:
-        """Target latents ``(total, D)`` of the frames in ``arrays`` (fixed-size encoder batches)."""
-        if total == 0:
-            return torch.empty(0, self.thinker.latent_dim)
+    def _encode(self, arrays: Iterable[np.ndarray]) -> torch.Tensor:
+        """Target latents ``(N, D)`` of the frames in ``arrays`` (fixed-size encoder batches)."""
         wm = self.thinker.world_model
         device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
-        latents = encode_fixed_batches(lambda x: wm.target_encode(x.to(device)), arrays, total, self.encode_batch_size)
-        return torch.from_numpy(latents)
+        latents = encode_fixed_batches(lambda x: wm.target_encode(x.to(device)), arrays, self.encode_batch_size)
+        return torch.from_numpy(latents) if len(latents) else torch.empty(0, self.thinker.latent_dim)
 
     def _images(self, image: Callable[[int], np.ndarray], count: int) -> Iterator[np.ndarray]:
         """``image(0..count-1)`` stacked a batch at a time (only one batch of frames in memory)."""
@@ -231,16 +229,17 @@ class ThinkerModule(pl.LightningModule):
             n = len(ds)
             self._encoded_from[split] = ds
             self._latents[split] = {
-                "current": self._encode(self._images(ds.current_image, n), n),  # (N, D)
-                "target": self._encode(self._images(ds.subgoal_image, n), n),  # (N, D)
+                "current": self._encode(self._images(ds.current_image, n)),  # (N, D)
+                "target": self._encode(self._images(ds.subgoal_image, n)),  # (N, D)
             }
             rank_zero_info(
                 f"thinker {split}: {n} samples from {len(ds.episodes)} episodes, source={ds.source}, "
                 f"{ds.fallback_fraction:.1%} fall back to {ds.fallback_k} steps ahead"
             )
             if split == "val":
-                sizes = [len(ds.candidate_images(e)) for e in ds.episodes]  # (N_e, H, W, 3) each
-                parts = self._encode((ds.candidate_images(e) for e in ds.episodes), sum(sizes)).split(sizes)
+                sizes: list[int] = []  # each episode's candidate count, recorded as its frames are read
+                candidates = (ds.candidate_images(e) for e in ds.episodes)  # (N_e, H, W, 3) each
+                parts = self._encode(_counted(candidates, sizes)).split(sizes)
                 self._candidates = dict(zip(ds.episodes, parts, strict=True))
 
     def _lookup(self, split: str, key: str, index: torch.Tensor) -> torch.Tensor:
@@ -329,3 +328,10 @@ class ThinkerModule(pl.LightningModule):
             run_config=dict(self.hparams),
         )
         print(f"thinker exported to {path}")
+
+
+def _counted(arrays: Iterable[np.ndarray], sizes: list[int]) -> Iterator[np.ndarray]:
+    """Pass ``arrays`` through, appending each one's length to ``sizes`` as it is read."""
+    for a in arrays:
+        sizes.append(len(a))
+        yield a
