@@ -28,7 +28,7 @@ from thinkjepa.worldmodel.configs import as_dataclass
 from thinkjepa.worldmodel.export import load_world_model, target_encoder_fingerprint
 from thinkjepa.worldmodel.jepa import ObjectiveConfig
 from thinkjepa.worldmodel.metrics import ActionDiscrimination, ForecastRetrieval
-from thinkjepa.worldmodel.module import OptimConfig, check_data_fits, export_on_fit_end
+from thinkjepa.worldmodel.module import OptimConfig, check_data_fits, export_on_fit_end, log_forecast_metrics
 from thinkjepa.worldmodel.predictor import MLPPredictor, PredictorConfig
 
 
@@ -117,12 +117,7 @@ class PredictorModule(pl.LightningModule):
         self.val_actions.update(self.model, z[:, :-1], z[:, 1:], actions)
 
     def on_validation_epoch_end(self) -> None:
-        for k, v in self.val_forecast.compute().items():
-            self.log(f"val/{k}", v, prog_bar=k == f"top1@{max(self.eval_horizons)}")
-        self.val_forecast.reset()
-        if self.val_actions.update_count:
-            self.log("val/action_top1", self.val_actions.compute(), prog_bar=True)
-            self.val_actions.reset()
+        log_forecast_metrics(self, self.val_forecast, self.val_actions, self.eval_horizons)
 
     def configure_optimizers(self) -> dict:
         o = self.optim

@@ -53,6 +53,18 @@ def check_data_fits(module: pl.LightningModule, model: JEPA, eval_horizons: tupl
         )
 
 
+def log_forecast_metrics(
+    module: pl.LightningModule, forecast: ForecastRetrieval, actions: ActionDiscrimination, horizons: tuple[int, ...]
+) -> None:
+    """Log (and reset) the validation forecast retrieval and action discrimination of an epoch."""
+    for k, v in forecast.compute().items():
+        module.log(f"val/{k}", v, prog_bar=k == f"top1@{max(horizons)}")
+    forecast.reset()
+    if actions.update_count:
+        module.log("val/action_top1", actions.compute(), prog_bar=True)
+        actions.reset()
+
+
 def export_on_fit_end(module: pl.LightningModule, model: JEPA) -> None:
     """Export ``model`` to ``<default_root_dir>/world_model`` (rank 0; not after ``fast_dev_run``)."""
     if module.trainer.fast_dev_run or module.trainer.global_rank != 0:
@@ -190,12 +202,7 @@ class WorldModelModule(pl.LightningModule):
         self._val_latents.append(out["z"][:, 0].detach())
 
     def on_validation_epoch_end(self) -> None:
-        for k, v in self.val_forecast.compute().items():
-            self.log(f"val/{k}", v, prog_bar=k == f"top1@{max(self.eval_horizons)}")
-        self.val_forecast.reset()
-        if self.val_actions.update_count:
-            self.log("val/action_top1", self.val_actions.compute(), prog_bar=True)
-            self.val_actions.reset()
+        log_forecast_metrics(self, self.val_forecast, self.val_actions, self.eval_horizons)
         if not self._val_latents:
             return
         z = torch.cat(self._val_latents)
