@@ -49,6 +49,13 @@ def test_datamodule_splits_by_episode(dataset: Path) -> None:
     assert {e for e, _ in dm.val_set._index.tolist()} <= set(dm.val_episodes)
 
 
+def test_windows_longer_than_every_episode_are_named(dataset: Path) -> None:
+    with pytest.raises(ValueError, match=r"no training episode has 500 frames"):
+        EpisodeDataModule(str(dataset), window=500, val_fraction=0.25).setup("fit")
+    with pytest.warns(UserWarning, match=r"no validation episode has 500 frames"):
+        EpisodeDataModule(str(dataset), window=2, val_window=500, val_fraction=0.25).setup("fit")
+
+
 def test_setup_names_the_bad_file(tmp_path: Path) -> None:
     with pytest.raises(EpisodeFileError, match="episodes.json"):
         EpisodeDataModule(str(tmp_path / "nowhere")).setup("fit")

@@ -138,11 +138,11 @@ class LatentDataModule(ResumableWindows):
         seed: int = 0,
         encode_batch_size: int = 256,
     ) -> None:
-        super().__init__(batch_size, num_workers, seed)
+        super().__init__(window, val_window, batch_size, num_workers, seed)
         if not roots:
             raise ValueError("LatentDataModule needs at least one dataset in roots")
         self.save_hyperparameters()
-        self.roots, self.window, self.val_window, self.val_fraction = list(roots), window, val_window, val_fraction
+        self.roots, self.val_fraction = list(roots), val_fraction
         self.encode_batch_size = encode_batch_size
         self.stores: list[EpisodeStore] = []
 
@@ -196,10 +196,7 @@ class LatentDataModule(ResumableWindows):
         self.latent_dim = all_latents.shape[1]
         self.train_set = LatentWindowDataset(all_latents, all_actions, train, self.window)
         self.val_set = LatentWindowDataset(all_latents, all_actions, val, self.val_window)
-        if len(self.train_set) == 0:
-            raise ValueError(f"{self.roots}: no training episode has {self.window} frames")
-        if val and len(self.val_set) == 0:
-            warnings.warn(f"{self.roots}: no validation episode has {self.val_window} frames", stacklevel=2)
+        self._check_windows(self.roots, bool(val))
 
     @property
     def image_size(self) -> int:

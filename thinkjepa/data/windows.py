@@ -92,11 +92,13 @@ class ResumableWindows(L.LightningDataModule):
     """Shared loaders of the window data modules: a resumable shuffled train loader, a fixed-order
     validation loader, and the data position saved in every checkpoint.
 
-    Subclasses build ``self.train_set`` and ``self.val_set`` in ``setup``.
+    Subclasses build ``self.train_set`` (windows of ``window``) and ``self.val_set`` (windows of
+    ``val_window``) in ``setup``.
     """
 
-    def __init__(self, batch_size: int, num_workers: int, seed: int) -> None:
+    def __init__(self, window: int, val_window: int, batch_size: int, num_workers: int, seed: int) -> None:
         super().__init__()
+        self.window, self.val_window = window, val_window
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -141,6 +143,13 @@ class ResumableWindows(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def _check_windows(self, source: object, has_val_episodes: bool) -> None:
+        """Refuse a split without training windows; warn when held-out episodes give no validation window."""
+        if len(self._ready(self.train_set)) == 0:
+            raise ValueError(f"{source}: no training episode has {self.window} frames")
+        if has_val_episodes and len(self._ready(self.val_set)) == 0:
+            warnings.warn(f"{source}: no validation episode has {self.val_window} frames", stacklevel=3)
+
     def _ready(self, dataset: Dataset | None) -> Dataset:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}: call setup() before using the data")
@@ -181,11 +190,11 @@ class EpisodeDataModule(ResumableWindows):
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers, seed)
+        super().__init__(window, val_window, batch_size, num_workers, seed)
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         self.save_hyperparameters()
-        self.root, self.window, self.val_window, self.val_fraction = root, window, val_window, val_fraction
+        self.root, self.val_fraction = root, val_fraction
         self.store: EpisodeStore | None = None
         self.train_episodes: list[int] = []
         self.val_episodes: list[int] = []
@@ -198,10 +207,7 @@ class EpisodeDataModule(ResumableWindows):
         self.train_episodes, self.val_episodes = split_episodes(len(self.store), self.val_fraction, self.seed)
         self.train_set = WindowDataset(self.store, self.window, self.train_episodes)
         self.val_set = WindowDataset(self.store, self.val_window, self.val_episodes)
-        if len(self.train_set) == 0:
-            raise ValueError(f"{self.root}: no training episode has {self.window} frames")
-        if self.val_episodes and len(self.val_set) == 0:
-            warnings.warn(f"{self.root}: no validation episode has {self.val_window} frames", stacklevel=2)
+        self._check_windows(self.root, bool(self.val_episodes))
 
     @property
     def image_size(self) -> int:
