@@ -40,20 +40,21 @@ def inference_state(model: JEPA) -> dict[str, torch.Tensor]:
 
 def fingerprint(model: JEPA) -> str:
     """SHA-256 of the architecture config and every inference weight (first 16 hex digits)."""
-    h = hashlib.sha256(json.dumps(architecture(model), sort_keys=True).encode())
-    for key, value in sorted(inference_state(model).items()):
-        h.update(key.encode())
-        h.update(str((value.dtype, tuple(value.shape))).encode())
-        h.update(value.cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
+    return _digest(architecture(model), inference_state(model), with_layout=True)
 
 
 def target_encoder_fingerprint(model: JEPA) -> str:
     """SHA-256 of the encoder config and the target encoder's weights (first 16 hex digits): what
     the latents of a frame depend on, e.g. a latent cache's key."""
-    h = hashlib.sha256(json.dumps(asdict(model.encoder.config), sort_keys=True).encode())
-    for key, value in sorted(model.target_encoder.state_dict().items()):
+    return _digest(asdict(model.encoder.config), model.target_encoder.state_dict(), with_layout=False)
+
+
+def _digest(header: dict[str, Any], state: dict[str, torch.Tensor], with_layout: bool) -> str:
+    h = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    for key, value in sorted(state.items()):
         h.update(key.encode())
+        if with_layout:
+            h.update(str((value.dtype, tuple(value.shape))).encode())
         h.update(value.cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
