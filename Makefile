@@ -17,7 +17,7 @@ WM     ?= checkpoints/wm/babyai-tiny-stage2/world_model
 THINKER ?= checkpoints/thinker/babyai-tiny/thinker
 DATA   ?= data/babyai-tiny
 
-.PHONY: help install data train-wm train-predictor finetune-thinker eval demo test test-slow bench-wm bench-plan lint clean
+.PHONY: help install data train-wm train-predictor finetune-thinker eval probe demo test test-slow bench-wm bench-plan lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ finetune-thinker: $(STAMP) ## LoRA-finetune the thinker against a world model (W
 eval: $(STAMP) ## evaluate policies (WM=..., THINKER=...)
 	$(PY) -m thinkjepa.cli eval --config $(or $(RECIPE),recipes/eval/babyai-tiny.yaml) \
 		--world_model=$(WM) --thinker=$(THINKER) $(ARGS)
+
+probe: $(STAMP) ## pose probe of a world model's latents on unseen layouts (WM=..., ARGS="--level ...")
+	$(PY) -m thinkjepa.cli probe --world_model=$(WM) $(ARGS)
 
 demo: $(STAMP) ## the whole pipeline at tiny scale: collect, train, finetune, evaluate
 	$(PY) -m thinkjepa.demo $(ARGS)

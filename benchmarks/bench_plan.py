@@ -90,7 +90,8 @@ def load_rollout(wm_path: str | None, device: torch.device) -> tuple[RolloutFn, 
     from thinkjepa.worldmodel import load_world_model  # imported here: optional until it exists
 
     world_model = load_world_model(wm_path, device=device)
-    return partial(world_model.rollout, share_prefixes=False), world_model.rollout, world_model.latent_dim
+    return (partial(world_model.rollout, share_prefixes=False), partial(world_model.rollout, share_prefixes=True),
+            world_model.latent_dim)
 
 
 def _timed(fn: Callable[[], T], device: torch.device) -> tuple[T, float]:

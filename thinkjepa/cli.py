@@ -3,6 +3,7 @@
     thinkjepa fit --config recipes/wm/babyai-tiny.yaml        train (LightningCLI: fit/validate/test)
     thinkjepa collect --levels '[BabyAI-GoToLocal-v0]' ...    roll the BabyAI bot, write episodes
     thinkjepa eval ...                                        evaluate policies (see thinkjepa.policy)
+    thinkjepa probe --world_model PATH                        pose probe of a world model's latent space
 
 Training runs are LightningCLI runs: the model and data classes come from the recipe's
 ``class_path``, every ``__init__`` argument is a config key, unknown keys are errors, and the
@@ -41,7 +42,15 @@ def _eval(argv: list[str]) -> None:
     auto_cli(evaluate, args=argv, as_positional=False)
 
 
-COMMANDS: dict[str, Callable[[list[str]], None]] = {"collect": _collect, "eval": _eval}
+def _probe(argv: list[str]) -> None:
+    from jsonargparse import auto_cli
+
+    from thinkjepa.worldmodel.probe import probe
+
+    auto_cli(probe, args=argv, as_positional=False)
+
+
+COMMANDS: dict[str, Callable[[list[str]], None]] = {"collect": _collect, "eval": _eval, "probe": _probe}
 
 
 class ThinkJEPACLI(LightningCLI):

@@ -114,3 +114,8 @@ def test_missing_stage1_world_model_is_named(babyai_dataset, tmp_path):
     with pytest.raises((FileNotFoundError, ValueError), match="no world-model checkpoint at .*nowhere"):
         main(["fit", "--config", RECIPE, *overrides(babyai_dataset, tmp_path / "nowhere", tmp_path,
                                                      "--trainer.max_steps=1")])
+
+
+@pytest.mark.parametrize("recipe", sorted(str(p) for p in (ROOT / "recipes/predictor").glob("*.yaml")))
+def test_every_predictor_recipe_runs_fast_dev_run(recipe, babyai_dataset, stage1, tmp_path):
+    main(["fit", "--config", recipe, *overrides(babyai_dataset, stage1, tmp_path, "--trainer.fast_dev_run=1")])

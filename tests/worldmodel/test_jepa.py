@@ -170,6 +170,6 @@ def test_prefix_shared_rollout_equals_the_plain_one(history):
     z0 = torch.randn(3, 16, generator=g).repeat_interleave(50, dim=0)  # 3 episodes × 50 candidates
     actions = torch.randint(0, 3, (150, 4), generator=g)
     with torch.no_grad():
-        shared = model.rollout(z0, actions)
+        shared = model.rollout(z0, actions, share_prefixes=True)
         plain = model.rollout(z0, actions, share_prefixes=False)
     torch.testing.assert_close(shared, plain, rtol=1e-5, atol=1e-5)

@@ -90,7 +90,7 @@ class JEPA(nn.Module):
         """Target (EMA) latents ``(B, D)``; never carries gradients."""
         return self.target_encoder(images)
 
-    def rollout(self, z0: torch.Tensor, actions: torch.Tensor, share_prefixes: bool = True) -> torch.Tensor:
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor, share_prefixes: bool | None = None) -> torch.Tensor:
         """Open-loop predictions ``(B, T, D)`` for steps 1..T from ``z0 (B, D)`` or ``(B, h, D)``.
 
         Args:
@@ -101,6 +101,9 @@ class JEPA(nn.Module):
                 start from a few repeated latents and their prefixes repeat: with 4 actions, step 1
                 has at most 4 distinct inputs per episode, step 2 at most 16, and a converged CEM
                 distribution far fewer. The result equals the plain rollout up to float rounding.
+                ``None`` (default) shares on CPU only: on a GPU the ``torch.unique`` calls
+                synchronise with the host and cost more than the predictor calls they save
+                (H200, batched CEM B=16 N=300 30 iterations H=5: 0.090 s plain vs 0.217 s shared).
         """
         if z0.ndim == 2:
             z0 = z0.unsqueeze(1)
@@ -110,6 +113,8 @@ class JEPA(nn.Module):
         hist = z0[:, -h:]
         if hist.shape[1] < h:  # pad a short history by repeating its oldest latent
             hist = torch.cat([hist[:, :1].expand(-1, h - hist.shape[1], -1), hist], dim=1)
+        if share_prefixes is None:
+            share_prefixes = z0.device.type == "cpu"
         if share_prefixes and actions.dtype == torch.long and not torch.is_grad_enabled():
             return self._rollout_shared(hist, actions)
         preds = []

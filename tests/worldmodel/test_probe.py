@@ -1,0 +1,76 @@
+"""The pose probe: renders every agent state, and its read-out tells informative latents from noise."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from thinkjepa.data.waypoints import FREE, cell_kinds
+from thinkjepa.envs.babyai import make_env
+from thinkjepa.worldmodel.encoder import EncoderConfig
+from thinkjepa.worldmodel.export import save_world_model
+from thinkjepa.worldmodel.jepa import JEPA
+from thinkjepa.worldmodel.predictor import PredictorConfig
+from thinkjepa.worldmodel.probe import fit_pose_probe, pose_frames, probe, probe_pose_encoder
+
+LEVEL = "BabyAI-GoToLocal-v0"
+
+
+def test_pose_frames_cover_every_free_state_of_each_layout():
+    data = pose_frames(LEVEL, [11, 12], image_size=32)
+    env = make_env(LEVEL, image_size=32)
+    for i, seed in enumerate([11, 12]):
+        env.reset(seed=seed)
+        free = int((cell_kinds(env.unwrapped.grid) == FREE).sum())
+        mine = data.poses[data.layout == i]
+        assert len(mine) == 4 * free
+        assert len({tuple(p) for p in mine}) == len(mine)  # no state twice
+    assert data.frames.shape == (len(data.poses), 32, 32, 3) and data.frames.dtype == np.uint8
+    assert data.grid == (8, 8)
+    # the four headings of one cell are four different pictures
+    assert len({data.frames[k].tobytes() for k in range(4)}) == 4
+
+
+def test_pose_frames_need_seeds():
+    with pytest.raises(ValueError, match="at least one seed"):
+        pose_frames(LEVEL, [], image_size=32)
+
+
+def _synthetic(layouts: int = 60):
+    data = pose_frames(LEVEL, list(range(100, 100 + layouts)), image_size=32)
+    rng = np.random.default_rng(0)
+    informative = np.concatenate(
+        [np.eye(8)[data.poses[:, 0]], np.eye(8)[data.poses[:, 1]], np.eye(4)[data.poses[:, 2]]], axis=1
+    ) + 0.05 * rng.standard_normal((len(data.poses), 20))
+    noise = rng.standard_normal((len(data.poses), 20))
+    return data, informative.astype(np.float32), noise.astype(np.float32), data.layout < layouts - 10
+
+
+def test_read_out_recovers_pose_from_informative_latents_and_not_from_noise():
+    data, informative, noise, train = _synthetic()
+    truth = data.poses[~train]
+    good = fit_pose_probe(informative, data, train, steps=300)(informative[~train])
+    bad = fit_pose_probe(noise, data, train, steps=300)(noise[~train])
+    assert (good == truth).all(1).mean() > 0.95
+    assert (bad[:, 2] == truth[:, 2]).mean() < 0.4  # heading: chance is 25 %
+    assert (bad[:, :2] == truth[:, :2]).all(1).mean() < 0.15
+
+
+def test_probe_command_writes_its_result(tmp_path):
+    torch.manual_seed(0)
+    enc = EncoderConfig(image_size=32, patch_size=8, latent_dim=16, embed_dim=32, depth=1, num_heads=2)
+    model = JEPA(enc, PredictorConfig(num_actions=7, action_embed_dim=8, hidden_dim=32, depth=1))
+    save_world_model(model, tmp_path / "wm")
+    out = tmp_path / "probe.json"
+    result = probe(str(tmp_path / "wm"), LEVEL, train_layouts=3, val_layouts=2, steps=5, out=str(out))
+    saved = json.loads(out.read_text())
+    assert saved["val_layouts"] == 2 and saved["val_frames"] == result.val_frames > 0
+    for key in ("x", "y", "heading", "cell", "pose", "chance_cell", "chance_heading"):
+        assert 0.0 <= saved[key] <= 1.0
+    assert result.pose <= result.cell <= min(result.x, result.y)
+
+
+def test_probe_needs_held_out_layouts():
+    with pytest.raises(ValueError, match="held-out layout"):
+        probe_pose_encoder(lambda x: x.float().flatten(1), LEVEL, 16, train_layouts=3, val_layouts=0)
