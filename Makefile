@@ -17,7 +17,7 @@ WM     ?= checkpoints/wm/babyai-tiny-stage2/world_model
 THINKER ?= checkpoints/thinker/babyai-tiny/thinker
 DATA   ?= data/babyai-tiny
 
-.PHONY: help install data train-wm train-predictor finetune-thinker eval probe demo test test-slow bench-wm bench-plan lint clean
+.PHONY: help install data train-wm train-predictor train-distance finetune-thinker eval probe demo test test-slow bench-wm bench-plan lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ train-wm: $(STAMP) ## train the world model: stage 1 (encoder + predictor), then
 
 train-predictor: $(STAMP) ## stage 2 alone: fit the predictor on frozen encoder latents (RECIPE=recipes/predictor/*.yaml)
 	$(PY) -m thinkjepa.cli fit --config $(or $(RECIPE),recipes/predictor/babyai-tiny.yaml) $(ARGS)
+
+train-distance: $(STAMP) ## stage 3: the goal-distance head (planning cost in actions) on a frozen world model
+	$(PY) -m thinkjepa.cli fit --config $(or $(RECIPE),recipes/distance/babyai-gpu.yaml) $(ARGS)
 
 finetune-thinker: $(STAMP) ## LoRA-finetune the thinker against a world model (WM=...)
 	$(PY) -m thinkjepa.cli fit --config $(or $(RECIPE),recipes/thinker/babyai-tiny.yaml) \

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from thinkjepa.data.poses import UNREACHABLE, pose_frames
 from thinkjepa.data.waypoints import FREE, cell_kinds
 from thinkjepa.envs.babyai import make_env
 from thinkjepa.worldmodel.encoder import EncoderConfig
 from thinkjepa.worldmodel.export import save_world_model
 from thinkjepa.worldmodel.jepa import JEPA
 from thinkjepa.worldmodel.predictor import PredictorConfig
-from thinkjepa.worldmodel.probe import fit_pose_probe, pose_frames, probe, probe_pose_encoder
+from thinkjepa.worldmodel.probe import fit_pose_probe, probe, probe_pose_encoder
 
 LEVEL = "BabyAI-GoToLocal-v0"
 
@@ -30,6 +31,22 @@ def test_pose_frames_cover_every_free_state_of_each_layout():
     assert data.grid == (8, 8)
     # the four headings of one cell are four different pictures
     assert len({data.frames[k].tobytes() for k in range(4)}) == 4
+
+
+def test_step_distances_follow_the_movement_rules():
+    data = pose_frames(LEVEL, [11], image_size=32, with_distances=True)
+    dist, poses, nxt = data.distances[0], data.poses, data.next_state
+    index = {tuple(p): i for i, p in enumerate(poses)}
+    x, y, _ = poses[0]
+    assert dist[index[(x, y, 0)], index[(x, y, 2)]] == 2  # turning around is two turns
+    assert dist[index[(x, y, 0)], index[(x, y, 3)]] == 1  # one left turn
+    for a in range(len(poses)):  # left/right/forward reach their successor in one step (or stay)
+        for b in nxt[a]:
+            assert dist[a, b] <= 1
+    assert (dist < UNREACHABLE).all()  # one room: every state reaches every other
+    assert (np.diag(dist) == 0).all()
+    # triangle inequality through every successor
+    assert all(dist[a, c] <= 1 + dist[b, c] for a in range(0, len(poses), 7) for b in nxt[a] for c in range(len(poses)))
 
 
 def test_pose_frames_need_seeds():

@@ -9,12 +9,13 @@ drifting away is penalised).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-Metric = Literal["l2", "sq_l2", "cosine"]
+Metric = Literal["l2", "sq_l2", "cosine"] | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _METRICS = ("l2", "sq_l2", "cosine")
 
 
@@ -25,11 +26,14 @@ def latent_distance(z: torch.Tensor, goal: torch.Tensor, metric: Metric = "l2") 
         z: ``(..., D)`` latents.
         goal: ``(..., D)`` goal latents, broadcastable against ``z``.
         metric: ``"l2"`` (Euclidean), ``"sq_l2"`` (squared Euclidean: smooth at zero, which gradient
-            planning likes) or ``"cosine"`` (``1 - cos``: ignores latent norm).
+            planning likes), ``"cosine"`` (``1 - cos``: ignores latent norm), or a learned distance
+            ``metric(z, goal) -> (...)`` such as :class:`~thinkjepa.worldmodel.distance.GoalDistance`.
 
     Returns:
         ``(...)`` distances.
     """
+    if callable(metric):
+        return metric(z, goal)
     if metric == "l2":
         return torch.linalg.vector_norm(z - goal, dim=-1)  # subgradient 0 at the goal, never NaN
     if metric == "sq_l2":
@@ -48,6 +52,10 @@ class GoalCost:
             (closest approach over the horizon, ties broken toward earlier steps) or a tensor of ``H``
             per-step weights.
         metric: See :func:`latent_distance`.
+        step_cost: With ``weights="min"``, what each step spent before the closest approach adds. The
+            default only breaks ties toward earlier steps; with a distance in *actions* (a learned
+            :class:`~thinkjepa.worldmodel.distance.GoalDistance`) use 1, and ``min_h (h + d_h)`` is
+            the rollout's estimated number of actions to the goal.
     """
 
     def __init__(
@@ -55,10 +63,11 @@ class GoalCost:
         goal: torch.Tensor,
         weights: Literal["final", "all", "min"] | torch.Tensor = "final",
         metric: Metric = "l2",
+        step_cost: float = 1e-3,
     ) -> None:
         if goal.dim() != 2:
             raise ValueError(f"GoalCost: goal must be (B, D), got {tuple(goal.shape)}")
-        if metric not in _METRICS:
+        if not callable(metric) and metric not in _METRICS:
             raise ValueError(f"GoalCost: unknown metric {metric!r}; expected one of {_METRICS}")
         if isinstance(weights, str) and weights not in ("final", "all", "min"):
             raise ValueError(f"GoalCost: weights must be 'final', 'all', 'min' or a tensor over H, got {weights!r}")
@@ -67,6 +76,7 @@ class GoalCost:
         self.goal = goal.detach()
         self.weights = weights
         self.metric = metric
+        self.step_cost = step_cost
 
     @property
     def batch_size(self) -> int:
@@ -86,10 +96,10 @@ class GoalCost:
             return latent_distance(z_traj[:, :, -1:], goal, self.metric).squeeze(-1)  # (B, N)
         dist = latent_distance(z_traj, goal, self.metric)  # (B, N, H)
         if isinstance(self.weights, str) and self.weights == "min":
-            # Closest approach, with a small bonus for getting there early: for tasks that end the
-            # moment the goal is reached (BabyAI GoTo), where the rollout goes afterwards is moot.
-            steps = torch.arange(dist.shape[-1], device=dist.device, dtype=dist.dtype)
-            return (dist + 1e-3 * steps).min(dim=-1).values
+            # Closest approach, plus what getting there costs: for tasks that end the moment the
+            # goal is reached (BabyAI GoTo), where the rollout goes afterwards is moot.
+            steps = torch.arange(1, dist.shape[-1] + 1, device=dist.device, dtype=dist.dtype)
+            return (dist + self.step_cost * steps).min(dim=-1).values
         if isinstance(self.weights, str):
             return dist.mean(dim=-1)
         if self.weights.shape[0] != dist.shape[-1]:
@@ -101,4 +111,4 @@ class GoalCost:
     def select(self, index: int | slice) -> GoalCost:
         """The same cost restricted to episode(s) ``index`` (what a per-episode planner needs)."""
         rows = slice(index, index + 1) if isinstance(index, int) else index
-        return GoalCost(self.goal[rows], self.weights, self.metric)
+        return GoalCost(self.goal[rows], self.weights, self.metric, self.step_cost)

@@ -37,6 +37,7 @@ from thinkjepa.planning.cem import CEMPlanner
 from thinkjepa.planning.spaces import DiscreteSpace
 from thinkjepa.policy.flat import FlatPolicy
 from thinkjepa.policy.hierarchical import HierarchicalPolicy
+from thinkjepa.policy.mpc import planning_metric
 from thinkjepa.policy.plots import plot_success_by_length, save_png
 from thinkjepa.policy.stats import EpisodeResult, markdown_table, summarize, to_json
 from thinkjepa.policy.subgoals import OracleSubgoals, ThinkerSubgoals
@@ -175,6 +176,7 @@ def evaluate(
     patience: int = 4,
     requery_every: int = 8,
     oracle_gap: int | None = None,
+    cost: str = "auto",
     out: str = "results/eval",
     log_episodes: int = 2,
     device: str = "cpu",
@@ -198,6 +200,8 @@ def evaluate(
         requery_every: Thinker query budget in steps.
         oracle_gap: The oracle's subgoals: door crossings and the final approach (``None``, the
             thinker's training label), or also a waypoint every ``oracle_gap`` shortest-path steps.
+        cost: Planning cost of every agent: ``"auto"`` (the world model's goal-distance head if it
+            has one, else latent L2), ``"latent"`` or ``"learned"``.
         out: Output directory.
         log_episodes: Episodes per (level, mode) logged as image strips.
         device: ``cpu`` or ``cuda``.
@@ -218,6 +222,7 @@ def evaluate(
     wm = load_world_model(world_model, device=device)
     for level in levels:  # fail before any compute on a bad level or image size
         make_env(level, image_size=wm.image_size).close()
+    planning_metric(wm, cost)  # ... or a cost this world model cannot provide
     th = None
     if thinker is not None and "hierarchical" in modes:
         from thinkjepa.thinker.checkpoint import load_thinker
@@ -246,7 +251,7 @@ def evaluate(
                 for start in range(0, episodes, num_envs):
                     chunk = demos[start : start + num_envs]
                     policy = _policy(mode, wm, th, planner, space, threshold, patience, requery_every, start,
-                                     oracle_gap)
+                                     oracle_gap, cost)
                     res, strips = run_episodes(policy, mode, level, chunk, wm.image_size, max_steps,
                                                keep_frames=log_episodes if start == 0 else 0)
                     results += res
@@ -279,9 +284,10 @@ def evaluate(
     return summary
 
 
-def _policy(mode, wm, thinker, planner, space, threshold, patience, requery_every, seed, oracle_gap=None):
+def _policy(mode, wm, thinker, planner, space, threshold, patience, requery_every, seed, oracle_gap=None,
+            cost="auto"):
     if mode == "flat":
-        return FlatPolicy(wm, planner, space, seed=seed)
+        return FlatPolicy(wm, planner, space, seed=seed, cost=cost)
     subgoals = ThinkerSubgoals(thinker) if mode == "hierarchical" else OracleSubgoals(wm, oracle_gap)
     return HierarchicalPolicy(wm, subgoals, planner, space, reach_threshold=threshold, patience=patience,
-                              requery_every=requery_every, seed=seed)
+                              requery_every=requery_every, seed=seed, cost=cost)

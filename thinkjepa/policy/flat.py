@@ -21,14 +21,21 @@ class FlatPolicy:
         world_model: The JEPA world model.
         planner: The latent planner.
         space: Action space to plan over.
-        cost_weights: ``"final"`` or ``"all"`` (see :class:`~thinkjepa.planning.costs.GoalCost`).
+        cost_weights: ``"final"``, ``"all"`` or ``"min"`` (see :class:`~thinkjepa.planning.costs.GoalCost`).
         seed: Planner seed.
+        cost: ``"auto"``, ``"latent"`` or ``"learned"`` (see :class:`~thinkjepa.policy.mpc.LatentMPC`).
     """
 
     def __init__(
-        self, world_model: WorldModel, planner: Planner, space: ActionSpace, cost_weights: str = "min", seed: int = 0
+        self,
+        world_model: WorldModel,
+        planner: Planner,
+        space: ActionSpace,
+        cost_weights: str = "min",
+        seed: int = 0,
+        cost: str = "auto",
     ) -> None:
-        self.mpc = LatentMPC(world_model, planner, space, cost_weights, seed)
+        self.mpc = LatentMPC(world_model, planner, space, cost_weights, seed, cost)
         self.world_model = world_model
         self.goals: torch.Tensor | None = None
 

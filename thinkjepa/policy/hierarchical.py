@@ -60,8 +60,10 @@ class HierarchicalPolicy:
         reach_threshold: Latent distance under which a subgoal counts as reached.
         patience: Steps without a better distance before the subgoal is declared unreachable.
         requery_every: Query the thinker at least this often (steps).
-        cost_weights: ``"final"`` or ``"all"``.
+        cost_weights: ``"final"``, ``"all"`` or ``"min"``.
         seed: Planner seed.
+        cost: ``"auto"``, ``"latent"`` or ``"learned"`` (see :class:`~thinkjepa.policy.mpc.LatentMPC`);
+            subgoals count as reached by latent L2 either way.
     """
 
     def __init__(
@@ -75,10 +77,11 @@ class HierarchicalPolicy:
         requery_every: int = 8,
         cost_weights: str = "min",
         seed: int = 0,
+        cost: str = "auto",
     ) -> None:
         self.world_model = world_model
         self.subgoals = subgoals
-        self.mpc = LatentMPC(world_model, planner, space, cost_weights, seed)
+        self.mpc = LatentMPC(world_model, planner, space, cost_weights, seed, cost)
         self.reach_threshold, self.patience, self.requery_every = reach_threshold, patience, requery_every
         self.traces: list[EpisodeTrace] = []
         self._single = False

@@ -14,9 +14,35 @@ from dataclasses import fields, replace
 import torch
 
 from thinkjepa.planning.base import Planner, PlanResult
-from thinkjepa.planning.costs import GoalCost
+from thinkjepa.planning.costs import GoalCost, Metric
 from thinkjepa.planning.spaces import ActionSpace, DiscreteSpace
 from thinkjepa.protocols import WorldModel
+
+COSTS = ("auto", "latent", "learned")
+
+
+def planning_metric(world_model: WorldModel, cost: str = "auto") -> tuple[Metric, float]:
+    """The goal distance a planner should use, and the per-step cost that goes with it.
+
+    Args:
+        world_model: Its ``distance`` head, if any, is the learned cost.
+        cost: ``"latent"`` (L2), ``"learned"`` (the head; an error without one) or ``"auto"``.
+
+    Returns:
+        ``(metric, step_cost)`` for :class:`~thinkjepa.planning.costs.GoalCost`: a learned distance
+        counts actions, so each step of the rollout adds 1; with L2 the step cost only breaks ties.
+    """
+    if cost not in COSTS:
+        raise ValueError(f"cost must be one of {COSTS}, got {cost!r}")
+    head = getattr(world_model, "distance", None)
+    if cost == "learned" and head is None:
+        raise ValueError(
+            "cost='learned' needs a world model with a goal-distance head (train one with "
+            "thinkjepa.worldmodel.distance.DistanceModule); this world model has none"
+        )
+    if head is not None and cost != "latent":
+        return head, 1.0
+    return "l2", 1e-3
 
 
 def take_rows(plan: PlanResult, rows: torch.Tensor) -> PlanResult:
@@ -45,8 +71,11 @@ class LatentMPC:
         world_model: Supplies ``encode``, ``target_encode`` and ``rollout``.
         planner: Any :class:`~thinkjepa.planning.base.Planner`.
         space: The action space searched (e.g. BabyAI navigation actions).
-        cost_weights: ``"final"`` or ``"all"``: which rolled-out steps the goal distance weighs.
+        cost_weights: ``"final"``, ``"all"`` or ``"min"``: which rolled-out steps the goal distance weighs.
         seed: Seed of the planner's generator (reproducible episodes).
+        cost: ``"latent"`` (L2 to the goal latent), ``"learned"`` (the world model's goal-distance
+            head, :mod:`thinkjepa.worldmodel.distance`, in actions) or ``"auto"`` (the head when the
+            world model has one).
     """
 
     def __init__(
@@ -56,7 +85,9 @@ class LatentMPC:
         space: ActionSpace,
         cost_weights: str = "min",
         seed: int = 0,
+        cost: str = "auto",
     ) -> None:
+        self.metric, self.step_cost = planning_metric(world_model, cost)
         num_actions = getattr(world_model, "num_actions", None)
         if isinstance(space, DiscreteSpace) and num_actions is not None and space.n != num_actions:
             raise ValueError(
@@ -93,7 +124,7 @@ class LatentMPC:
         """
         start = time.perf_counter()
         init = take_rows(self.plans, rows) if self.plans is not None else None
-        cost = GoalCost(goals, weights=self.cost_weights)  # type: ignore[arg-type]
+        cost = GoalCost(goals, weights=self.cost_weights, metric=self.metric, step_cost=self.step_cost)  # type: ignore[arg-type]
         plan = self.planner.plan(z, cost, self.world_model.rollout, self.space, init=init, generator=self.generator)
         if self.plans is None:  # warm starts are kept once every episode of the batch has a plan
             self.plans = plan if len(rows) == self.batch_size else None

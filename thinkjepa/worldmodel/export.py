@@ -2,8 +2,9 @@
 
 An exported world model is a directory::
 
-    config.json        {"format_version", "encoder": {...}, "predictor": {...}, "fingerprint"}
-    model.safetensors  encoder, target encoder and predictor weights (no optimizer, no regularizer)
+    config.json        {"format_version", "encoder": {...}, "predictor": {...}, ["distance": {...},] "fingerprint"}
+    model.safetensors  encoder, target encoder, predictor [and goal-distance head] weights
+                       (no optimizer, no regularizer)
 
 ``fingerprint`` is a SHA-256 over the architecture and every weight; the thinker records it so a
 thinker is never silently paired with a world model whose latent space it was not trained in.
@@ -30,7 +31,7 @@ from thinkjepa.worldmodel.jepa import JEPA
 from thinkjepa.worldmodel.predictor import PredictorConfig
 
 FORMAT_VERSION = 1
-_PARTS = ("encoder.", "target_encoder.", "predictor.")
+_PARTS = ("encoder.", "target_encoder.", "predictor.", "distance.")
 
 
 def inference_state(model: JEPA) -> dict[str, torch.Tensor]:
@@ -60,7 +61,10 @@ def _digest(header: dict[str, Any], state: dict[str, torch.Tensor], with_layout:
 
 
 def architecture(model: JEPA) -> dict[str, Any]:
-    return {"encoder": asdict(model.encoder.config), "predictor": asdict(model.predictor.config)}
+    out = {"encoder": asdict(model.encoder.config), "predictor": asdict(model.predictor.config)}
+    if model.distance is not None:
+        out["distance"] = asdict(model.distance.config)
+    return out
 
 
 def save_world_model(model: JEPA, directory: str | os.PathLike) -> Path:
@@ -85,6 +89,14 @@ def _build(config: dict[str, Any], source: Path) -> JEPA:
         raise CheckpointError(f"{source}: world-model config is incomplete or malformed ({err})") from err
     model = JEPA(enc, pred)
     model.inverse_dynamics = None  # training-only head, never exported
+    if config.get("distance") is not None:
+        from thinkjepa.worldmodel.distance import DistanceConfig, GoalDistance  # distance imports this module
+
+        try:
+            dist = as_dataclass(DistanceConfig, config["distance"])
+        except TypeError as err:
+            raise CheckpointError(f"{source}: world-model distance config is malformed ({err})") from err
+        model.distance = GoalDistance(dist, enc.latent_dim)
     return model
 
 

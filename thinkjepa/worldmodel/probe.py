@@ -23,59 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from thinkjepa.checkpoint import atomic_path
 from thinkjepa.data.latents import encode_fixed_batches
-from thinkjepa.data.waypoints import FREE, cell_kinds
-from thinkjepa.envs.babyai import make_env
+from thinkjepa.data.poses import PoseFrames, pose_frames
 
 Encode = Callable[[torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class PoseFrames:
-    """Renders of every free agent state of some layouts.
-
-    Attributes:
-        frames: ``uint8 (N, H, W, 3)``.
-        poses: ``int64 (N, 3)`` agent ``(x, y, heading)`` of each frame.
-        layout: ``int64 (N,)`` index of the layout (seed order) each frame belongs to.
-        grid: ``(width, height)`` of the level's grid.
-    """
-
-    frames: np.ndarray
-    poses: np.ndarray
-    layout: np.ndarray
-    grid: tuple[int, int]
-
-
-def pose_frames(level: str, seeds: list[int], image_size: int) -> PoseFrames:
-    """Render the agent in every free cell and every heading of each seeded layout of ``level``.
-
-    Raises:
-        ValueError: ``seeds`` is empty or a layout has no free cell.
-    """
-    if not seeds:
-        raise ValueError("pose_frames needs at least one seed")
-    env = make_env(level, image_size=image_size)
-    frames, poses, layout = [], [], []
-    try:
-        for i, seed in enumerate(tqdm(seeds, desc=f"rendering {level} poses", unit="layout", leave=False)):
-            env.reset(seed=seed)
-            kinds = cell_kinds(env.unwrapped.grid)
-            cells = np.argwhere(kinds == FREE)  # (C, 2) x, y
-            if len(cells) == 0:
-                raise ValueError(f"{level} seed {seed}: no free cell to put the agent in")
-            for x, y in cells:
-                for heading in range(4):
-                    frames.append(env.render_state((int(x), int(y)), heading))
-                    poses.append((x, y, heading))
-                    layout.append(i)
-        grid = (env.unwrapped.width, env.unwrapped.height)
-    finally:
-        env.close()
-    return PoseFrames(np.stack(frames), np.asarray(poses, dtype=np.int64), np.asarray(layout, dtype=np.int64), grid)
 
 
 @dataclass(frozen=True)

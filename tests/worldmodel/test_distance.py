@@ -1,0 +1,104 @@
+"""Stage 3, the goal-distance head: its labels, its training through the CLI, its export, and the
+planning cost that uses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from thinkjepa.cli import main
+from thinkjepa.data.poses import pose_frames
+from thinkjepa.planning.costs import GoalCost
+from thinkjepa.policy.mpc import planning_metric
+from thinkjepa.worldmodel import JEPA, EncoderConfig, PredictorConfig, load_world_model, save_world_model
+from thinkjepa.worldmodel.distance import DistanceConfig, GoalDistance, PosePairs
+from thinkjepa.worldmodel.export import fingerprint
+
+ROOT = Path(__file__).resolve().parents[2]
+LEVEL = "BabyAI-GoToLocal-v0"
+
+
+def tiny_model() -> JEPA:
+    torch.manual_seed(0)
+    enc = EncoderConfig(image_size=32, patch_size=8, latent_dim=16, embed_dim=32, depth=1, num_heads=2)
+    return JEPA(enc, PredictorConfig(num_actions=7, action_embed_dim=8, hidden_dim=32, depth=1))
+
+
+def test_pairs_are_labelled_with_the_distance_from_where_the_actions_lead():
+    data = pose_frames(LEVEL, [5, 6], image_size=32, with_distances=True)
+    latents = torch.arange(len(data.poses), dtype=torch.float32)[:, None]  # latent = state index
+    pairs = PosePairs(latents, data.next_state, data.distances, data.offsets, np.arange(2),
+                      batch_size=256, rollout_steps=3, num_batches=2, seed=0)
+    batch = pairs[1]
+    assert set(batch["used"].tolist()) == {0, 1, 2, 3}
+    for i in range(256):
+        start, goal = int(batch["start"][i, 0]), int(batch["goal"][i, 0])
+        lay = int(data.layout[start])
+        assert data.layout[goal] == lay  # pairs never cross layouts
+        state = start
+        for a in batch["actions"][i, : int(batch["used"][i])].tolist():
+            state = int(data.next_state[state, a])
+        off = int(data.offsets[lay])
+        assert int(batch["distance"][i]) == int(data.distances[lay][state - off, goal - off])
+    torch.testing.assert_close(pairs[1]["distance"], batch["distance"])  # item k is reproducible
+    assert not torch.equal(pairs[0]["start"], batch["start"])
+
+
+def test_goal_cost_with_a_learned_distance_counts_steps():
+    def steps_away(z, g):
+        return (z - g).abs().sum(-1)
+
+    goal = torch.zeros(1, 1)
+    # two rollouts of 3 steps: one reaches distance 0 at step 3, one gets to distance 1 at step 1
+    traj = torch.tensor([[[[2.0], [1.0], [0.0]], [[1.0], [1.0], [1.0]]]])  # (B=1, N=2, H=3, D=1)
+    cost = GoalCost(goal, weights="min", metric=steps_away, step_cost=1.0)(traj)
+    torch.testing.assert_close(cost, torch.tensor([[3.0, 2.0]]))  # min_h (h + d_h)
+    assert GoalCost(goal, weights="min", metric=steps_away, step_cost=1.0).select(0)(traj).shape == (1, 2)
+
+
+def test_planning_metric_uses_the_head_only_when_there_is_one():
+    model = tiny_model()
+    assert planning_metric(model, "auto") == ("l2", 1e-3)
+    with pytest.raises(ValueError, match="goal-distance head"):
+        planning_metric(model, "learned")
+    with pytest.raises(ValueError, match="cost must be one of"):
+        planning_metric(model, "manhattan")
+    model.distance = GoalDistance(DistanceConfig(hidden_dim=8, depth=1, max_distance=4), model.latent_dim)
+    assert planning_metric(model, "auto") == (model.distance, 1.0)
+    assert planning_metric(model, "latent") == ("l2", 1e-3)
+
+
+def test_head_is_exported_and_changes_the_fingerprint(tmp_path):
+    model = tiny_model()
+    plain = fingerprint(model)
+    model.distance = GoalDistance(DistanceConfig(hidden_dim=8, depth=1, max_distance=4), model.latent_dim)
+    assert fingerprint(model) != plain
+    save_world_model(model, tmp_path / "wm")
+    loaded = load_world_model(tmp_path / "wm")
+    z, g = torch.randn(5, 16), torch.randn(5, 16)
+    torch.testing.assert_close(loaded.distance(z, g), model.distance.eval()(z, g))
+    assert ((loaded.distance(z, g) >= 0) & (loaded.distance(z, g) <= 4)).all()
+
+
+@pytest.mark.parametrize("recipe", sorted(str(p) for p in (ROOT / "recipes/distance").glob("*.yaml")))
+def test_distance_recipe_trains_exports_and_plans(recipe, tmp_path):
+    save_world_model(tiny_model(), tmp_path / "stage2")
+    out = tmp_path / "run"
+    main(["fit", "--config", recipe, f"--model.init_args.world_model={tmp_path / 'stage2'}",
+          "--model.init_args.rollout_steps=2", "--data.init_args.train_layouts=3", "--data.init_args.val_layouts=1",
+          "--data.init_args.batch_size=64", "--data.init_args.val_batches=1", "--trainer.max_steps=30",
+          "--trainer.val_check_interval=15", f"--trainer.default_root_dir={out}",
+          f"--trainer.logger.init_args.save_dir={out}", f"--trainer.callbacks.init_args.dirpath={out}/checkpoints",
+          "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
+    wm = load_world_model(out / "world_model")
+    assert wm.distance is not None
+    src = load_world_model(tmp_path / "stage2")
+    for key, value in src.state_dict().items():  # everything but the head is untouched
+        torch.testing.assert_close(wm.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    from_ckpt = load_world_model(out / "checkpoints" / "last.ckpt")
+    z = torch.randn(3, 16)
+    torch.testing.assert_close(from_ckpt.distance(z, z.flip(0)), wm.distance(z, z.flip(0)))
+    assert planning_metric(wm)[0] is wm.distance
