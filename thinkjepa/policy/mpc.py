@@ -64,6 +64,73 @@ def put_rows(plan: PlanResult, rows: torch.Tensor, part: PlanResult) -> PlanResu
     return PlanResult(**out)
 
 
+class ObservedNoOps:
+    """Actions an episode has *seen* leave its state unchanged, and a rollout that believes them.
+
+    A predictor that never learned that walking into a wall (or toggling nothing) does nothing
+    predicts progress for it; and an imperfect cost can make "stay" look as good as any move. Either
+    way MPC picks an action that leaves the state unchanged, re-plans from the same state with the same
+    information, and picks it again — until the step limit (with the tiny BabyAI world model, the
+    commonest flat-planning failure). Once an executed action left an episode's latent unchanged,
+    candidates that start with it from that latent are ruled out: their rollouts are NaN, which every
+    planner scores as infinitely bad.
+
+    Args:
+        batch_size: Episodes in the batch.
+        tol: Largest absolute latent difference that still counts as "unchanged".
+    """
+
+    def __init__(self, batch_size: int, tol: float = 1e-4) -> None:
+        self.tol = tol
+        self.seen: list[list[tuple[torch.Tensor, int]]] = [[] for _ in range(batch_size)]
+        self.last: list[tuple[torch.Tensor, int] | None] = [None] * batch_size
+
+    def _same(self, a: torch.Tensor, b: torch.Tensor) -> bool:
+        return bool((a - b).abs().max() <= self.tol)
+
+    def observe(self, rows: torch.Tensor, z: torch.Tensor) -> None:
+        """New latents ``z (R, D)`` of episodes ``rows``: remember the last action if it changed nothing."""
+        for i, r in enumerate(rows.tolist()):
+            last = self.last[r]
+            if last is not None and self._same(last[0], z[i]):
+                self.seen[r].append(last)
+
+    def executed(self, rows: torch.Tensor, z: torch.Tensor, actions: torch.Tensor) -> None:
+        """Episodes ``rows`` take ``actions (R,)`` from latents ``z (R, D)``."""
+        for i, r in enumerate(rows.tolist()):
+            self.last[r] = (z[i].clone(), int(actions[i]))
+
+    def mask(self, rows: torch.Tensor, z: torch.Tensor, num_actions: int) -> torch.Tensor:
+        """``bool (R, K)``: which actions are known no-ops from each episode's current latent."""
+        out = torch.zeros(len(rows), num_actions, dtype=torch.bool, device=z.device)
+        for i, r in enumerate(rows.tolist()):
+            for state, action in self.seen[r]:
+                if self._same(state, z[i]):
+                    out[i, action] = True
+        return out
+
+    @staticmethod
+    def rollout(base, noop: torch.Tensor):
+        """``base`` rollout in which candidates whose first action is a known no-op of their episode
+        are NaN (candidates are rows ``episode * N + n``)."""
+        if not noop.any():
+            return base
+
+        def rollout(z0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+            preds = base(z0, actions)
+            if actions.dtype != torch.long or z0.ndim != 2 or len(z0) % len(noop):
+                return preds
+            episode = torch.arange(len(z0), device=z0.device) // (len(z0) // len(noop))
+            hit = noop[episode, actions[:, 0]]
+            if not hit.any():
+                return preds
+            preds = preds.clone()
+            preds[hit] = float("nan")
+            return preds
+
+        return rollout
+
+
 class LatentMPC:
     """Plan H steps toward a goal latent with a world model, execute the first, re-plan.
 
@@ -103,11 +170,13 @@ class LatentMPC:
         self.plans: PlanResult | None = None
         self.batch_size = 0
         self.planner_seconds = 0.0
+        self.noops = ObservedNoOps(0)
 
     def reset(self, batch_size: int) -> None:
-        """Forget all warm starts; the next episodes form a batch of ``batch_size``."""
+        """Forget all warm starts and observed no-ops; the next episodes form a batch of ``batch_size``."""
         self.plans = None
         self.batch_size = batch_size
+        self.noops = ObservedNoOps(batch_size)
 
     def images(self, obs) -> torch.Tensor:
         x = torch.as_tensor(obs, device=self.device)
@@ -120,12 +189,18 @@ class LatentMPC:
         Args:
             z: ``(R, D)`` current context latents of those episodes.
             goals: ``(R, D)`` goal latents.
-            rows: ``(R,)`` episode indices within the batch (for the warm starts).
+            rows: ``(R,)`` episode indices within the batch (for the warm starts and observed no-ops).
         """
         start = time.perf_counter()
         init = take_rows(self.plans, rows) if self.plans is not None else None
         cost = GoalCost(goals, weights=self.cost_weights, metric=self.metric, step_cost=self.step_cost)  # type: ignore[arg-type]
-        plan = self.planner.plan(z, cost, self.world_model.rollout, self.space, init=init, generator=self.generator)
+        rollout = self.world_model.rollout
+        if isinstance(self.space, DiscreteSpace):
+            self.noops.observe(rows, z)
+            rollout = ObservedNoOps.rollout(rollout, self.noops.mask(rows, z, self.space.n))
+        plan = self.planner.plan(z, cost, rollout, self.space, init=init, generator=self.generator)
+        if isinstance(self.space, DiscreteSpace):
+            self.noops.executed(rows, z, plan.first_action())
         if self.plans is None:  # warm starts are kept once every episode of the batch has a plan
             self.plans = plan if len(rows) == self.batch_size else None
         else:

@@ -197,7 +197,8 @@ class PoseDistanceDataModule(pl.LightningDataModule):
                          self.batch_size, model.rollout_steps, num_batches, seed)
 
     def train_dataloader(self) -> DataLoader:
-        steps = max(int(self.trainer.max_steps), 1)
+        # One epoch of distinct batches covers the run (a resumed run draws its batches afresh).
+        steps = int(self.trainer.max_steps) if self.trainer.max_steps > 0 else 1_000_000
         return DataLoader(self._pairs(np.arange(self.train_layouts), steps, self.seed), batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
