@@ -67,7 +67,11 @@ def test_planning_metric_uses_the_head_only_when_there_is_one():
     with pytest.raises(ValueError, match="cost must be one of"):
         planning_metric(model, "manhattan")
     model.distance = GoalDistance(DistanceConfig(hidden_dim=8, depth=1, max_distance=4), model.latent_dim)
-    assert planning_metric(model, "auto") == (model.distance, 1.0)
+    metric, step_cost = planning_metric(model, "auto", latent_weight=0.5)
+    assert step_cost == 1.0
+    z, g = torch.randn(4, 16), torch.randn(4, 16)
+    torch.testing.assert_close(metric(z, g), model.distance(z, g) + 0.5 * (z - g).norm(dim=-1))
+    torch.testing.assert_close(planning_metric(model, "learned", latent_weight=0.0)[0](z, g), model.distance(z, g))
     assert planning_metric(model, "latent") == ("l2", 1e-3)
 
 
@@ -101,4 +105,4 @@ def test_distance_recipe_trains_exports_and_plans(recipe, tmp_path):
     from_ckpt = load_world_model(out / "checkpoints" / "last.ckpt")
     z = torch.randn(3, 16)
     torch.testing.assert_close(from_ckpt.distance(z, z.flip(0)), wm.distance(z, z.flip(0)))
-    assert planning_metric(wm)[0] is wm.distance
+    assert planning_metric(wm)[0].head is wm.distance
