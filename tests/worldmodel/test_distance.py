@@ -106,3 +106,18 @@ def test_distance_recipe_trains_exports_and_plans(recipe, tmp_path):
     z = torch.randn(3, 16)
     torch.testing.assert_close(from_ckpt.distance(z, z.flip(0)), wm.distance(z, z.flip(0)))
     assert planning_metric(wm)[0].head is wm.distance
+
+
+def test_policies_pass_the_cost_choice_to_their_planner():
+    from thinkjepa.planning.cem import CEMPlanner
+    from thinkjepa.planning.spaces import DiscreteSpace
+    from thinkjepa.policy import FlatPolicy
+
+    model = tiny_model()
+    model.distance = GoalDistance(DistanceConfig(hidden_dim=8, depth=1, max_distance=4), model.latent_dim)
+    planner, space = CEMPlanner(horizon=2, num_samples=4, iterations=1, num_elites=2), DiscreteSpace(7)
+    z, g = torch.randn(3, 16), torch.randn(3, 16)
+    head_only = FlatPolicy(model, planner, space, latent_weight=0.0).mpc
+    torch.testing.assert_close(head_only.metric(z, g), model.distance(z, g))
+    assert head_only.step_cost == 1.0
+    assert FlatPolicy(model, planner, space, cost="latent").mpc.metric == "l2"

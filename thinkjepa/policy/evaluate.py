@@ -177,6 +177,7 @@ def evaluate(
     requery_every: int = 8,
     oracle_gap: int | None = None,
     cost: str = "auto",
+    latent_weight: float = 1.0,
     out: str = "results/eval",
     log_episodes: int = 2,
     device: str = "cpu",
@@ -202,6 +203,7 @@ def evaluate(
             thinker's training label), or also a waypoint every ``oracle_gap`` shortest-path steps.
         cost: Planning cost of every agent: ``"auto"`` (the world model's goal-distance head if it
             has one, else latent L2), ``"latent"`` or ``"learned"``.
+        latent_weight: Weight of latent L2 added to the learned distance (0 = the head alone).
         out: Output directory.
         log_episodes: Episodes per (level, mode) logged as image strips.
         device: ``cpu`` or ``cuda``.
@@ -222,7 +224,7 @@ def evaluate(
     wm = load_world_model(world_model, device=device)
     for level in levels:  # fail before any compute on a bad level or image size
         make_env(level, image_size=wm.image_size).close()
-    planning_metric(wm, cost)  # ... or a cost this world model cannot provide
+    planning_metric(wm, cost, latent_weight)  # ... or a cost this world model cannot provide
     th = None
     if thinker is not None and "hierarchical" in modes:
         from thinkjepa.thinker.checkpoint import load_thinker
@@ -251,7 +253,7 @@ def evaluate(
                 for start in range(0, episodes, num_envs):
                     chunk = demos[start : start + num_envs]
                     policy = _policy(mode, wm, th, planner, space, threshold, patience, requery_every, start,
-                                     oracle_gap, cost)
+                                     oracle_gap, cost, latent_weight)
                     res, strips = run_episodes(policy, mode, level, chunk, wm.image_size, max_steps,
                                                keep_frames=log_episodes if start == 0 else 0)
                     results += res
@@ -285,9 +287,9 @@ def evaluate(
 
 
 def _policy(mode, wm, thinker, planner, space, threshold, patience, requery_every, seed, oracle_gap=None,
-            cost="auto"):
+            cost="auto", latent_weight=1.0):
     if mode == "flat":
-        return FlatPolicy(wm, planner, space, seed=seed, cost=cost)
+        return FlatPolicy(wm, planner, space, seed=seed, cost=cost, latent_weight=latent_weight)
     subgoals = ThinkerSubgoals(thinker) if mode == "hierarchical" else OracleSubgoals(wm, oracle_gap)
     return HierarchicalPolicy(wm, subgoals, planner, space, reach_threshold=threshold, patience=patience,
-                              requery_every=requery_every, seed=seed, cost=cost)
+                              requery_every=requery_every, seed=seed, cost=cost, latent_weight=latent_weight)

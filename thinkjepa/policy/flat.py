@@ -24,6 +24,7 @@ class FlatPolicy:
         cost_weights: ``"final"``, ``"all"`` or ``"min"`` (see :class:`~thinkjepa.planning.costs.GoalCost`).
         seed: Planner seed.
         cost: ``"auto"``, ``"latent"`` or ``"learned"`` (see :class:`~thinkjepa.policy.mpc.LatentMPC`).
+        latent_weight: Weight of latent L2 in the learned cost.
     """
 
     def __init__(
@@ -34,8 +35,9 @@ class FlatPolicy:
         cost_weights: str = "min",
         seed: int = 0,
         cost: str = "auto",
+        latent_weight: float = 1.0,
     ) -> None:
-        self.mpc = LatentMPC(world_model, planner, space, cost_weights, seed, cost)
+        self.mpc = LatentMPC(world_model, planner, space, cost_weights, seed, cost, latent_weight)
         self.world_model = world_model
         self.goals: torch.Tensor | None = None
 

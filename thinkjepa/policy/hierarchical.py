@@ -64,6 +64,7 @@ class HierarchicalPolicy:
         seed: Planner seed.
         cost: ``"auto"``, ``"latent"`` or ``"learned"`` (see :class:`~thinkjepa.policy.mpc.LatentMPC`);
             subgoals count as reached by latent L2 either way.
+        latent_weight: Weight of latent L2 in the learned cost.
     """
 
     def __init__(
@@ -78,10 +79,11 @@ class HierarchicalPolicy:
         cost_weights: str = "min",
         seed: int = 0,
         cost: str = "auto",
+        latent_weight: float = 1.0,
     ) -> None:
         self.world_model = world_model
         self.subgoals = subgoals
-        self.mpc = LatentMPC(world_model, planner, space, cost_weights, seed, cost)
+        self.mpc = LatentMPC(world_model, planner, space, cost_weights, seed, cost, latent_weight)
         self.reach_threshold, self.patience, self.requery_every = reach_threshold, patience, requery_every
         self.traces: list[EpisodeTrace] = []
         self._single = False
