@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from thinkjepa.data.latents import encode_fixed_batches
+from thinkjepa.data.latents import Encode, encode_fixed_batches
 from thinkjepa.data.poses import MOVES, UNREACHABLE, pose_frames
 from thinkjepa.optim import adamw_warmup_cosine
 from thinkjepa.worldmodel.configs import as_dataclass
@@ -149,7 +149,7 @@ class PosePairs(Dataset):
 
 class PoseDistanceDataModule(pl.LightningDataModule):
     """Renders every agent state of seeded layouts, encodes them with the model's frozen encoder
-    (``latent_source()``), and serves :class:`PosePairs` batches; validation layouts are held out.
+    (``pose_source()``), and serves :class:`PosePairs` batches; validation layouts are held out.
 
     Args:
         level: BabyAI level.
@@ -186,7 +186,7 @@ class PoseDistanceDataModule(pl.LightningDataModule):
         if self.latents is not None:
             return
         module = self.trainer.lightning_module
-        encode, image_size = module.latent_source()
+        encode, image_size = module.pose_source()
         seeds = list(range(self.seed, self.seed + self.train_layouts + self.val_layouts))
         self.data = pose_frames(self.level, seeds, image_size, with_distances=True)
         self.latents = torch.from_numpy(encode_fixed_batches(encode, [self.data.frames], self.encode_batch_size))
@@ -238,8 +238,12 @@ class DistanceModule(pl.LightningModule):
             "distance": asdict(config), "rollout_steps": rollout_steps, "optim": asdict(self.optim),
         })
 
-    def latent_source(self):
-        """How :class:`PoseDistanceDataModule` encodes frames (the planner's goal encoder) and at what size."""
+    def pose_source(self) -> tuple[Encode, int]:
+        """How :class:`PoseDistanceDataModule` encodes frames (the planner's goal encoder) and at what size.
+
+        Not ``latent_source``: that is :class:`~thinkjepa.data.latents.LatentDataModule`'s contract
+        (``(encode, cache key)``), which this module does not serve.
+        """
         return self.model.target_encode, self.model.image_size
 
     def train(self, mode: bool = True) -> DistanceModule:
