@@ -15,12 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from thinkjepa.data.waypoints import FREE, cell_kinds
+from thinkjepa.data.waypoints import FREE, AgentState, cell_kinds
 from thinkjepa.envs.babyai import make_env
 
 MOVES = 3  # left, right, forward: the ids of minigrid's Actions.left/right/forward
 UNREACHABLE = 255
-_DIR_VEC = ((1, 0), (0, 1), (-1, 0), (0, -1))
 
 
 @dataclass(frozen=True)
@@ -47,15 +46,13 @@ class PoseFrames:
     offsets: np.ndarray
 
 
-def _transitions(kinds: np.ndarray, poses: list[tuple[int, int, int]]) -> np.ndarray:
+def _transitions(poses: list[tuple[int, int, int]]) -> np.ndarray:
     index = {p: i for i, p in enumerate(poses)}
     out = np.empty((len(poses), MOVES), dtype=np.int64)
     for i, (x, y, d) in enumerate(poses):
-        dx, dy = _DIR_VEC[d]
-        fx, fy = x + dx, y + dy
         out[i, 0] = index[(x, y, (d - 1) % 4)]
         out[i, 1] = index[(x, y, (d + 1) % 4)]
-        out[i, 2] = index.get((fx, fy, d), i)  # only free cells are states: anything else blocks
+        out[i, 2] = index.get((*AgentState(x, y, d).front, d), i)  # only free cells are states: others block
     return out
 
 
@@ -102,7 +99,7 @@ def pose_frames(level: str, seeds: list[int], image_size: int, with_distances: b
                 raise ValueError(f"{level} seed {seed}: no free cell to put the agent in")
             mine = [(int(x), int(y), d) for x, y in cells for d in range(4)]
             frames += [env.render_state((x, y), d) for x, y, d in mine]
-            local = _transitions(kinds, mine)
+            local = _transitions(mine)
             nexts.append(local + offsets[-1])
             if with_distances:
                 distances.append(all_pairs_steps(local))
