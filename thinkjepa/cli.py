@@ -4,6 +4,7 @@
     thinkjepa collect --levels '[BabyAI-GoToLocal-v0]' ...    roll the BabyAI bot, write episodes
     thinkjepa eval ...                                        evaluate policies (see thinkjepa.policy)
     thinkjepa probe --world_model PATH                        pose probe of a world model's latent space
+    thinkjepa score-thinker --thinker PATH --world_model PATH  a saved thinker's held-out metrics per level
 
 Training runs are LightningCLI runs: the model and data classes come from the recipe's
 ``class_path``, every ``__init__`` argument is a config key, unknown keys are errors, and the
@@ -50,7 +51,20 @@ def _probe(argv: list[str]) -> None:
     auto_cli(probe, args=argv, as_positional=False)
 
 
-COMMANDS: dict[str, Callable[[list[str]], None]] = {"collect": _collect, "eval": _eval, "probe": _probe}
+def _score_thinker(argv: list[str]) -> None:
+    from jsonargparse import auto_cli
+
+    from thinkjepa.thinker.score import score_thinker
+
+    auto_cli(score_thinker, args=argv, as_positional=False)
+
+
+COMMANDS: dict[str, Callable[[list[str]], None]] = {
+    "collect": _collect,
+    "eval": _eval,
+    "probe": _probe,
+    "score-thinker": _score_thinker,
+}
 
 
 class ThinkJEPACLI(LightningCLI):

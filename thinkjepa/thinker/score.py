@@ -1,0 +1,105 @@
+"""Score an exported thinker on held-out episodes, level by level (``thinkjepa score-thinker``).
+
+Training validates on the recipe's ``val_levels`` only (GoTo for the tiny recipe). This scores a saved
+thinker on the held-out episodes of any level of a dataset — the same episode split as
+:class:`~thinkjepa.thinker.data.ThinkerDataModule` with the same ``val_fraction`` and ``seed`` — with
+the training run's metrics (:class:`~thinkjepa.thinker.metrics.SubgoalMetrics`: the thinker, the
+copy-the-current-latent baseline and the thinker with a neutral instruction).
+
+``thinkjepa score-thinker --thinker checkpoints/thinker/babyai-tiny/thinker --world_model checkpoints/wm/babyai-tiny-stage2/world_model``
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from thinkjepa.data.episodes import EpisodeStore
+from thinkjepa.data.latents import encode_fixed_batches
+from thinkjepa.thinker.checkpoint import load_thinker
+from thinkjepa.thinker.data import SubgoalSource, ThinkerDataModule
+from thinkjepa.thinker.metrics import SubgoalMetrics
+from thinkjepa.worldmodel.export import load_world_model
+
+
+def _encode(world_model, image: Callable[[int], np.ndarray], keys: Sequence[int], batch: int) -> torch.Tensor:
+    arrays = (np.stack([image(k) for k in keys[s : s + batch]]) for s in range(0, len(keys), batch))
+    return torch.from_numpy(encode_fixed_batches(world_model.target_encode, arrays, batch))
+
+
+@torch.no_grad()
+def score_thinker(
+    thinker: str,
+    world_model: str,
+    data: str = "data/babyai-tiny",
+    levels: list[str] | None = None,
+    subgoal_source: SubgoalSource = "waypoint",
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    neutral_instruction: str = "go to the object",
+    batch_size: int = 64,
+    out: str | None = None,
+) -> dict[str, dict[str, float]]:
+    """Held-out metrics of a saved thinker, per level.
+
+    Args:
+        thinker: Exported thinker directory.
+        world_model: The world model it was trained against (checked against the recorded fingerprint).
+        data: Episode dataset directory.
+        levels: Levels to score (``None``: every level of the dataset).
+        subgoal_source: ``waypoint`` or ``bot`` subgoals (as in training).
+        val_fraction: Held-out share of each level's episodes (as in training).
+        seed: Seed of the episode split (as in training).
+        neutral_instruction: The mission of the language-blind query.
+        batch_size: Frames per thinker / encoder call.
+        out: Also write the results to this JSON file.
+
+    Returns:
+        ``{level: {samples, episodes, mse, mse_copy, mse_blind, cosine, beats_copy, top1, top1_copy, top1_blind}}``.
+    """
+    wm = load_world_model(world_model).eval()
+    model = load_thinker(thinker, world_model=wm).eval()
+    results: dict[str, dict[str, float]] = {}
+    store = EpisodeStore(data)
+    available = sorted({store.meta(i).level for i in range(len(store))})
+    unknown = sorted(set(levels or ()) - set(available))
+    if unknown:
+        raise ValueError(f"levels {unknown} are not in {data} (its levels: {available})")
+    for level in levels or available:
+        dm = ThinkerDataModule(
+            root=data, subgoal_source=subgoal_source, val_fraction=val_fraction, seed=seed, val_levels=[level]
+        )
+        dm.setup()
+        ds = dm.val_set
+        keys = list(range(len(ds)))
+        current = _encode(wm, ds.current_image, keys, batch_size)
+        target = _encode(wm, ds.subgoal_image, keys, batch_size)
+        candidates = {
+            e: torch.from_numpy(encode_fixed_batches(wm.target_encode, [ds.candidate_images(e)], batch_size))
+            for e in ds.episodes
+        }
+        metrics = SubgoalMetrics()
+        for start in range(0, len(keys), batch_size):
+            b = keys[start : start + batch_size]
+            images = torch.stack([torch.from_numpy(ds.current_image(k)) for k in b])
+            missions = [ds.store.meta(ds.samples[k][0]).mission for k in b]
+            z = model(images, missions, current[b])
+            blind = model(images, [neutral_instruction] * len(b), current[b])
+            metrics.update(z, current[b], blind, target[b], [candidates[ds.samples[k][0]] for k in b])
+        values = {k: round(float(v), 4) for k, v in metrics.compute().items()}
+        results[level] = {"samples": len(keys), "episodes": len(ds.episodes), **values}
+        print(
+            f"{level}: {len(keys)} samples / {len(ds.episodes)} episodes  top-1 {values['top1']:.1%}  "
+            f"blind {values['top1_blind']:.1%}  copy {values['top1_copy']:.1%}  "
+            f"mse {values['mse']:.4f} (blind {values['mse_blind']:.4f}, copy {values['mse_copy']:.4f})"
+        )
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(
+            json.dumps({"thinker": thinker, "world_model": world_model, "levels": results}, indent=2)
+        )
+    return results
