@@ -23,21 +23,15 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 from torch import nn
 
-from thinkjepa.data.latents import encode_fixed_batches
+from thinkjepa.data.latents import encode_fixed_batches, stacked
 from thinkjepa.thinker.data import ThinkerDataModule
 from thinkjepa.thinker.metrics import SubgoalRetrieval
 from thinkjepa.worldmodel.export import load_world_model
 
 WORDS = ("red", "green", "blue", "purple", "yellow", "grey", "ball", "box", "key", "door")
-
-
-def encode(wm, image, keys: list[int]) -> torch.Tensor:
-    batches = (np.stack([image(k) for k in keys[s : s + 256]]) for s in range(0, len(keys), 256))
-    return torch.from_numpy(encode_fixed_batches(wm.target_encode, batches))
 
 
 def waypoint_states(ds, keys: list[int], grid: int) -> torch.Tensor:
@@ -95,8 +89,15 @@ def main() -> None:
     va = list(range(len(val)))
     grid = 1 + max(max(w.state[:2]) for e in train.episodes for w in train.store.meta(e).waypoints)
     with torch.no_grad():
-        zc, zt = encode(wm, train.current_image, tr), encode(wm, train.subgoal_image, tr)
-        vc, vt = encode(wm, val.current_image, va), encode(wm, val.subgoal_image, va)
+        zc, zt, vc, vt = (
+            torch.from_numpy(encode_fixed_batches(wm.target_encode, stacked(image, keys, 256)))
+            for image, keys in (
+                (train.current_image, tr),
+                (train.subgoal_image, tr),
+                (val.current_image, va),
+                (val.subgoal_image, va),
+            )
+        )
         cands = {
             e: torch.from_numpy(encode_fixed_batches(wm.target_encode, [val.candidate_images(e)]))
             for e in val.episodes

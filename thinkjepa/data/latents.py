@@ -13,7 +13,7 @@ never reused for another encoder.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,16 @@ from thinkjepa.data.windows import ResumableWindows, split_episodes
 
 Encode = Callable[[torch.Tensor], torch.Tensor]
 """``uint8 (N, H, W, 3)`` frames -> ``(N, D)`` latents."""
+
+
+def stacked(image: Callable[[int], np.ndarray], keys: Iterable[int], batch_size: int) -> Iterator[np.ndarray]:
+    """``image(k)`` for each of ``keys``, stacked ``batch_size`` at a time (one batch of frames in memory).
+
+    Feed it to :func:`encode_fixed_batches` to encode frames read one at a time (a dataset's samples).
+    """
+    keys = list(keys)
+    for start in range(0, len(keys), batch_size):
+        yield np.stack([image(k) for k in keys[start : start + batch_size]])
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ rebuilt from ``vlm`` (a tiny model's seed makes it identical) and ``world_model`
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from jsonargparse import lazy_instance
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from peft import LoraConfig
 
-from thinkjepa.data.latents import encode_fixed_batches
+from thinkjepa.data.latents import encode_fixed_batches, stacked
 from thinkjepa.optim import adamw_warmup_cosine
 from thinkjepa.thinker.checkpoint import save_thinker, world_model_fingerprint
 from thinkjepa.thinker.head import HeadOptions, PyramidLatentHead
@@ -203,12 +203,6 @@ class ThinkerModule(pl.LightningModule):
         latents = encode_fixed_batches(lambda x: wm.target_encode(x.to(device)), arrays, self.encode_batch_size)
         return torch.from_numpy(latents) if len(latents) else torch.empty(0, self.thinker.latent_dim)
 
-    def _images(self, image: Callable[[int], np.ndarray], count: int) -> Iterator[np.ndarray]:
-        """``image(0..count-1)`` stacked a batch at a time (only one batch of frames in memory)."""
-        size = self.encode_batch_size
-        for start in range(0, count, size):
-            yield np.stack([image(k) for k in range(start, min(count, start + size))])
-
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule if self.trainer is not None else None
         if dm is None or not hasattr(dm, "train_set"):
@@ -229,8 +223,8 @@ class ThinkerModule(pl.LightningModule):
             n = len(ds)
             self._encoded_from[split] = ds
             self._latents[split] = {
-                "current": self._encode(self._images(ds.current_image, n)),  # (N, D)
-                "target": self._encode(self._images(ds.subgoal_image, n)),  # (N, D)
+                "current": self._encode(stacked(ds.current_image, range(n), self.encode_batch_size)),  # (N, D)
+                "target": self._encode(stacked(ds.subgoal_image, range(n), self.encode_batch_size)),  # (N, D)
             }
             rank_zero_info(
                 f"thinker {split}: {n} samples from {len(ds.episodes)} episodes, source={ds.source}, "

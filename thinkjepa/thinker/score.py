@@ -12,23 +12,16 @@ copy-the-current-latent baseline and the thinker with a neutral instruction).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from thinkjepa.data.episodes import EpisodeStore
-from thinkjepa.data.latents import encode_fixed_batches
+from thinkjepa.checkpoint import atomic_path
+from thinkjepa.data.latents import encode_fixed_batches, stacked
 from thinkjepa.thinker.checkpoint import load_thinker
-from thinkjepa.thinker.data import SubgoalSource, ThinkerDataModule
+from thinkjepa.thinker.data import SubgoalDataset, SubgoalSource, ThinkerDataModule
 from thinkjepa.thinker.metrics import SubgoalMetrics
 from thinkjepa.worldmodel.export import load_world_model
-
-
-def _encode(world_model, image: Callable[[int], np.ndarray], keys: Sequence[int], batch: int) -> torch.Tensor:
-    arrays = (np.stack([image(k) for k in keys[s : s + batch]]) for s in range(0, len(keys), batch))
-    return torch.from_numpy(encode_fixed_batches(world_model.target_encode, arrays, batch))
 
 
 @torch.no_grad()
@@ -50,7 +43,7 @@ def score_thinker(
         thinker: Exported thinker directory.
         world_model: The world model it was trained against (checked against the recorded fingerprint).
         data: Episode dataset directory.
-        levels: Levels to score (``None``: every level of the dataset).
+        levels: Levels to score (``None``: every level with held-out episodes).
         subgoal_source: ``waypoint`` or ``bot`` subgoals (as in training).
         val_fraction: Held-out share of each level's episodes (as in training).
         seed: Seed of the episode split (as in training).
@@ -63,23 +56,30 @@ def score_thinker(
     """
     wm = load_world_model(world_model).eval()
     model = load_thinker(thinker, world_model=wm).eval()
-    results: dict[str, dict[str, float]] = {}
-    store = EpisodeStore(data)
-    available = sorted({store.meta(i).level for i in range(len(store))})
-    unknown = sorted(set(levels or ()) - set(available))
+    dm = ThinkerDataModule(root=data, subgoal_source=subgoal_source, val_fraction=val_fraction, seed=seed)
+    dm.setup()  # the training run's episode split
+    held_out, store = dm.val_set, dm.val_set.store
+    by_level: dict[str, list[int]] = {}
+    for e in held_out.episodes:
+        by_level.setdefault(store.meta(e).level, []).append(e)
+    unknown = sorted(set(levels or ()) - set(by_level))
     if unknown:
-        raise ValueError(f"levels {unknown} are not in {data} (its levels: {available})")
-    for level in levels or available:
-        dm = ThinkerDataModule(
-            root=data, subgoal_source=subgoal_source, val_fraction=val_fraction, seed=seed, val_levels=[level]
+        raise ValueError(
+            f"levels {unknown} have no held-out episodes in {data} (its held-out levels: {sorted(by_level)})"
         )
-        dm.setup()
-        ds = dm.val_set
+    encode = wm.target_encode
+    results: dict[str, dict[str, float]] = {}
+    for level in levels or sorted(by_level):
+        ds = SubgoalDataset(store, by_level[level], subgoal_source, dm.fallback_k)
         keys = list(range(len(ds)))
-        current = _encode(wm, ds.current_image, keys, batch_size)
-        target = _encode(wm, ds.subgoal_image, keys, batch_size)
+        current = torch.from_numpy(
+            encode_fixed_batches(encode, stacked(ds.current_image, keys, batch_size), batch_size)
+        )
+        target = torch.from_numpy(
+            encode_fixed_batches(encode, stacked(ds.subgoal_image, keys, batch_size), batch_size)
+        )
         candidates = {
-            e: torch.from_numpy(encode_fixed_batches(wm.target_encode, [ds.candidate_images(e)], batch_size))
+            e: torch.from_numpy(encode_fixed_batches(encode, [ds.candidate_images(e)], batch_size))
             for e in ds.episodes
         }
         metrics = SubgoalMetrics()
@@ -99,7 +99,8 @@ def score_thinker(
         )
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(
-            json.dumps({"thinker": thinker, "world_model": world_model, "levels": results}, indent=2)
-        )
+        with atomic_path(Path(out)) as tmp:
+            tmp.write_text(
+                json.dumps({"thinker": thinker, "world_model": world_model, "levels": results}, indent=2)
+            )
     return results
