@@ -7,7 +7,7 @@ from torch import nn
 
 from thinkjepa.planning.cem import CEMPlanner
 from thinkjepa.planning.spaces import DiscreteSpace
-from thinkjepa.policy.mpc import LatentMPC, ObservedNoOps
+from thinkjepa.policy.mpc import LatentMPC, ObservedNoOps, PlanningCost
 
 
 class WallBlind(nn.Module):
@@ -28,7 +28,7 @@ class WallBlind(nn.Module):
 
 def test_a_blocked_action_is_not_repeated_from_the_same_state():
     mpc = LatentMPC(WallBlind(), CEMPlanner(horizon=3, num_samples=64, iterations=4, num_elites=8),
-                    DiscreteSpace(2), cost_weights="final", cost="latent")
+                    DiscreteSpace(2), PlanningCost("latent", steps="final"))
     mpc.reset(2)
     rows = torch.arange(2)
     z = torch.zeros(2, 1)

@@ -12,7 +12,7 @@ import torch
 from thinkjepa.cli import main
 from thinkjepa.data.poses import pose_frames
 from thinkjepa.planning.costs import GoalCost
-from thinkjepa.policy.mpc import planning_metric
+from thinkjepa.policy.mpc import PlanningCost
 from thinkjepa.worldmodel import JEPA, EncoderConfig, PredictorConfig, load_world_model, save_world_model
 from thinkjepa.worldmodel.distance import DistanceConfig, GoalDistance, PosePairs
 from thinkjepa.worldmodel.export import fingerprint
@@ -59,20 +59,24 @@ def test_goal_cost_with_a_learned_distance_counts_steps():
     assert GoalCost(goal, weights="min", metric=steps_away, step_cost=1.0).select(0)(traj).shape == (1, 2)
 
 
-def test_planning_metric_uses_the_head_only_when_there_is_one():
+def test_planning_cost_uses_the_head_only_when_there_is_one():
     model = tiny_model()
-    assert planning_metric(model, "auto") == ("l2", 1e-3)
+    assert PlanningCost("auto").metric(model) == ("l2", 1e-3)
     with pytest.raises(ValueError, match="goal-distance head"):
-        planning_metric(model, "learned")
-    with pytest.raises(ValueError, match="cost must be one of"):
-        planning_metric(model, "manhattan")
+        PlanningCost("learned").metric(model)
+    with pytest.raises(ValueError, match="distance must be one of"):
+        PlanningCost("manhattan")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="steps must be one of"):
+        PlanningCost(steps="first")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="latent_weight must be >= 0"):
+        PlanningCost(latent_weight=-1.0)
     model.distance = GoalDistance(DistanceConfig(hidden_dim=8, depth=1, max_distance=4), model.latent_dim)
-    metric, step_cost = planning_metric(model, "auto", latent_weight=0.5)
+    metric, step_cost = PlanningCost("auto", latent_weight=0.5).metric(model)
     assert step_cost == 1.0
     z, g = torch.randn(4, 16), torch.randn(4, 16)
     torch.testing.assert_close(metric(z, g), model.distance(z, g) + 0.5 * (z - g).norm(dim=-1))
-    torch.testing.assert_close(planning_metric(model, "learned", latent_weight=0.0)[0](z, g), model.distance(z, g))
-    assert planning_metric(model, "latent") == ("l2", 1e-3)
+    torch.testing.assert_close(PlanningCost("learned", latent_weight=0.0).metric(model)[0](z, g), model.distance(z, g))
+    assert PlanningCost("latent").metric(model) == ("l2", 1e-3)
 
 
 def test_head_is_exported_and_changes_the_fingerprint(tmp_path):
@@ -105,7 +109,7 @@ def test_distance_recipe_trains_exports_and_plans(recipe, tmp_path):
     from_ckpt = load_world_model(out / "checkpoints" / "last.ckpt")
     z = torch.randn(3, 16)
     torch.testing.assert_close(from_ckpt.distance(z, z.flip(0)), wm.distance(z, z.flip(0)))
-    assert planning_metric(wm)[0].head is wm.distance
+    assert PlanningCost().metric(wm)[0].head is wm.distance
 
 
 def test_policies_pass_the_cost_choice_to_their_planner():
@@ -117,7 +121,7 @@ def test_policies_pass_the_cost_choice_to_their_planner():
     model.distance = GoalDistance(DistanceConfig(hidden_dim=8, depth=1, max_distance=4), model.latent_dim)
     planner, space = CEMPlanner(horizon=2, num_samples=4, iterations=1, num_elites=2), DiscreteSpace(7)
     z, g = torch.randn(3, 16), torch.randn(3, 16)
-    head_only = FlatPolicy(model, planner, space, latent_weight=0.0).mpc
+    head_only = FlatPolicy(model, planner, space, PlanningCost(latent_weight=0.0)).mpc
     torch.testing.assert_close(head_only.metric(z, g), model.distance(z, g))
     assert head_only.step_cost == 1.0
-    assert FlatPolicy(model, planner, space, cost="latent").mpc.metric == "l2"
+    assert FlatPolicy(model, planner, space, PlanningCost("latent")).mpc.metric == "l2"

@@ -37,7 +37,7 @@ from thinkjepa.planning.cem import CEMPlanner
 from thinkjepa.planning.spaces import DiscreteSpace
 from thinkjepa.policy.flat import FlatPolicy
 from thinkjepa.policy.hierarchical import HierarchicalPolicy
-from thinkjepa.policy.mpc import planning_metric
+from thinkjepa.policy.mpc import PlanningCost
 from thinkjepa.policy.plots import plot_success_by_length, save_png
 from thinkjepa.policy.stats import EpisodeResult, markdown_table, summarize, to_json
 from thinkjepa.policy.subgoals import OracleSubgoals, ThinkerSubgoals
@@ -176,8 +176,7 @@ def evaluate(
     patience: int = 4,
     requery_every: int = 8,
     oracle_gap: int | None = None,
-    cost: str = "auto",
-    latent_weight: float = 1.0,
+    cost: PlanningCost | None = None,
     out: str = "results/eval",
     log_episodes: int = 2,
     device: str = "cpu",
@@ -201,9 +200,8 @@ def evaluate(
         requery_every: Thinker query budget in steps.
         oracle_gap: The oracle's subgoals: door crossings and the final approach (``None``, the
             thinker's training label), or also a waypoint every ``oracle_gap`` shortest-path steps.
-        cost: Planning cost of every agent: ``"auto"`` (the world model's goal-distance head if it
-            has one, else latent L2), ``"latent"`` or ``"learned"``.
-        latent_weight: Weight of latent L2 added to the learned distance (0 = the head alone).
+        cost: The planning cost shared by every agent (:class:`~thinkjepa.policy.mpc.PlanningCost`;
+            default: the world model's goal-distance head if it has one, plus latent L2).
         out: Output directory.
         log_episodes: Episodes per (level, mode) logged as image strips.
         device: ``cpu`` or ``cuda``.
@@ -224,7 +222,8 @@ def evaluate(
     wm = load_world_model(world_model, device=device)
     for level in levels:  # fail before any compute on a bad level or image size
         make_env(level, image_size=wm.image_size).close()
-    planning_metric(wm, cost, latent_weight)  # ... or a cost this world model cannot provide
+    cost = cost or PlanningCost()
+    cost.metric(wm)  # ... or a cost this world model cannot provide
     th = None
     if thinker is not None and "hierarchical" in modes:
         from thinkjepa.thinker.checkpoint import load_thinker
@@ -253,7 +252,7 @@ def evaluate(
                 for start in range(0, episodes, num_envs):
                     chunk = demos[start : start + num_envs]
                     policy = _policy(mode, wm, th, planner, space, threshold, patience, requery_every, start,
-                                     oracle_gap, cost, latent_weight)
+                                     oracle_gap, cost)
                     res, strips = run_episodes(policy, mode, level, chunk, wm.image_size, max_steps,
                                                keep_frames=log_episodes if start == 0 else 0)
                     results += res
@@ -286,10 +285,9 @@ def evaluate(
     return summary
 
 
-def _policy(mode, wm, thinker, planner, space, threshold, patience, requery_every, seed, oracle_gap=None,
-            cost="auto", latent_weight=1.0):
+def _policy(mode, wm, thinker, planner, space, threshold, patience, requery_every, seed, oracle_gap=None, cost=None):
     if mode == "flat":
-        return FlatPolicy(wm, planner, space, seed=seed, cost=cost, latent_weight=latent_weight)
+        return FlatPolicy(wm, planner, space, cost=cost, seed=seed)
     subgoals = ThinkerSubgoals(thinker) if mode == "hierarchical" else OracleSubgoals(wm, oracle_gap)
     return HierarchicalPolicy(wm, subgoals, planner, space, reach_threshold=threshold, patience=patience,
-                              requery_every=requery_every, seed=seed, cost=cost, latent_weight=latent_weight)
+                              requery_every=requery_every, cost=cost, seed=seed)

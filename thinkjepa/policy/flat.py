@@ -7,7 +7,7 @@ import torch
 
 from thinkjepa.planning.base import Planner
 from thinkjepa.planning.spaces import ActionSpace
-from thinkjepa.policy.mpc import LatentMPC
+from thinkjepa.policy.mpc import LatentMPC, PlanningCost
 from thinkjepa.protocols import WorldModel
 
 
@@ -21,10 +21,8 @@ class FlatPolicy:
         world_model: The JEPA world model.
         planner: The latent planner.
         space: Action space to plan over.
-        cost_weights: ``"final"``, ``"all"`` or ``"min"`` (see :class:`~thinkjepa.planning.costs.GoalCost`).
+        cost: What the planner minimises (:class:`~thinkjepa.policy.mpc.PlanningCost`).
         seed: Planner seed.
-        cost: ``"auto"``, ``"latent"`` or ``"learned"`` (see :class:`~thinkjepa.policy.mpc.LatentMPC`).
-        latent_weight: Weight of latent L2 in the learned cost.
     """
 
     def __init__(
@@ -32,12 +30,10 @@ class FlatPolicy:
         world_model: WorldModel,
         planner: Planner,
         space: ActionSpace,
-        cost_weights: str = "min",
+        cost: PlanningCost | None = None,
         seed: int = 0,
-        cost: str = "auto",
-        latent_weight: float = 1.0,
     ) -> None:
-        self.mpc = LatentMPC(world_model, planner, space, cost_weights, seed, cost, latent_weight)
+        self.mpc = LatentMPC(world_model, planner, space, cost, seed)
         self.world_model = world_model
         self.goals: torch.Tensor | None = None
 

@@ -24,7 +24,7 @@ import torch
 from thinkjepa.planning.base import Planner
 from thinkjepa.planning.cem import CEMPlanner
 from thinkjepa.planning.spaces import ActionSpace, DiscreteSpace
-from thinkjepa.policy.mpc import LatentMPC
+from thinkjepa.policy.mpc import LatentMPC, PlanningCost
 from thinkjepa.policy.subgoals import ThinkerSubgoals
 from thinkjepa.protocols import WorldModel
 
@@ -60,11 +60,9 @@ class HierarchicalPolicy:
         reach_threshold: Latent distance under which a subgoal counts as reached.
         patience: Steps without a better distance before the subgoal is declared unreachable.
         requery_every: Query the thinker at least this often (steps).
-        cost_weights: ``"final"``, ``"all"`` or ``"min"``.
+        cost: What the planner minimises (:class:`~thinkjepa.policy.mpc.PlanningCost`); subgoals count
+            as reached by latent L2 whatever it is.
         seed: Planner seed.
-        cost: ``"auto"``, ``"latent"`` or ``"learned"`` (see :class:`~thinkjepa.policy.mpc.LatentMPC`);
-            subgoals count as reached by latent L2 either way.
-        latent_weight: Weight of latent L2 in the learned cost.
     """
 
     def __init__(
@@ -76,14 +74,12 @@ class HierarchicalPolicy:
         reach_threshold: float = 1.0,
         patience: int = 4,
         requery_every: int = 8,
-        cost_weights: str = "min",
+        cost: PlanningCost | None = None,
         seed: int = 0,
-        cost: str = "auto",
-        latent_weight: float = 1.0,
     ) -> None:
         self.world_model = world_model
         self.subgoals = subgoals
-        self.mpc = LatentMPC(world_model, planner, space, cost_weights, seed, cost, latent_weight)
+        self.mpc = LatentMPC(world_model, planner, space, cost, seed)
         self.reach_threshold, self.patience, self.requery_every = reach_threshold, patience, requery_every
         self.traces: list[EpisodeTrace] = []
         self._single = False

@@ -9,7 +9,8 @@ out of the batch, and each episode keeps its own warm start.
 from __future__ import annotations
 
 import time
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
+from typing import Literal
 
 import torch
 
@@ -19,6 +20,7 @@ from thinkjepa.planning.spaces import ActionSpace, DiscreteSpace
 from thinkjepa.protocols import WorldModel
 
 COSTS = ("auto", "latent", "learned")
+STEPS = ("final", "all", "min")
 
 
 class ActionsToGo:
@@ -40,29 +42,58 @@ class ActionsToGo:
         return out
 
 
-def planning_metric(world_model: WorldModel, cost: str = "auto", latent_weight: float = 1.0) -> tuple[Metric, float]:
-    """The goal distance a planner should use, and the per-step cost that goes with it.
+@dataclass(frozen=True)
+class PlanningCost:
+    """What latent MPC minimises: a distance from rolled-out latents to the goal, and which steps count.
+
+    One value shared by every agent of an evaluation (flat, hierarchical, oracle), so they plan with
+    the same cost; on the command line ``--cost.distance latent --cost.latent_weight 0.5``.
 
     Args:
-        world_model: Its ``distance`` head, if any, is the learned cost.
-        cost: ``"latent"`` (L2), ``"learned"`` (:class:`ActionsToGo`; an error without a head) or ``"auto"``.
-        latent_weight: Weight of L2 in the learned cost.
-
-    Returns:
-        ``(metric, step_cost)`` for :class:`~thinkjepa.planning.costs.GoalCost`: a learned distance
-        counts actions, so each step of the rollout adds 1; with L2 the step cost only breaks ties.
+        distance: ``"latent"`` (L2 to the goal latent), ``"learned"`` (the world model's goal-distance
+            head, :mod:`thinkjepa.worldmodel.distance`, in actions, plus ``latent_weight`` x L2; an error
+            without a head) or ``"auto"`` (learned when the world model has a head, else latent).
+        latent_weight: Weight of latent L2 in the learned distance (0 = the head alone).
+        steps: Which rolled-out steps the distance weighs: ``"final"``, ``"all"`` or ``"min"`` (the
+            closest approach plus the steps spent to get there, see
+            :class:`~thinkjepa.planning.costs.GoalCost`).
     """
-    if cost not in COSTS:
-        raise ValueError(f"cost must be one of {COSTS}, got {cost!r}")
-    head = getattr(world_model, "distance", None)
-    if cost == "learned" and head is None:
-        raise ValueError(
-            "cost='learned' needs a world model with a goal-distance head (train one with "
-            "thinkjepa.worldmodel.distance.DistanceModule); this world model has none"
-        )
-    if head is not None and cost != "latent":
-        return ActionsToGo(head, latent_weight), 1.0
-    return "l2", 1e-3
+
+    distance: Literal["auto", "latent", "learned"] = "auto"
+    latent_weight: float = 1.0
+    steps: Literal["final", "all", "min"] = "min"
+
+    def __post_init__(self) -> None:
+        if self.distance not in COSTS:
+            raise ValueError(f"PlanningCost.distance must be one of {COSTS}, got {self.distance!r}")
+        if self.steps not in STEPS:
+            raise ValueError(f"PlanningCost.steps must be one of {STEPS}, got {self.steps!r}")
+        if not self.latent_weight >= 0:
+            raise ValueError(f"PlanningCost.latent_weight must be >= 0, got {self.latent_weight}")
+
+    def metric(self, world_model: WorldModel) -> tuple[Metric, float]:
+        """The goal distance for ``world_model`` and the per-step cost that goes with it.
+
+        Returns:
+            ``(metric, step_cost)`` for :class:`~thinkjepa.planning.costs.GoalCost`: a learned distance
+            counts actions, so each step of the rollout adds 1; with L2 the step cost only breaks ties.
+
+        Raises:
+            ValueError: ``distance="learned"`` and the world model has no goal-distance head.
+        """
+        head = getattr(world_model, "distance", None)
+        if self.distance == "learned" and head is None:
+            raise ValueError(
+                "PlanningCost(distance='learned') needs a world model with a goal-distance head (train one "
+                "with thinkjepa.worldmodel.distance.DistanceModule); this world model has none"
+            )
+        if head is not None and self.distance != "latent":
+            return ActionsToGo(head, self.latent_weight), 1.0
+        return "l2", 1e-3
+
+    def to(self, goals: torch.Tensor, metric: Metric, step_cost: float) -> GoalCost:
+        """The :class:`~thinkjepa.planning.costs.GoalCost` toward ``goals (B, D)`` with a resolved metric."""
+        return GoalCost(goals, weights=self.steps, metric=metric, step_cost=step_cost)
 
 
 def take_rows(plan: PlanResult, rows: torch.Tensor) -> PlanResult:
@@ -158,12 +189,9 @@ class LatentMPC:
         world_model: Supplies ``encode``, ``target_encode`` and ``rollout``.
         planner: Any :class:`~thinkjepa.planning.base.Planner`.
         space: The action space searched (e.g. BabyAI navigation actions).
-        cost_weights: ``"final"``, ``"all"`` or ``"min"``: which rolled-out steps the goal distance weighs.
+        cost: What to minimise (:class:`PlanningCost`; default: the world model's goal-distance head
+            when it has one, plus latent L2, at the closest approach).
         seed: Seed of the planner's generator (reproducible episodes).
-        cost: ``"latent"`` (L2 to the goal latent), ``"learned"`` (the world model's goal-distance
-            head, :mod:`thinkjepa.worldmodel.distance`, in actions) or ``"auto"`` (the head when the
-            world model has one).
-        latent_weight: Weight of latent L2 in the learned cost (:class:`ActionsToGo`).
     """
 
     def __init__(
@@ -171,12 +199,11 @@ class LatentMPC:
         world_model: WorldModel,
         planner: Planner,
         space: ActionSpace,
-        cost_weights: str = "min",
+        cost: PlanningCost | None = None,
         seed: int = 0,
-        cost: str = "auto",
-        latent_weight: float = 1.0,
     ) -> None:
-        self.metric, self.step_cost = planning_metric(world_model, cost, latent_weight)
+        self.cost = cost or PlanningCost()
+        self.metric, self.step_cost = self.cost.metric(world_model)
         num_actions = getattr(world_model, "num_actions", None)
         if isinstance(space, DiscreteSpace) and num_actions is not None and space.n != num_actions:
             raise ValueError(
@@ -186,7 +213,6 @@ class LatentMPC:
         self.world_model = world_model
         self.planner = planner
         self.space = space
-        self.cost_weights = cost_weights
         self.device = next(world_model.parameters()).device  # type: ignore[attr-defined]
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.plans: PlanResult | None = None
@@ -215,7 +241,7 @@ class LatentMPC:
         """
         start = time.perf_counter()
         init = take_rows(self.plans, rows) if self.plans is not None else None
-        cost = GoalCost(goals, weights=self.cost_weights, metric=self.metric, step_cost=self.step_cost)  # type: ignore[arg-type]
+        cost = self.cost.to(goals, self.metric, self.step_cost)
         rollout = self.world_model.rollout
         if isinstance(self.space, DiscreteSpace):
             self.noops.observe(rows, z)
