@@ -22,10 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from thinkjepa.data.grounding import object_cells
 from thinkjepa.data.waypoints import AgentState, next_waypoint
 from thinkjepa.envs.babyai import make_env
-
-OBJECT_TYPES = ("ball", "box", "key")
 
 
 @dataclass(frozen=True)
@@ -74,10 +73,7 @@ def counterfactuals(
 def _named_others(env: Any, mission: str, limit: int, rng: np.random.Generator) -> list[tuple[str, np.ndarray]]:
     """Missions naming other objects than ``mission`` does, with their next waypoint renders."""
     base = env.unwrapped
-    cells: dict[tuple[str, str], list[tuple[int, int]]] = {}
-    for i, obj in enumerate(base.grid.grid):
-        if obj is not None and obj.type in OBJECT_TYPES:
-            cells.setdefault((obj.color, obj.type), []).append((i % base.grid.width, i // base.grid.width))
+    cells = object_cells(base.grid)
     named = [k for k in cells if f"{k[0]} {k[1]}" not in mission]
     here = AgentState(int(base.agent_pos[0]), int(base.agent_pos[1]), int(base.agent_dir))
     out = []

@@ -1,0 +1,185 @@
+"""Can a model learn which object the instruction names? Grounding learnability, by level and resolution.
+
+The thinker has never used the instruction (its language-blind ablation scores the same). This
+separates two causes on an unlimited supply of synthetic samples (:mod:`thinkjepa.data.grounding`:
+random layouts, random agent states, a uniquely named object): is the task learnable at this level
+and frame size at all, and is it learnable by the thinker's vision-language model?
+
+Two models, trained on fresh samples every step and scored on held-out layouts:
+
+* ``film``: a BabyAI-style reference, one convolution patch per grid cell and two FiLM layers
+  conditioned on the instruction's words — the inductive bias that makes grounding easy;
+* ``vlm``: the thinker's tiny VLM (the ``vlm`` section of a thinker recipe), every weight trained,
+  read out per image token (the spatial layout kept, unlike the thinker's pooled head).
+
+Each predicts the named object's cell and the next waypoint ``(x, y, heading)`` as classes. Accuracy
+is reported with the true instruction and with a neutral one (``go to the object``): grounding is
+the gap between them.
+
+    python benchmarks/grounding.py --model film --level BabyAI-GoToLocal-v0 --steps 3000
+    python benchmarks/grounding.py --model vlm --recipe recipes/thinker/babyai-tiny.yaml --steps 1500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.nn import functional as F
+
+from thinkjepa.data.grounding import grounding_samples
+from thinkjepa.envs.babyai import make_env
+from thinkjepa.thinker.tokenizer import train_word_tokenizer
+
+NEUTRAL = "go to the object"
+
+
+class FiLMNet(nn.Module):
+    """A convolution per grid cell, two instruction-FiLM'd residual 3x3 layers, a flat read-out."""
+
+    def __init__(self, image_size: int, cells: int, vocab: int, outputs: int, width: int = 64) -> None:
+        super().__init__()
+        patch = image_size // cells
+        self.words = nn.EmbeddingBag(vocab, 2 * width, mode="mean")
+        self.stem = nn.Sequential(nn.Conv2d(3, width, patch, patch), nn.ReLU())
+        self.film = nn.ModuleList(nn.Linear(2 * width, 2 * width) for _ in range(2))
+        self.convs = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(2))
+        self.out = nn.Sequential(nn.Flatten(), nn.Linear(width * cells * cells, 256), nn.ReLU(), nn.Linear(256, outputs))
+
+    def forward(self, images: torch.Tensor, word_ids: torch.Tensor) -> torch.Tensor:
+        x = self.stem(images.permute(0, 3, 1, 2).float() / 255)
+        q = self.words(word_ids)
+        for film, conv in zip(self.film, self.convs, strict=True):
+            gain, bias = film(q).chunk(2, dim=-1)
+            x = F.relu(conv(x) * (1 + gain[..., None, None]) + bias[..., None, None]) + x
+        return self.out(x)
+
+
+class FiLMModel(nn.Module):
+    def __init__(self, image_size: int, cells: int, outputs: int) -> None:
+        super().__init__()
+        self.tokenizer = train_word_tokenizer()
+        self.net = FiLMNet(image_size, cells, len(self.tokenizer), outputs)
+
+    def forward(self, images: torch.Tensor, missions: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(missions, padding=True, return_tensors="pt")
+        return self.net(images, ids["input_ids"] * ids["attention_mask"])  # pad -> id 0, averaged in
+
+
+class VLMModel(nn.Module):
+    """The thinker's tiny VLM, instruction before image, read out from every image token's last state."""
+
+    def __init__(self, vlm_spec: dict, outputs: int) -> None:
+        super().__init__()
+        from thinkjepa.thinker.head import PyramidLatentHead
+        from thinkjepa.thinker.thinker import Thinker
+        from thinkjepa.thinker.vlm import build_tiny_vlm
+
+        model, processor = build_tiny_vlm(**vlm_spec)
+        head = PyramidLatentHead([-1], model.config.get_text_config().hidden_size, 1, residual=False)
+        self.thinker = Thinker(model, processor, head, text_first=True)  # only for its input preparation
+        self.vlm = model.train()
+        self.image_token = processor.tokenizer.convert_tokens_to_ids("<image>")
+        hidden = model.config.get_text_config().hidden_size
+        n_tokens = (vlm_spec["image_size"] // vlm_spec["patch_size"]) ** 2 // 4
+        self.read = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 16))
+        self.out = nn.Sequential(nn.Linear(16 * n_tokens, 256), nn.ReLU(), nn.Linear(256, outputs))
+
+    def forward(self, images: torch.Tensor, missions: list[str]) -> torch.Tensor:
+        inputs = self.thinker.prepare(images, missions)
+        hidden = self.vlm(**inputs, output_hidden_states=True, use_cache=False, return_dict=True).hidden_states[-1]
+        tokens = hidden[inputs["input_ids"] == self.image_token].view(len(images), -1, hidden.shape[-1])
+        return self.out(self.read(tokens).flatten(1))
+
+
+def split_logits(logits: torch.Tensor, grid: int) -> list[torch.Tensor]:
+    """Object x, object y, waypoint x, waypoint y, waypoint heading."""
+    return list(logits.split([grid, grid, grid, grid, 4], dim=-1))
+
+
+def labels(s) -> torch.Tensor:
+    return torch.from_numpy(np.concatenate([s.targets, s.waypoints], axis=1))  # (N, 5)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, s, grid: int, missions: list[str], batch: int = 100) -> dict[str, float]:
+    model.eval()
+    y = labels(s)
+    hits = []
+    for i in range(0, len(s), batch):
+        parts = split_logits(model(torch.from_numpy(s.frames[i : i + batch]), missions[i : i + batch]), grid)
+        hits.append(torch.stack([p.argmax(-1) == y[i : i + batch, j] for j, p in enumerate(parts)], dim=1))
+    model.train()
+    h = torch.cat(hits)
+    return {"object": round(h[:, :2].all(1).float().mean().item(), 4), "waypoint": round(h[:, 2:].all(1).float().mean().item(), 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=("film", "vlm"), default="film")
+    parser.add_argument("--level", default="BabyAI-GoToLocal-v0")
+    parser.add_argument("--image_size", type=int, default=None, help="default: the recipe's, else 88")
+    parser.add_argument("--recipe", default="recipes/thinker/babyai-tiny.yaml", help="thinker recipe (vlm only)")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--eval_every", type=int, default=500)
+    parser.add_argument("--eval_samples", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="write the curve here")
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(int(os.environ.get("THINKJEPA_NUM_THREADS", "1")))
+
+    env = make_env(args.level)
+    grid = env.unwrapped.width
+    env.close()
+    if args.model == "vlm":
+        spec = yaml.safe_load(Path(args.recipe).read_text())["model"]["init_args"]["vlm"]
+        spec.pop("class_path", None)
+        spec = spec.get("init_args", spec)
+        if args.image_size:
+            spec["image_size"] = args.image_size
+        size = spec["image_size"]
+        model: nn.Module = VLMModel(spec, 4 * grid + 4)
+    else:
+        size = args.image_size or 88
+        model = FiLMModel(size, grid, 4 * grid + 4)
+    held_out = grounding_samples(args.level, args.eval_samples, seed=10_000_000, image_size=size)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
+    curve, start, layout = [], time.perf_counter(), 0
+    for step in range(1, args.steps + 1):
+        batch = grounding_samples(args.level, args.batch_size, seed=layout, image_size=size)
+        layout = int(batch.seeds[-1]) + 1  # every step sees new layouts
+        parts = split_logits(model(torch.from_numpy(batch.frames), batch.missions), grid)
+        y = labels(batch)
+        loss = sum(F.cross_entropy(p, y[:, j]) for j, p in enumerate(parts))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % args.eval_every == 0 or step == args.steps:
+            row = {
+                "step": step,
+                "seconds": round(time.perf_counter() - start, 1),
+                "loss": round(loss.item(), 3),
+                "instruction": accuracy(model, held_out, grid, held_out.missions),
+                "neutral": accuracy(model, held_out, grid, [NEUTRAL] * len(held_out)),
+            }
+            curve.append(row)
+            print(json.dumps(row), flush=True)
+    result = {"model": args.model, "level": args.level, "image_size": size, "batch_size": args.batch_size,
+              "layouts_seen": layout, "held_out_samples": len(held_out), "curve": curve}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

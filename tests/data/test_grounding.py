@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+
+from thinkjepa.data.grounding import grounding_samples, object_cells
+from thinkjepa.data.waypoints import CLOSED_DOOR, OPEN_DOOR, AgentState, cell_kinds
+from thinkjepa.envs.babyai import make_env
+
+SIZE = 64
+
+
+def _reset(env, seed: int):
+    with contextlib.redirect_stdout(io.StringIO()):
+        env.reset(seed=seed)
+    return env.unwrapped.grid
+
+
+def test_samples_are_reproducible_and_spread_over_names():
+    a = grounding_samples("BabyAI-GoToLocal-v0", 40, seed=3, image_size=SIZE)
+    b = grounding_samples("BabyAI-GoToLocal-v0", 40, seed=3, image_size=SIZE)
+    assert len(a) == 40 and a.frames.shape == (40, SIZE, SIZE, 3) and a.frames.dtype == np.uint8
+    np.testing.assert_array_equal(a.frames, b.frames)
+    np.testing.assert_array_equal(a.waypoints, b.waypoints)
+    assert a.missions == b.missions
+    words = [m.split() for m in a.missions]
+    assert len({w[-2] for w in words}) >= 3 and len({w[-1] for w in words}) >= 2  # colours and types vary
+    assert len(set(a.seeds.tolist())) >= 10  # many layouts, not one
+
+
+def test_each_sample_names_a_unique_object_and_shows_the_agent_where_it_says():
+    s = grounding_samples("BabyAI-GoToLocal-v0", 30, seed=11, image_size=SIZE, with_subgoals=True)
+    env = make_env("BabyAI-GoToLocal-v0", image_size=SIZE)
+    for i in range(len(s)):
+        grid = _reset(env, int(s.seeds[i]))
+        color, kind = s.missions[i].split()[-2:]
+        assert object_cells(grid)[(color, kind)] == [tuple(s.targets[i])]  # the only such object
+        x, y, d = s.agents[i]
+        np.testing.assert_array_equal(s.frames[i], env.render_state((x, y), d))
+        wx, wy, wd = s.waypoints[i]
+        assert AgentState(wx, wy, wd).front == tuple(s.targets[i])  # one room: the waypoint faces the object
+        np.testing.assert_array_equal(s.subgoal_frames[i], env.render_state((wx, wy), wd))
+    env.close()
+
+
+def test_multi_room_waypoints_face_the_object_or_follow_a_door():
+    s = grounding_samples("BabyAI-GoTo-v0", 120, seed=5, image_size=88)
+    env = make_env("BabyAI-GoTo-v0", image_size=88)
+    kinds_seen = {"approach": 0, "door": 0}
+    for i in range(len(s)):
+        kinds = cell_kinds(_reset(env, int(s.seeds[i])))
+        state = AgentState(*(int(v) for v in s.waypoints[i]))
+        if state.front == tuple(s.targets[i]):
+            kinds_seen["approach"] += 1
+            continue
+        behind = AgentState(state.x, state.y, (state.dir + 2) % 4).front  # the cell the agent came from
+        assert kinds[behind] in (CLOSED_DOOR, OPEN_DOOR), (i, s.missions[i], state)
+        kinds_seen["door"] += 1
+    env.close()
+    assert kinds_seen["approach"] and kinds_seen["door"]  # both kinds of subgoal occur
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="n >= 1"):
+        grounding_samples("BabyAI-GoToLocal-v0", 0)
+    with pytest.raises(ValueError, match="uniquely named ball, box or key"):
+        grounding_samples("MiniGrid-Empty-5x5-v0", 2, image_size=SIZE)
+    with pytest.raises(ValueError, match="unknown level"):
+        grounding_samples("BabyAI-NoSuchLevel-v0", 2)

@@ -1,0 +1,139 @@
+"""Language-grounding samples drawn from the level generator itself: frame, instruction, where to go.
+
+A bot dataset pairs each layout with one mission, and a few thousand layouts are too few to learn
+which words pick which object (every thinker we trained on them scored as well without the
+instruction as with it). The level generator is free, though: any seed gives a new layout, the agent
+can be put on any free cell, and any object of the layout can be named. Each sample here is
+
+* ``frame``: the full-grid render with the agent at a random free state;
+* ``mission``: ``"go to the <color> <type>"`` naming an object of the layout that no other object
+  shares colour and type with (so the answer is unambiguous);
+* ``waypoint``: the next full-grid shortest-path waypoint toward it (a door crossing or the final
+  approach, :func:`~thinkjepa.data.waypoints.next_waypoint`) — the thinker's training label;
+* ``target``: the named object's cell.
+
+Optionally the waypoint is rendered too (the frame a thinker's latent target is encoded from), with
+the doors the path crosses drawn open. No expert and no stored dataset are needed; the same seed
+gives the same samples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from thinkjepa.data.waypoints import FREE, AgentState, cell_kinds, next_waypoint
+from thinkjepa.envs.babyai import make_env
+
+OBJECT_TYPES = ("ball", "box", "key")
+
+
+@dataclass(frozen=True)
+class GroundingSamples:
+    """``N`` grounding samples of one level.
+
+    Attributes:
+        frames: ``uint8 (N, H, W, 3)`` current frames.
+        missions: ``N`` instructions.
+        waypoints: ``int64 (N, 3)`` next waypoint ``(x, y, heading)``.
+        targets: ``int64 (N, 2)`` named object's cell ``(x, y)``.
+        agents: ``int64 (N, 3)`` the agent's state in ``frames``.
+        seeds: ``int64 (N,)`` the reset seed of each sample's layout.
+        subgoal_frames: ``uint8 (N, H, W, 3)`` renders of the waypoints, or ``None``.
+    """
+
+    frames: np.ndarray
+    missions: list[str]
+    waypoints: np.ndarray
+    targets: np.ndarray
+    agents: np.ndarray
+    seeds: np.ndarray
+    subgoal_frames: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.missions)
+
+
+def object_cells(grid: Any) -> dict[tuple[str, str], list[tuple[int, int]]]:
+    """Cells of every ball, box and key of a MiniGrid ``grid``, by ``(color, type)``."""
+    cells: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for i, obj in enumerate(grid.grid):
+        if obj is not None and obj.type in OBJECT_TYPES:
+            cells.setdefault((obj.color, obj.type), []).append((i % grid.width, i // grid.width))
+    return cells
+
+
+def grounding_samples(
+    level: str,
+    n: int,
+    seed: int = 0,
+    image_size: int = 88,
+    per_layout: int = 4,
+    with_subgoals: bool = False,
+) -> GroundingSamples:
+    """Draw ``n`` samples from layouts ``seed, seed + 1, …`` of ``level``.
+
+    Args:
+        level: A BabyAI level with balls, boxes or keys to go to (e.g. ``BabyAI-GoToLocal-v0``).
+        n: Number of samples.
+        seed: Reset seed of the first layout; the same arguments give the same samples.
+        image_size: Side of the renders.
+        per_layout: Samples (agent state, named object) drawn per layout.
+        with_subgoals: Also render each waypoint (``subgoal_frames``).
+
+    Raises:
+        ValueError: ``n`` or ``per_layout`` < 1, or 50 layouts in a row had no nameable object.
+    """
+    if n < 1 or per_layout < 1:
+        raise ValueError(f"grounding_samples needs n >= 1 and per_layout >= 1, got {n=} {per_layout=}")
+    env = make_env(level, image_size=image_size)
+    rng = np.random.default_rng(seed)
+    frames, subgoals, missions, waypoints, targets, agents, seeds = [], [], [], [], [], [], []
+    layout, barren = seed, 0
+    try:
+        while len(missions) < n:
+            with contextlib.redirect_stdout(io.StringIO()):  # BabyAI prints each layout it rejects
+                env.reset(seed=layout)
+            grid = env.unwrapped.grid
+            unique = {k: v[0] for k, v in object_cells(grid).items() if len(v) == 1}
+            free = np.argwhere(cell_kinds(grid) == FREE)
+            if not unique or not len(free):
+                barren += 1
+                if barren >= 50:
+                    raise ValueError(f"{level}: no layout from seed {layout - 49} to {layout} has a uniquely named ball, box or key")
+                layout += 1
+                continue
+            barren = 0
+            names = sorted(unique)
+            for _ in range(min(per_layout, n - len(missions))):
+                x, y = (int(v) for v in free[rng.integers(len(free))])
+                here = AgentState(x, y, int(rng.integers(4)))
+                color, kind = names[rng.integers(len(names))]
+                wp = next_waypoint(grid, here, [unique[(color, kind)]])
+                if wp is None:  # the object is walled off from this cell
+                    continue
+                frames.append(env.render_state((x, y), here.dir))
+                if with_subgoals:
+                    subgoals.append(env.render_state((wp.state.x, wp.state.y), wp.state.dir, wp.open_doors))
+                missions.append(f"go to the {color} {kind}")
+                waypoints.append((wp.state.x, wp.state.y, wp.state.dir))
+                targets.append(unique[(color, kind)])
+                agents.append((x, y, here.dir))
+                seeds.append(layout)
+            layout += 1
+    finally:
+        env.close()
+    return GroundingSamples(
+        frames=np.stack(frames),
+        missions=missions,
+        waypoints=np.asarray(waypoints, dtype=np.int64),
+        targets=np.asarray(targets, dtype=np.int64),
+        agents=np.asarray(agents, dtype=np.int64),
+        seeds=np.asarray(seeds, dtype=np.int64),
+        subgoal_frames=np.stack(subgoals) if with_subgoals else None,
+    )
+
