@@ -138,7 +138,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(int(os.environ.get("THINKJEPA_NUM_THREADS", "1")))
 
-    env = make_env(args.level)
+    env = make_env(args.level, image_size=256)  # any size the grid fits: only its width is read
     grid = env.unwrapped.width
     env.close()
     if args.model == "vlm":

@@ -58,3 +58,20 @@ def test_last_pooling_reads_the_last_valid_token_on_either_padding_side() -> Non
     shifted = states[0].clone()
     shifted[0, 2:] = states[0][0, :5]  # the same 5 valid tokens, left-padded
     torch.testing.assert_close(head([states[0]], right), head([shifted], left))
+
+
+def test_grounded_pool_starts_as_the_mean_over_image_tokens_and_needs_the_image_mask() -> None:
+    head = PyramidLatentHead([-1], hidden_size=16, latent_dim=12, pooling="grounded", residual=False)
+    h = torch.randn(2, 7, 16)
+    attention = torch.ones(2, 7, dtype=torch.long)
+    image = torch.zeros(2, 7, dtype=torch.bool)
+    image[:, 2:6] = True
+    scores = head.grounding_scores([h], image)
+    assert torch.isinf(scores[~image]).all() and torch.isfinite(scores[image]).all()
+    mean_image = PyramidLatentHead([-1], hidden_size=16, latent_dim=12, pooling="mean", residual=False)
+    mean_image.load_state_dict({k: v for k, v in head.state_dict().items() if not k.startswith("scorer")})
+    torch.testing.assert_close(head([h], attention, image_mask=image), mean_image([h], image.long()))
+    with pytest.raises(ValueError, match="needs image_mask"):
+        head([h], attention)
+    with pytest.raises(ValueError, match="pooling='grounded'"):
+        mean_image.grounding_scores([h], image)

@@ -76,3 +76,35 @@ def test_checkpoints_hold_only_trained_weights_and_resume(world_model_dir, datas
         _trainer(tmp_path / "other", max_steps=3, limit_val_batches=0).fit(
             other, dm, ckpt_path=tmp_path / "step2.ckpt"
         )
+
+
+def test_grounding_loss_needs_a_grounded_head(world_model_dir) -> None:
+    with pytest.raises(ValueError, match="head.pooling to 'grounded'"):
+        _module(world_model_dir, loss=LossOptions(grounding_weight=1.0))
+
+
+def test_grounding_loss_teaches_the_pool_to_point_at_the_named_object(world_model_dir, dataset_dir, tmp_path) -> None:
+    module = _module(world_model_dir, head=HeadOptions(pooling="grounded"), loss=LossOptions(grounding_weight=1.0))
+    dm = ThinkerDataModule(str(dataset_dir), batch_size=8, grounding_samples=64,
+                           grounding_levels=["BabyAI-GoToLocal-v0"])
+    dm.setup()
+    extra = [k for k in range(len(dm.train_set)) if dm.train_set[k]["target_pixel"][0] >= 0]
+    assert len(extra) == 64
+    batch = torch.utils.data.default_collate([dm.train_set[k] for k in extra[:8]])
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=3e-3)
+    losses = []
+    for _ in range(40):  # the grounding term alone, on one batch: it must be learnable
+        hidden, inputs = module.thinker.encode(batch["image"], batch["mission"])
+        loss, _ = module._grounding_loss(hidden, module.thinker.image_mask(inputs), batch["target_pixel"], 88)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(torch.log(torch.tensor(16.0)).item(), rel=1e-3)  # untrained: uniform over 16 tokens
+    assert losses[-1] < 0.5 * losses[0]
+
+    trainer = _trainer(tmp_path, max_steps=2, val_check_interval=2)
+    trainer.fit(module, dm)  # the real training step logs the term
+    for key in ("train/grounding", "train/grounding_top1", "val/top1"):
+        assert torch.isfinite(trainer.callback_metrics[key]), key

@@ -61,3 +61,29 @@ def test_missing_vlm_gives_file_not_found_naming_the_path(tmp_path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_vlm(tmp_path / "empty")
+
+
+def test_image_token_index_follows_each_tiny_vlms_token_order() -> None:
+    from transformers.models.idefics3.modeling_idefics3 import Idefics3Connector
+
+    from thinkjepa.thinker.vlm import image_token_index
+
+    size, patch = 64, 8
+    side = size // patch
+    # Idefics3: patches are row-major; the pixel shuffle merges 2x2 of them into each token.
+    patch_ids = torch.arange(side * side, dtype=torch.float32).view(1, -1, 1)
+    merged = Idefics3Connector.pixel_shuffle(None, patch_ids, 2)[0].long()  # (tokens, 4) patch ids per token
+    for token, ids in enumerate(merged.tolist()):
+        for pid in ids:
+            row, col = (pid // side) * patch + patch // 2, (pid % side) * patch + patch // 2
+            assert image_token_index(torch.tensor(row), torch.tensor(col), size, patch).item() == token
+    # Qwen2-VL: the image processor lays out each 2x2 merge group's patches consecutively.
+    _, processor = build_tiny_vlm("qwen2_vl", image_size=size, patch_size=patch)
+    rows = torch.arange(size).view(size, 1).expand(size, size)
+    image = torch.stack([rows, rows.T, torch.zeros_like(rows)]).to(torch.uint8)  # R = row, G = column
+    out = processor.image_processor(images=[image], return_tensors="pt", do_normalize=False, do_rescale=False)
+    pixels = out["pixel_values"].view(-1, 4, 3, 2, patch, patch)  # (tokens, patches per token, C, T, p, p)
+    for token in range(pixels.shape[0]):
+        row, col = pixels[token, 0, 0, 0, 0, 0].round().long(), pixels[token, 0, 1, 0, 0, 0].round().long()
+        assert image_token_index(row, col, size, patch).item() == token
+    assert image_token_index(torch.tensor(-1), torch.tensor(-1), size, patch).item() == -1

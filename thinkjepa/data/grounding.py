@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from thinkjepa.data.waypoints import FREE, AgentState, cell_kinds, next_waypoint
-from thinkjepa.envs.babyai import make_env
+from thinkjepa.envs.babyai import cell_center, make_env
 
 OBJECT_TYPES = ("ball", "box", "key")
 
@@ -41,6 +41,7 @@ class GroundingSamples:
         missions: ``N`` instructions.
         waypoints: ``int64 (N, 3)`` next waypoint ``(x, y, heading)``.
         targets: ``int64 (N, 2)`` named object's cell ``(x, y)``.
+        target_pixels: ``int64 (N, 2)`` the centre ``(row, col)`` of that cell in the frame.
         agents: ``int64 (N, 3)`` the agent's state in ``frames``.
         seeds: ``int64 (N,)`` the reset seed of each sample's layout.
         subgoal_frames: ``uint8 (N, H, W, 3)`` renders of the waypoints, or ``None``.
@@ -50,6 +51,7 @@ class GroundingSamples:
     missions: list[str]
     waypoints: np.ndarray
     targets: np.ndarray
+    target_pixels: np.ndarray
     agents: np.ndarray
     seeds: np.ndarray
     subgoal_frames: np.ndarray | None = None
@@ -92,6 +94,7 @@ def grounding_samples(
         raise ValueError(f"grounding_samples needs n >= 1 and per_layout >= 1, got {n=} {per_layout=}")
     env = make_env(level, image_size=image_size)
     rng = np.random.default_rng(seed)
+    width, height = env.unwrapped.width, env.unwrapped.height
     frames, subgoals, missions, waypoints, targets, agents, seeds = [], [], [], [], [], [], []
     layout, barren = seed, 0
     try:
@@ -132,6 +135,7 @@ def grounding_samples(
         missions=missions,
         waypoints=np.asarray(waypoints, dtype=np.int64),
         targets=np.asarray(targets, dtype=np.int64),
+        target_pixels=np.asarray([cell_center(width, height, image_size, x, y) for x, y in targets], dtype=np.int64),
         agents=np.asarray(agents, dtype=np.int64),
         seeds=np.asarray(seeds, dtype=np.int64),
         subgoal_frames=np.stack(subgoals) if with_subgoals else None,

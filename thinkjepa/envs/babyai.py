@@ -63,6 +63,13 @@ def tile_size_for(grid_width: int, grid_height: int, image_size: int) -> int:
     return tile
 
 
+def cell_center(grid_width: int, grid_height: int, image_size: int, x: int, y: int) -> tuple[int, int]:
+    """Pixel ``(row, col)`` of the centre of cell ``(x, y)`` in a :func:`render_full_grid` image."""
+    tile = tile_size_for(grid_width, grid_height, image_size)
+    top, left = (image_size - grid_height * tile) // 2, (image_size - grid_width * tile) // 2
+    return top + y * tile + tile // 2, left + x * tile + tile // 2
+
+
 def render_full_grid(
     grid: Grid,
     agent_pos: tuple[int, int],

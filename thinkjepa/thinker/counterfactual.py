@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from thinkjepa.data.grounding import object_cells
 from thinkjepa.data.waypoints import AgentState, next_waypoint
 from thinkjepa.envs.babyai import make_env
+from thinkjepa.thinker.data import NO_PIXEL, ExtendedDataset
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def _named_others(env: Any, mission: str, limit: int, rng: np.random.Generator) 
     return out
 
 
-class WithCounterfactuals(Dataset):
+class WithCounterfactuals(ExtendedDataset):
     """A :class:`~thinkjepa.thinker.data.SubgoalDataset` followed by counterfactual samples.
 
     It has the same interface (``current_image``, ``subgoal_image``, items with ``image``,
@@ -93,30 +93,17 @@ class WithCounterfactuals(Dataset):
     """
 
     def __init__(self, base: Any, extra: Sequence[Counterfactual]) -> None:
-        self.base, self.extra = base, list(extra)
-        self.store, self.episodes, self.source = base.store, base.episodes, base.source
-        self.fallback_k = base.fallback_k
+        self.extra = list(extra)
+        super().__init__(base, len(self.extra))
 
-    @property
-    def fallback_fraction(self) -> float:
-        return self.base.fallback_fraction * len(self.base) / max(len(self), 1)
-
-    def __len__(self) -> int:
-        return len(self.base) + len(self.extra)
-
-    def current_image(self, k: int) -> np.ndarray:
-        if k < len(self.base):
-            return self.base.current_image(k)
-        c = self.extra[k - len(self.base)]
+    def extra_current(self, j: int) -> np.ndarray:
+        c = self.extra[j]
         return np.array(self.store.frames(c.episode)[c.t])
 
-    def subgoal_image(self, k: int) -> np.ndarray:
-        if k < len(self.base):
-            return self.base.subgoal_image(k)
-        return self.extra[k - len(self.base)].subgoal
+    def extra_subgoal(self, j: int) -> np.ndarray:
+        return self.extra[j].subgoal
 
-    def __getitem__(self, k: int) -> dict[str, Any]:
-        if k < len(self.base):
-            return self.base[k]
-        c = self.extra[k - len(self.base)]
-        return {"image": torch.from_numpy(self.current_image(k)), "mission": c.mission, "index": k, "episode": c.episode}
+    def extra_item(self, j: int) -> dict[str, Any]:
+        c = self.extra[j]
+        return {"image": torch.from_numpy(self.extra_current(j)), "mission": c.mission, "episode": c.episode,
+                "target_pixel": NO_PIXEL}

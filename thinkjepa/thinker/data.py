@@ -27,8 +27,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from thinkjepa.data.episodes import EpisodeStore
+from thinkjepa.data.grounding import GroundingSamples, grounding_samples
 
 SubgoalSource = Literal["bot", "waypoint"]
+NO_PIXEL = torch.tensor([-1, -1])
 
 
 class SubgoalDataset(Dataset):
@@ -64,6 +66,7 @@ class SubgoalDataset(Dataset):
             "mission": self.store.meta(e).mission,
             "index": k,
             "episode": e,
+            "target_pixel": NO_PIXEL,  # where the named object is: known for grounding samples only
         }
 
     @property
@@ -100,6 +103,74 @@ class SubgoalDataset(Dataset):
         starts = sorted({s.start for s in self._segments(e)})
         renders = [np.asarray(self.store.subgoal_frame(e, t, source="waypoint")) for t in starts]
         return np.concatenate([frames, np.stack(renders)]) if renders else frames
+
+
+class ExtendedDataset(Dataset):
+    """A thinker dataset followed by extra training samples, with the same interface.
+
+    Subclasses say what the ``j``-th extra sample is (:meth:`extra_current`, :meth:`extra_subgoal`,
+    :meth:`extra_item`); indices past the base dataset's length are extra samples.
+    """
+
+    def __init__(self, base: Any, n_extra: int) -> None:
+        self.base, self.n_extra = base, n_extra
+        self.store, self.episodes, self.source = base.store, base.episodes, base.source
+        self.fallback_k = base.fallback_k
+
+    @property
+    def fallback_fraction(self) -> float:
+        return self.base.fallback_fraction * len(self.base) / max(len(self), 1)
+
+    def __len__(self) -> int:
+        return len(self.base) + self.n_extra
+
+    def current_image(self, k: int) -> np.ndarray:
+        return self.base.current_image(k) if k < len(self.base) else self.extra_current(k - len(self.base))
+
+    def subgoal_image(self, k: int) -> np.ndarray:
+        return self.base.subgoal_image(k) if k < len(self.base) else self.extra_subgoal(k - len(self.base))
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        return self.base[k] if k < len(self.base) else {"index": k, **self.extra_item(k - len(self.base))}
+
+    def extra_current(self, j: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def extra_subgoal(self, j: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def extra_item(self, j: int) -> dict[str, Any]:
+        """``image``, ``mission``, ``episode`` and ``target_pixel`` of extra sample ``j``."""
+        raise NotImplementedError
+
+
+class WithGrounding(ExtendedDataset):
+    """A thinker dataset followed by grounding samples of the level generator (:mod:`thinkjepa.data.grounding`).
+
+    Each extra sample is a random layout and agent state with a uniquely named object; its subgoal is the
+    rendered next waypoint, and its item carries ``target_pixel``, the named object's centre, for the
+    thinker's grounding loss (episode ``-1``: it belongs to no recorded episode).
+    """
+
+    def __init__(self, base: Any, samples: GroundingSamples) -> None:
+        if samples.subgoal_frames is None:
+            raise ValueError("WithGrounding needs grounding samples rendered with_subgoals=True")
+        super().__init__(base, len(samples))
+        self.samples_extra = samples
+
+    def extra_current(self, j: int) -> np.ndarray:
+        return self.samples_extra.frames[j]
+
+    def extra_subgoal(self, j: int) -> np.ndarray:
+        return self.samples_extra.subgoal_frames[j]  # type: ignore[index]
+
+    def extra_item(self, j: int) -> dict[str, Any]:
+        return {
+            "image": torch.from_numpy(self.samples_extra.frames[j]),
+            "mission": self.samples_extra.missions[j],
+            "episode": -1,
+            "target_pixel": torch.from_numpy(self.samples_extra.target_pixels[j]),
+        }
 
 
 def split_episodes(levels: Sequence[str], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -147,6 +218,12 @@ class ThinkerDataModule(pl.LightningDataModule):
             (another object named, that object's waypoint; see :mod:`thinkjepa.thinker.counterfactual`).
             Validation is never augmented.
         counterfactual_every: Choose the first frame of each episode and every this-many-th (0: first only).
+        grounding_samples: Add this many samples of the level generator to training (random layouts and
+            agent states, a uniquely named object, its next waypoint rendered; see
+            :mod:`thinkjepa.data.grounding`), split evenly over ``grounding_levels``. They also carry the
+            named object's pixel for the thinker's grounding loss. Validation is never augmented.
+        grounding_levels: Levels to draw them from (``None``: every level of the dataset).
+        grounding_seed: Reset seed of the first generated layout (far from collection and evaluation seeds).
     """
 
     def __init__(
@@ -163,6 +240,9 @@ class ThinkerDataModule(pl.LightningDataModule):
         val_levels: list[str] | None = None,
         counterfactuals_per_frame: int = 0,
         counterfactual_every: int = 0,
+        grounding_samples: int = 0,
+        grounding_levels: list[str] | None = None,
+        grounding_seed: int = 50_000_000,
     ) -> None:
         super().__init__()
         self.root, self.subgoal_source, self.batch_size = root, subgoal_source, batch_size
@@ -172,6 +252,10 @@ class ThinkerDataModule(pl.LightningDataModule):
         if counterfactuals_per_frame < 0 or counterfactual_every < 0:
             raise ValueError(f"counterfactuals need values >= 0, got {counterfactuals_per_frame=} {counterfactual_every=}")
         self.counterfactuals_per_frame, self.counterfactual_every = counterfactuals_per_frame, counterfactual_every
+        if grounding_samples < 0:
+            raise ValueError(f"grounding_samples must be >= 0, got {grounding_samples}")
+        self.grounding_samples, self.grounding_seed = grounding_samples, grounding_seed
+        self.grounding_levels = None if grounding_levels is None else list(grounding_levels)
         self.train_set: SubgoalDataset | None = None
         self.val_set: SubgoalDataset | None = None
 
@@ -207,8 +291,26 @@ class ThinkerDataModule(pl.LightningDataModule):
 
             extra = counterfactuals(store, train, self.counterfactuals_per_frame, self.counterfactual_every, self.seed)
             self.train_set = WithCounterfactuals(self.train_set, extra)
+        if self.grounding_samples:
+            self.train_set = WithGrounding(self.train_set, self._grounding(sorted(set(levels)), store.image_size))
         if len(self.train_set) == 0:
             raise ValueError(f"No training samples in {self.root}: {n} episodes, {len(train)} for training")
+
+    def _grounding(self, dataset_levels: list[str], image_size: int) -> GroundingSamples:
+        levels = self.grounding_levels or dataset_levels
+        parts = [
+            grounding_samples(level, n, seed=self.grounding_seed + 1_000_000 * i, image_size=image_size, with_subgoals=True)
+            for i, (level, n) in enumerate(zip(levels, _even_split(self.grounding_samples, len(levels)), strict=True))
+            if n
+        ]
+        return GroundingSamples(
+            frames=np.concatenate([p.frames for p in parts]),
+            missions=[m for p in parts for m in p.missions],
+            **{
+                name: np.concatenate([getattr(p, name) for p in parts])
+                for name in ("waypoints", "targets", "target_pixels", "agents", "seeds", "subgoal_frames")
+            },
+        )
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
@@ -224,3 +326,8 @@ class ThinkerDataModule(pl.LightningDataModule):
         return DataLoader(
             self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers
         )
+
+
+def _even_split(total: int, parts: int) -> list[int]:
+    """``total`` as ``parts`` near-equal counts (the first ones get the remainder)."""
+    return [total // parts + (i < total % parts) for i in range(parts)]

@@ -6,6 +6,10 @@ Design decisions:
   middle layers keep more of the image's spatial detail, the last ones more of the instruction's meaning.
   Each selected layer is layer-normed and pooled over its valid tokens (image and text alike) by a masked
   mean or by a learned attention query; the pooled vectors are concatenated and an MLP maps them to ``D``.
+* **Grounded pooling** (``pooling="grounded"``): one scorer rates every *image* token, and each layer is
+  pooled with the softmax of those scores. Trained with a grounding loss (the token that shows the
+  object the instruction names, :class:`~thinkjepa.thinker.module.ThinkerModule`), the pool reads the
+  named object's token: the instruction picks *where*, the residual on ``z_t`` knows *from where*.
 * **Residual on the current latent** (``residual=True``): ``z* = z_t + Δ`` with ``z_t`` the frozen world
   model's target-encoder latent of the current frame, and ``Δ = MLP([pooled, LN(z_t)])``. The MLP's last
   layer starts at zero, so an untrained head *is* the "copy the current latent" baseline, and training only
@@ -24,7 +28,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-Pooling = Literal["mean", "attention", "last"]
+Pooling = Literal["mean", "attention", "last", "grounded"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,9 @@ class HeadOptions:
     layers: tuple[int, ...] = (-1, -2)
     """Which ``output_hidden_states`` entries to pool: 0 is the embeddings, -1 the last layer."""
     pooling: Pooling = "mean"
-    """``mean`` over valid tokens, ``attention`` (one learned query per layer), or ``last`` valid token."""
+    """``mean`` over valid tokens, ``attention`` (one learned query per layer), ``last`` valid token, or
+    ``grounded``: attention over the *image* tokens with one scorer, which a grounding loss can teach to
+    point at the named object (:meth:`PyramidLatentHead.grounding_scores`)."""
     hidden_dim: int = 256
     """Width of the MLP after pooling."""
     residual: bool = True
@@ -59,8 +65,10 @@ class PyramidLatentHead(nn.Module):
         layers: Indices into the VLM's ``hidden_states`` tuple (negative counts from the last layer).
         hidden_size: Width of those hidden states.
         latent_dim: The world model's latent size ``D``; the output has exactly this size.
-        pooling: ``mean`` (masked mean over valid tokens), ``attention`` (learned query per layer) or ``last``
-            (the last valid token, which in a causal LM has attended to the whole image and instruction).
+        pooling: ``mean`` (masked mean over valid tokens), ``attention`` (learned query per layer), ``last``
+            (the last valid token, which in a causal LM has attended to the whole image and instruction) or
+            ``grounded`` (softmax of one scorer over the image tokens of the first listed layer; needs
+            ``image_mask`` in :meth:`forward`).
         hidden_dim: Width of the MLP.
         residual: Output ``z_current + Δ`` (needs ``z_current`` in :meth:`forward`) instead of a plain MLP.
     """
@@ -77,8 +85,8 @@ class PyramidLatentHead(nn.Module):
         super().__init__()
         if not layers:
             raise ValueError("PyramidLatentHead needs at least one layer index in `layers`")
-        if pooling not in ("mean", "attention", "last"):
-            raise ValueError(f"pooling must be 'mean', 'attention' or 'last', got {pooling!r}")
+        if pooling not in ("mean", "attention", "last", "grounded"):
+            raise ValueError(f"pooling must be 'mean', 'attention', 'last' or 'grounded', got {pooling!r}")
         self.layers = tuple(int(i) for i in layers)
         self.hidden_size, self.latent_dim, self.residual = hidden_size, latent_dim, residual
         self.options = HeadOptions(self.layers, pooling, hidden_dim, residual)
@@ -88,6 +96,10 @@ class PyramidLatentHead(nn.Module):
             if pooling == "attention"
             else None
         )
+        self.scorer = nn.Linear(hidden_size, 1) if pooling == "grounded" else None
+        if self.scorer is not None:  # an untrained scorer pools the image tokens evenly
+            nn.init.zeros_(self.scorer.weight)
+            nn.init.zeros_(self.scorer.bias)
         in_dim = len(self.layers) * hidden_size + (latent_dim if residual else 0)
         self.latent_norm = nn.LayerNorm(latent_dim) if residual else None
         self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, latent_dim))
@@ -104,11 +116,26 @@ class PyramidLatentHead(nn.Module):
             "latent_dim": self.latent_dim,
         }
 
+    def grounding_scores(self, hidden_states: Sequence[torch.Tensor], image_mask: torch.Tensor) -> torch.Tensor:
+        """``(B, S)`` logits of the grounded pool: the scorer on the first listed layer, ``-inf`` off the image.
+
+        Raises:
+            ValueError: the head's pooling is not ``grounded``, or a sample has no image token.
+        """
+        if self.scorer is None:
+            raise ValueError(f"grounding_scores needs pooling='grounded', this head pools by {self.options.pooling!r}")
+        image_mask = image_mask.bool()
+        if not image_mask.any(dim=1).all():
+            raise ValueError("grounded pooling: a sample has no image token in image_mask")
+        h = self.norms[0](hidden_states[self.layers[0]].float())  # (B, S, H)
+        return self.scorer(h).squeeze(-1).masked_fill(~image_mask, float("-inf"))
+
     def forward(
         self,
         hidden_states: Sequence[torch.Tensor],
         attention_mask: torch.Tensor,
         z_current: torch.Tensor | None = None,
+        image_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Pool and project.
 
@@ -116,6 +143,7 @@ class PyramidLatentHead(nn.Module):
             hidden_states: The VLM's per-layer hidden states, each ``(B, S, hidden_size)``.
             attention_mask: ``(B, S)``, nonzero at valid (non-padding) tokens.
             z_current: ``(B, latent_dim)`` world-model latent of the current frame; required if ``residual``.
+            image_mask: ``(B, S)``, nonzero at image tokens; required by ``grounded`` pooling.
 
         Returns:
             ``(B, latent_dim)`` float32 subgoal latents.
@@ -124,7 +152,11 @@ class PyramidLatentHead(nn.Module):
         if any(not -n <= i < n for i in self.layers):
             raise ValueError(f"Head layers {list(self.layers)} out of range for {n} hidden-state tensors")
         mask = attention_mask.bool()  # (B, S)
-        if self.options.pooling == "last":  # one-hot on the last valid token, whichever side is padded
+        if self.options.pooling == "grounded":
+            if image_mask is None:
+                raise ValueError("grounded pooling needs image_mask (which tokens are the image's)")
+            weights = self.grounding_scores(hidden_states, image_mask.bool() & mask).softmax(dim=-1)
+        elif self.options.pooling == "last":  # one-hot on the last valid token, whichever side is padded
             positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
             weights = (positions == positions.masked_fill(~mask, -1).amax(dim=1, keepdim=True)).float()
         else:

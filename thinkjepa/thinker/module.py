@@ -38,7 +38,14 @@ from thinkjepa.thinker.head import HeadOptions, PyramidLatentHead
 from thinkjepa.thinker.lora import apply_lora, set_trainable
 from thinkjepa.thinker.metrics import SubgoalMetrics
 from thinkjepa.thinker.thinker import Thinker
-from thinkjepa.thinker.vlm import TEXT_MODEL_LORA_TARGETS, PretrainedVLM, TinyVLM, build_tiny_vlm, load_vlm
+from thinkjepa.thinker.vlm import (
+    TEXT_MODEL_LORA_TARGETS,
+    PretrainedVLM,
+    TinyVLM,
+    build_tiny_vlm,
+    image_token_index,
+    load_vlm,
+)
 from thinkjepa.worldmodel import load_world_model
 
 
@@ -50,6 +57,11 @@ class LossOptions:
     """Weight of the in-batch InfoNCE term (0 disables it)."""
     temperature: float = 0.1
     """InfoNCE temperature, relative to the batch's mean squared distance between targets."""
+    grounding_weight: float = 0.0
+    """Weight of the grounding loss: cross-entropy of the head's grounded pool (``head.pooling: grounded``)
+    against the image token that shows the named object, on samples that know it (the data module's
+    ``grounding_samples``). Privileged training-time supervision, like the distance head's labels: it
+    teaches the VLM which words pick which object, which the subgoal loss alone never did."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +165,17 @@ class ThinkerModule(pl.LightningModule):
         lora = _lora(lora)
         head = _as(HeadOptions, head)
         self.loss_options, self.optim = _as(LossOptions, loss), _as(OptimOptions, optim)
+        if self.loss_options.grounding_weight > 0:
+            if head.pooling != "grounded":
+                raise ValueError(
+                    f"loss.grounding_weight > 0 trains the head's grounded pool: set head.pooling to 'grounded' "
+                    f"(it is {head.pooling!r})"
+                )
+            if not isinstance(vlm, TinyVLM):
+                raise ValueError(
+                    "loss.grounding_weight > 0 needs to know which image token covers a pixel, known here for "
+                    "the tiny VLMs only (thinkjepa.thinker.vlm.image_token_index); got a pretrained VLM"
+                )
         # Plain values only: checkpoints must load with torch.load(weights_only=True).
         self.save_hyperparameters(
             {
@@ -248,12 +271,17 @@ class ThinkerModule(pl.LightningModule):
     # -- training --------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         target = self._lookup("train", "target", batch["index"])  # (B, D)
-        z = self.thinker(
-            batch["image"], self._missions(batch["mission"]), self._z_current("train", batch["index"])
-        )
+        hidden, inputs = self.thinker.encode(batch["image"], self._missions(batch["mission"]))
+        image_mask = self.thinker.image_mask(inputs)
+        z = self.thinker.head(hidden, inputs["attention_mask"], self._z_current("train", batch["index"]), image_mask)
         energy = (z - target).pow(2).sum(-1).mean()
         loss = energy
         logs = {"train/energy": energy.detach()}
+        if self.loss_options.grounding_weight > 0 and "target_pixel" in batch:
+            grounding, accuracy = self._grounding_loss(hidden, image_mask, batch["target_pixel"], batch["image"].shape[1])
+            if grounding is not None:
+                loss = loss + self.loss_options.grounding_weight * grounding
+                logs.update({"train/grounding": grounding.detach(), "train/grounding_top1": accuracy})
         if self.loss_options.infonce_weight > 0:
             d2 = (z.unsqueeze(1) - target.unsqueeze(0)).pow(2).sum(-1)  # (B, B)
             # In units of the batch's mean squared target-target distance, so τ does not depend on the
@@ -269,6 +297,24 @@ class ThinkerModule(pl.LightningModule):
         logs["train/energy_copy"] = (copy - target).pow(2).sum(-1).mean()
         self.log_dict({"train/loss": loss.detach(), **logs}, on_step=True, on_epoch=False)
         return loss
+
+    def _grounding_loss(
+        self, hidden: tuple[torch.Tensor, ...], image_mask: torch.Tensor, pixels: torch.Tensor, frame_size: int
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Cross-entropy of the grounded pool's scores over image tokens against the named object's token."""
+        spec = self.vlm_spec
+        scale = spec.image_size / frame_size  # the processor resizes frames to the VLM's image size
+        rows, cols = (torch.where(pixels >= 0, (pixels * scale).long(), -1)).unbind(-1)
+        token = image_token_index(rows, cols, spec.image_size, spec.patch_size).to(self.device)
+        known = token >= 0
+        if not known.any():
+            return None, None
+        scores = self.thinker.head.grounding_scores(hidden, image_mask)  # (B, S), -inf off the image
+        n_image = int(image_mask[0].sum())
+        per_token = scores[image_mask].view(len(scores), n_image)[known]  # (K, N_image), in token order
+        loss = F.cross_entropy(per_token, token[known])
+        accuracy = (per_token.argmax(-1) == token[known]).float().mean()
+        return loss, accuracy
 
     # -- validation ------------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

@@ -121,11 +121,22 @@ class Thinker(nn.Module):
         Returns:
             ``(B, D)`` float32 subgoal latents z*.
         """
+        hidden_states, inputs = self.encode(images, instructions)
+        return self.head(hidden_states, inputs["attention_mask"], z_current, self.image_mask(inputs))
+
+    def encode(
+        self, images: torch.Tensor, instructions: list[str]
+    ) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
+        """The VLM's per-layer hidden states ``(B, S, H)`` for these inputs, and the inputs themselves."""
         inputs = self.prepare(images, instructions)
         out = self.vlm(
             **inputs, output_hidden_states=True, use_cache=False, logits_to_keep=1, return_dict=True
         )
-        return self.head(out.hidden_states, inputs["attention_mask"], z_current)
+        return out.hidden_states, inputs
+
+    def image_mask(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``bool (B, S)``: which tokens of :meth:`prepare`'s inputs are image tokens."""
+        return inputs["input_ids"] == self.base_vlm.config.image_token_id
 
     @torch.no_grad()
     def propose(self, images: torch.Tensor, instructions: list[str]) -> torch.Tensor:

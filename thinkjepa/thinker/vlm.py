@@ -213,6 +213,19 @@ def build_tiny_vlm(
     return model.eval(), processor
 
 
+def image_token_index(rows: torch.Tensor, cols: torch.Tensor, image_size: int, patch_size: int) -> torch.Tensor:
+    """Which image token of a tiny VLM (:func:`build_tiny_vlm`) covers pixel ``(row, col)``.
+
+    Both tiny kinds merge 2x2 patches into one language-model token and order the merged tokens row by
+    row (Idefics3's pixel shuffle, Qwen2-VL's patch merger), so the token is the pixel's
+    ``2 * patch_size`` block in row-major order. Pixels outside the image (e.g. ``-1`` for "none") give -1.
+    """
+    block = 2 * patch_size
+    per_row = image_size // block
+    inside = (rows >= 0) & (cols >= 0) & (rows < image_size) & (cols < image_size)
+    return torch.where(inside, (rows // block) * per_row + cols // block, -1)
+
+
 def save_vlm(model: PreTrainedModel, processor: ProcessorMixin, path: str | os.PathLike) -> Path:
     """``save_pretrained`` the model (safetensors) and its processor into one directory.
 
