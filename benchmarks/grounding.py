@@ -34,6 +34,7 @@ import yaml
 from torch import nn
 from torch.nn import functional as F
 
+from thinkjepa.checkpoint import atomic_write_text
 from thinkjepa.data.grounding import grounding_samples
 from thinkjepa.envs.babyai import make_env
 from thinkjepa.thinker.tokenizer import train_word_tokenizer
@@ -177,8 +178,7 @@ def main() -> None:
     result = {"model": args.model, "level": args.level, "image_size": size, "batch_size": args.batch_size,
               "layouts_seen": layout, "held_out_samples": len(held_out), "curve": curve}
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        atomic_write_text(args.json, json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

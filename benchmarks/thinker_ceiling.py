@@ -26,6 +26,7 @@ import time
 import torch
 from torch import nn
 
+from thinkjepa.checkpoint import atomic_write_text
 from thinkjepa.data.latents import encode_fixed_batches, stacked
 from thinkjepa.thinker.data import ThinkerDataModule
 from thinkjepa.thinker.metrics import SubgoalRetrieval
@@ -143,8 +144,7 @@ def main() -> None:
     for name, value in rows.items():
         print(f"  {name:<{width}}  top-1 {value:.1%}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        atomic_write_text(args.json, json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

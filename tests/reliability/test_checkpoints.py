@@ -13,6 +13,7 @@ from thinkjepa.checkpoint import (
     StateDictMismatchError,
     UnsafeCheckpointError,
     atomic_torch_save,
+    atomic_write_text,
     load_state_dict_strict,
     safe_torch_load,
 )
@@ -103,6 +104,14 @@ def test_a_crash_mid_write_keeps_the_previous_checkpoint_and_leaves_no_temp_file
         atomic_torch_save({"step": 2, "w": torch.zeros(1000), "bad": Unpicklable()}, path)
     assert safe_torch_load(path)["step"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_atomic_text_creates_its_directory_replaces_the_file_and_leaves_no_temp_file(tmp_path):
+    path = tmp_path / "new" / "dir" / "results.json"
+    assert atomic_write_text(path, '{"a": 1}') == path
+    atomic_write_text(path, '{"a": 2}')
+    assert path.read_text() == '{"a": 2}'
+    assert [p.name for p in path.parent.iterdir()] == ["results.json"]
 
 
 def test_state_dict_mismatch_lists_every_key_and_shape():

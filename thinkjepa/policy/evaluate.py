@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from thinkjepa.checkpoint import atomic_path
+from thinkjepa.checkpoint import atomic_write_text
 from thinkjepa.data.collect import record_episode
 from thinkjepa.envs.babyai import NAV_ACTIONS, NUM_ACTIONS, is_success, make_env
 from thinkjepa.planning.base import Planner
@@ -276,8 +276,7 @@ def evaluate(
         ("summary.json", json.dumps(summary, indent=2)),
         ("table.md", table + "\n"),
     ):
-        with atomic_path(out_dir / name) as tmp:
-            tmp.write_text(text)
+        atomic_write_text(out_dir / name, text)
     errored = sum(r.error is not None for r in all_results)
     print(table)
     print(f"\n{errored} of {len(all_results)} episodes failed with an error (recorded in results.json)")

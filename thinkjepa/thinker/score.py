@@ -12,11 +12,10 @@ copy-the-current-latent baseline and the thinker with a neutral instruction).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 
-from thinkjepa.checkpoint import atomic_path
+from thinkjepa.checkpoint import atomic_write_text
 from thinkjepa.data.latents import encode_fixed_batches, stacked
 from thinkjepa.thinker.checkpoint import load_thinker
 from thinkjepa.thinker.data import SubgoalDataset, SubgoalSource, ThinkerDataModule
@@ -98,9 +97,5 @@ def score_thinker(
             f"mse {values['mse']:.4f} (blind {values['mse_blind']:.4f}, copy {values['mse_copy']:.4f})"
         )
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(Path(out)) as tmp:
-            tmp.write_text(
-                json.dumps({"thinker": thinker, "world_model": world_model, "levels": results}, indent=2)
-            )
+        atomic_write_text(out, json.dumps({"thinker": thinker, "world_model": world_model, "levels": results}, indent=2))
     return results

@@ -24,7 +24,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from thinkjepa.checkpoint import CheckpointError, atomic_path, load_state_dict_strict, safe_torch_load
+from thinkjepa.checkpoint import (
+    CheckpointError,
+    atomic_path,
+    atomic_write_text,
+    load_state_dict_strict,
+    safe_torch_load,
+)
 from thinkjepa.worldmodel.configs import as_dataclass
 from thinkjepa.worldmodel.encoder import EncoderConfig
 from thinkjepa.worldmodel.jepa import JEPA
@@ -74,8 +80,7 @@ def save_world_model(model: JEPA, directory: str | os.PathLike) -> Path:
     config = {"format_version": FORMAT_VERSION, **architecture(model), "fingerprint": fingerprint(model)}
     with atomic_path(directory / "model.safetensors") as tmp:
         save_file({k: v.cpu() for k, v in inference_state(model).items()}, str(tmp))
-    with atomic_path(directory / "config.json") as tmp:
-        tmp.write_text(json.dumps(config, indent=2))
+    atomic_write_text(directory / "config.json", json.dumps(config, indent=2))
     return directory
 
 

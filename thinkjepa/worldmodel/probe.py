@@ -17,14 +17,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from thinkjepa.checkpoint import atomic_path
+from thinkjepa.checkpoint import atomic_write_text
 from thinkjepa.data.latents import encode_fixed_batches
 from thinkjepa.data.poses import PoseFrames, pose_frames
 
@@ -179,7 +178,5 @@ def probe(
         f"heading {result.heading:.1%} (chance {result.chance_heading:.1%}), full pose {result.pose:.1%}"
     )
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(Path(out)) as tmp:
-            tmp.write_text(json.dumps({"world_model": world_model, **asdict(result)}, indent=2))
+        atomic_write_text(out, json.dumps({"world_model": world_model, **asdict(result)}, indent=2))
     return result
