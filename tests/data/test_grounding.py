@@ -6,7 +6,7 @@ import io
 import numpy as np
 import pytest
 
-from thinkjepa.data.grounding import grounding_samples, object_cells
+from thinkjepa.data.grounding import GroundingSamples, grounding_samples, object_cells
 from thinkjepa.data.waypoints import CLOSED_DOOR, OPEN_DOOR, AgentState, cell_kinds
 from thinkjepa.envs.babyai import make_env
 
@@ -70,3 +70,14 @@ def test_bad_arguments_are_named():
         grounding_samples("MiniGrid-Empty-5x5-v0", 2, image_size=SIZE)
     with pytest.raises(ValueError, match="unknown level"):
         grounding_samples("BabyAI-NoSuchLevel-v0", 2)
+
+
+def test_concatenated_samples_keep_every_field_in_order():
+    a = grounding_samples("BabyAI-GoToLocal-v0", 5, seed=1, image_size=SIZE, with_subgoals=True)
+    b = grounding_samples("BabyAI-GoToLocal-v0", 3, seed=100, image_size=SIZE, with_subgoals=True)
+    both = GroundingSamples.concatenate([a, b])
+    assert len(both) == 8 and both.missions == a.missions + b.missions
+    np.testing.assert_array_equal(both.subgoal_frames[5:], b.subgoal_frames)
+    np.testing.assert_array_equal(both.target_pixels[:5], a.target_pixels)
+    no_renders = grounding_samples("BabyAI-GoToLocal-v0", 2, seed=7, image_size=SIZE)
+    assert GroundingSamples.concatenate([a, no_renders]).subgoal_frames is None

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -58,6 +58,20 @@ class GroundingSamples:
 
     def __len__(self) -> int:
         return len(self.missions)
+
+    @classmethod
+    def concatenate(cls, parts: list[GroundingSamples]) -> GroundingSamples:
+        """One set of samples from several, in order (``subgoal_frames`` kept only if every part has them)."""
+        if not parts:
+            raise ValueError("GroundingSamples.concatenate needs at least one part")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            column = [getattr(p, f.name) for p in parts]
+            if f.name == "missions":
+                values[f.name] = [m for c in column for m in c]
+            else:
+                values[f.name] = None if any(c is None for c in column) else np.concatenate(column)
+        return cls(**values)
 
 
 def object_cells(grid: Any) -> dict[tuple[str, str], list[tuple[int, int]]]:

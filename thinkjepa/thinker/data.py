@@ -303,14 +303,7 @@ class ThinkerDataModule(pl.LightningDataModule):
             for i, (level, n) in enumerate(zip(levels, _even_split(self.grounding_samples, len(levels)), strict=True))
             if n
         ]
-        return GroundingSamples(
-            frames=np.concatenate([p.frames for p in parts]),
-            missions=[m for p in parts for m in p.missions],
-            **{
-                name: np.concatenate([getattr(p, name) for p in parts])
-                for name in ("waypoints", "targets", "target_pixels", "agents", "seeds", "subgoal_frames")
-            },
-        )
+        return GroundingSamples.concatenate(parts)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
