@@ -11,6 +11,8 @@ subgoal. This script separates them on the same held-out episodes the thinker is
 * ``state decoder``: an MLP from the one-hot *waypoint state* (x, y, heading) alone to the target
   latent, trained on the training episodes — what a thinker that found the exact subgoal cell, but
   knew nothing else about the scene, would score (needs ``waypoint`` subgoals, which record the state);
+* ``z_t + waypoint state``: the same state plus the current latent, predicting ``z_t + Δ`` — the ceiling
+  of a residual thinker head that found the exact subgoal state;
 * ``z_t + mission`` / ``z_t`` only: an MLP from the current latent and the mission's words (or the
   current latent alone) to the target — a thinker without vision beyond the world model's latent.
 
@@ -123,6 +125,7 @@ def main() -> None:
         rows["state decoder"] = top1(net(s_va))
     w_tr, w_va = mission_words(train, tr), mission_words(val, va)
     for name, (x_tr, x_va) in {
+        "z_t + waypoint state": (torch.cat([zc, s_tr], 1), torch.cat([vc, s_va], 1)),
         "z_t + mission": (torch.cat([zc, w_tr], 1), torch.cat([vc, w_va], 1)),
         "z_t only": (zc, vc),
     }.items():

@@ -43,6 +43,9 @@ def test_each_sample_names_a_unique_object_and_shows_the_agent_where_it_says():
         wx, wy, wd = s.waypoints[i]
         assert AgentState(wx, wy, wd).front == tuple(s.targets[i])  # one room: the waypoint faces the object
         np.testing.assert_array_equal(s.subgoal_frames[i], env.render_state((wx, wy), wd))
+        r, c = s.waypoint_pixels[i]  # the waypoint pixel is inside the (red) agent of the subgoal frame
+        red, green, blue = (int(v) for v in s.subgoal_frames[i][r, c])
+        assert red > 200 and green < 60 and blue < 60, (i, (red, green, blue))
     env.close()
 
 

@@ -66,7 +66,7 @@ def test_grounded_pool_starts_as_the_mean_over_image_tokens_and_needs_the_image_
     attention = torch.ones(2, 7, dtype=torch.long)
     image = torch.zeros(2, 7, dtype=torch.bool)
     image[:, 2:6] = True
-    scores = head.grounding_scores([h], image)
+    scores = head.grounding_scores([h], image)[:, 0]
     assert torch.isinf(scores[~image]).all() and torch.isfinite(scores[image]).all()
     mean_image = PyramidLatentHead([-1], hidden_size=16, latent_dim=12, pooling="mean", residual=False)
     mean_image.load_state_dict({k: v for k, v in head.state_dict().items() if not k.startswith("scorer")})
@@ -75,3 +75,21 @@ def test_grounded_pool_starts_as_the_mean_over_image_tokens_and_needs_the_image_
         head([h], attention)
     with pytest.raises(ValueError, match="pooling='grounded'"):
         mean_image.grounding_scores([h], image)
+
+
+def test_each_grounded_query_pools_its_own_tokens() -> None:
+    head = PyramidLatentHead([-1], hidden_size=16, latent_dim=12, pooling="grounded", residual=False, queries=2)
+    h = torch.randn(1, 7, 16)
+    attention = torch.ones(1, 7, dtype=torch.long)
+    image = torch.zeros(1, 7, dtype=torch.bool)
+    image[:, 2:6] = True
+    assert head.grounding_scores([h], image).shape == (1, 2, 7)
+    normed = head.norms[0](h)[0].detach()
+    with torch.no_grad():  # query 0 looks at token 2, query 1 at token 5 (sharp softmax)
+        head.scorer.weight.copy_(50.0 * normed[[2, 5]])
+    head.mlp = torch.nn.Identity()  # expose the pooled features: (query 0, query 1) of the one layer
+    features = head([h], attention, image_mask=image)[0]
+    torch.testing.assert_close(features[:16], normed[2], atol=1e-3, rtol=0)
+    torch.testing.assert_close(features[16:], normed[5], atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="queries=2"):
+        PyramidLatentHead([-1], hidden_size=16, latent_dim=12, pooling="mean", queries=2)

@@ -81,10 +81,13 @@ def test_checkpoints_hold_only_trained_weights_and_resume(world_model_dir, datas
 def test_grounding_loss_needs_a_grounded_head(world_model_dir) -> None:
     with pytest.raises(ValueError, match="head.pooling to 'grounded'"):
         _module(world_model_dir, loss=LossOptions(grounding_weight=1.0))
+    with pytest.raises(ValueError, match="head.queries"):
+        _module(world_model_dir, head=HeadOptions(pooling="grounded"), loss=LossOptions(waypoint_grounding_weight=1.0))
 
 
 def test_grounding_loss_teaches_the_pool_to_point_at_the_named_object(world_model_dir, dataset_dir, tmp_path) -> None:
-    module = _module(world_model_dir, head=HeadOptions(pooling="grounded"), loss=LossOptions(grounding_weight=1.0))
+    module = _module(world_model_dir, head=HeadOptions(pooling="grounded", queries=2),
+                     loss=LossOptions(grounding_weight=1.0, waypoint_grounding_weight=1.0))
     dm = ThinkerDataModule(str(dataset_dir), batch_size=8, grounding_samples=64,
                            grounding_levels=["BabyAI-GoToLocal-v0"])
     dm.setup()
@@ -93,18 +96,22 @@ def test_grounding_loss_teaches_the_pool_to_point_at_the_named_object(world_mode
     batch = torch.utils.data.default_collate([dm.train_set[k] for k in extra[:8]])
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=3e-3)
+    assert not torch.equal(batch["target_pixel"], batch["waypoint_pixel"])
     losses = []
-    for _ in range(40):  # the grounding term alone, on one batch: it must be learnable
+    for _ in range(40):  # the grounding terms alone, on one batch: each query must learn its own token
         hidden, inputs = module.thinker.encode(batch["image"], batch["mission"])
-        loss, _ = module._grounding_loss(hidden, module.thinker.image_mask(inputs), batch["target_pixel"], 88)
+        mask = module.thinker.image_mask(inputs)
+        terms = [module._grounding_loss(hidden, mask, batch[key], 88, query)[0]
+                 for query, key in enumerate(("target_pixel", "waypoint_pixel"))]
         optimizer.zero_grad()
-        loss.backward()
+        sum(terms).backward()
         optimizer.step()
-        losses.append(loss.item())
-    assert losses[0] == pytest.approx(torch.log(torch.tensor(16.0)).item(), rel=1e-3)  # untrained: uniform over 16 tokens
-    assert losses[-1] < 0.5 * losses[0]
+        losses.append([t.item() for t in terms])
+    for query in (0, 1):  # untrained: uniform over 16 tokens
+        assert losses[0][query] == pytest.approx(torch.log(torch.tensor(16.0)).item(), rel=1e-3)
+        assert losses[-1][query] < 0.5 * losses[0][query]
 
     trainer = _trainer(tmp_path, max_steps=2, val_check_interval=2)
-    trainer.fit(module, dm)  # the real training step logs the term
-    for key in ("train/grounding", "train/grounding_top1", "val/top1"):
+    trainer.fit(module, dm)  # the real training step logs the terms
+    for key in ("train/grounding", "train/grounding_top1", "train/waypoint_grounding", "val/top1"):
         assert torch.isfinite(trainer.callback_metrics[key]), key

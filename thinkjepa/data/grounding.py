@@ -42,6 +42,7 @@ class GroundingSamples:
         waypoints: ``int64 (N, 3)`` next waypoint ``(x, y, heading)``.
         targets: ``int64 (N, 2)`` named object's cell ``(x, y)``.
         target_pixels: ``int64 (N, 2)`` the centre ``(row, col)`` of that cell in the frame.
+        waypoint_pixels: ``int64 (N, 2)`` the centre ``(row, col)`` of the waypoint's cell in the frame.
         agents: ``int64 (N, 3)`` the agent's state in ``frames``.
         seeds: ``int64 (N,)`` the reset seed of each sample's layout.
         subgoal_frames: ``uint8 (N, H, W, 3)`` renders of the waypoints, or ``None``.
@@ -52,6 +53,7 @@ class GroundingSamples:
     waypoints: np.ndarray
     targets: np.ndarray
     target_pixels: np.ndarray
+    waypoint_pixels: np.ndarray
     agents: np.ndarray
     seeds: np.ndarray
     subgoal_frames: np.ndarray | None = None
@@ -81,6 +83,10 @@ def object_cells(grid: Any) -> dict[tuple[str, str], list[tuple[int, int]]]:
         if obj is not None and obj.type in OBJECT_TYPES:
             cells.setdefault((obj.color, obj.type), []).append((i % grid.width, i // grid.width))
     return cells
+
+
+def _pixels(width: int, height: int, image_size: int, cells: list[Any]) -> np.ndarray:
+    return np.asarray([cell_center(width, height, image_size, x, y) for x, y in cells], dtype=np.int64).reshape(-1, 2)
 
 
 def grounding_samples(
@@ -149,7 +155,8 @@ def grounding_samples(
         missions=missions,
         waypoints=np.asarray(waypoints, dtype=np.int64),
         targets=np.asarray(targets, dtype=np.int64),
-        target_pixels=np.asarray([cell_center(width, height, image_size, x, y) for x, y in targets], dtype=np.int64),
+        target_pixels=_pixels(width, height, image_size, targets),
+        waypoint_pixels=_pixels(width, height, image_size, [w[:2] for w in waypoints]),
         agents=np.asarray(agents, dtype=np.int64),
         seeds=np.asarray(seeds, dtype=np.int64),
         subgoal_frames=np.stack(subgoals) if with_subgoals else None,

@@ -24,7 +24,7 @@ import torch
 from thinkjepa.data.grounding import object_cells
 from thinkjepa.data.waypoints import AgentState, next_waypoint
 from thinkjepa.envs.babyai import make_env
-from thinkjepa.thinker.data import NO_PIXEL, ExtendedDataset
+from thinkjepa.thinker.data import UNGROUNDED, ExtendedDataset
 
 
 @dataclass(frozen=True)
@@ -106,4 +106,4 @@ class WithCounterfactuals(ExtendedDataset):
     def extra_item(self, j: int) -> dict[str, Any]:
         c = self.extra[j]
         return {"image": torch.from_numpy(self.extra_current(j)), "mission": c.mission, "episode": c.episode,
-                "target_pixel": NO_PIXEL}
+                **UNGROUNDED}

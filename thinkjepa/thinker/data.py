@@ -31,6 +31,9 @@ from thinkjepa.data.grounding import GroundingSamples, grounding_samples
 
 SubgoalSource = Literal["bot", "waypoint"]
 NO_PIXEL = torch.tensor([-1, -1])
+UNGROUNDED = {"target_pixel": NO_PIXEL, "waypoint_pixel": NO_PIXEL}
+"""The grounding labels of a sample that has none: the named object's and the subgoal's agent cell centre,
+known for generated grounding samples only (:class:`WithGrounding`)."""
 
 
 class SubgoalDataset(Dataset):
@@ -66,7 +69,7 @@ class SubgoalDataset(Dataset):
             "mission": self.store.meta(e).mission,
             "index": k,
             "episode": e,
-            "target_pixel": NO_PIXEL,  # where the named object is: known for grounding samples only
+            **UNGROUNDED,
         }
 
     @property
@@ -140,7 +143,7 @@ class ExtendedDataset(Dataset):
         raise NotImplementedError
 
     def extra_item(self, j: int) -> dict[str, Any]:
-        """``image``, ``mission``, ``episode`` and ``target_pixel`` of extra sample ``j``."""
+        """``image``, ``mission``, ``episode``, ``target_pixel`` and ``waypoint_pixel`` of extra sample ``j``."""
         raise NotImplementedError
 
 
@@ -148,8 +151,8 @@ class WithGrounding(ExtendedDataset):
     """A thinker dataset followed by grounding samples of the level generator (:mod:`thinkjepa.data.grounding`).
 
     Each extra sample is a random layout and agent state with a uniquely named object; its subgoal is the
-    rendered next waypoint, and its item carries ``target_pixel``, the named object's centre, for the
-    thinker's grounding loss (episode ``-1``: it belongs to no recorded episode).
+    rendered next waypoint, and its item carries ``target_pixel`` and ``waypoint_pixel``, the centres of the
+    named object's and the waypoint's cells, for the thinker's grounding losses (episode ``-1``: it belongs to no recorded episode).
     """
 
     def __init__(self, base: Any, samples: GroundingSamples) -> None:
@@ -170,6 +173,7 @@ class WithGrounding(ExtendedDataset):
             "mission": self.samples_extra.missions[j],
             "episode": -1,
             "target_pixel": torch.from_numpy(self.samples_extra.target_pixels[j]),
+            "waypoint_pixel": torch.from_numpy(self.samples_extra.waypoint_pixels[j]),
         }
 
 

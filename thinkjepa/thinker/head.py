@@ -6,10 +6,11 @@ Design decisions:
   middle layers keep more of the image's spatial detail, the last ones more of the instruction's meaning.
   Each selected layer is layer-normed and pooled over its valid tokens (image and text alike) by a masked
   mean or by a learned attention query; the pooled vectors are concatenated and an MLP maps them to ``D``.
-* **Grounded pooling** (``pooling="grounded"``): one scorer rates every *image* token, and each layer is
-  pooled with the softmax of those scores. Trained with a grounding loss (the token that shows the
-  object the instruction names, :class:`~thinkjepa.thinker.module.ThinkerModule`), the pool reads the
-  named object's token: the instruction picks *where*, the residual on ``z_t`` knows *from where*.
+* **Grounded pooling** (``pooling="grounded"``): ``queries`` scorers rate every *image* token, and each
+  layer is pooled with the softmax of each scorer's scores. Trained with grounding losses
+  (:class:`~thinkjepa.thinker.module.ThinkerModule`), query 0 reads the token that shows the object the
+  instruction names and query 1 (if any) the token where the agent will stand at the subgoal: the
+  instruction picks *where*, the head turns it into the subgoal latent.
 * **Residual on the current latent** (``residual=True``): ``z* = z_t + Δ`` with ``z_t`` the frozen world
   model's target-encoder latent of the current frame, and ``Δ = MLP([pooled, LN(z_t)])``. The MLP's last
   layer starts at zero, so an untrained head *is* the "copy the current latent" baseline, and training only
@@ -45,6 +46,9 @@ class HeadOptions:
     """Width of the MLP after pooling."""
     residual: bool = True
     """Predict ``z* = z_t + Δ`` from the current frame's world-model latent (see the module docstring)."""
+    queries: int = 1
+    """``grounded`` pooling only: how many scorers pool the image tokens (0: the named object, 1: the
+    subgoal's agent cell; each can be taught by its own grounding loss)."""
 
 
 class _AttentionPool(nn.Module):
@@ -67,10 +71,11 @@ class PyramidLatentHead(nn.Module):
         latent_dim: The world model's latent size ``D``; the output has exactly this size.
         pooling: ``mean`` (masked mean over valid tokens), ``attention`` (learned query per layer), ``last``
             (the last valid token, which in a causal LM has attended to the whole image and instruction) or
-            ``grounded`` (softmax of one scorer over the image tokens of the first listed layer; needs
-            ``image_mask`` in :meth:`forward`).
+            ``grounded`` (softmax of each of ``queries`` scorers over the image tokens of the first listed
+            layer; needs ``image_mask`` in :meth:`forward`).
         hidden_dim: Width of the MLP.
         residual: Output ``z_current + Δ`` (needs ``z_current`` in :meth:`forward`) instead of a plain MLP.
+        queries: Scorers of the ``grounded`` pool (must be 1 for the other poolings).
     """
 
     def __init__(
@@ -81,26 +86,29 @@ class PyramidLatentHead(nn.Module):
         pooling: Pooling = "mean",
         hidden_dim: int = 256,
         residual: bool = True,
+        queries: int = 1,
     ) -> None:
         super().__init__()
         if not layers:
             raise ValueError("PyramidLatentHead needs at least one layer index in `layers`")
         if pooling not in ("mean", "attention", "last", "grounded"):
             raise ValueError(f"pooling must be 'mean', 'attention', 'last' or 'grounded', got {pooling!r}")
+        if queries < 1 or (queries > 1 and pooling != "grounded"):
+            raise ValueError(f"queries={queries}: the grounded pool takes 1 or more, every other pooling exactly 1")
         self.layers = tuple(int(i) for i in layers)
         self.hidden_size, self.latent_dim, self.residual = hidden_size, latent_dim, residual
-        self.options = HeadOptions(self.layers, pooling, hidden_dim, residual)
+        self.options = HeadOptions(self.layers, pooling, hidden_dim, residual, queries)
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in self.layers)
         self.pools = (
             nn.ModuleList(_AttentionPool(hidden_size) for _ in self.layers)
             if pooling == "attention"
             else None
         )
-        self.scorer = nn.Linear(hidden_size, 1) if pooling == "grounded" else None
+        self.scorer = nn.Linear(hidden_size, queries) if pooling == "grounded" else None
         if self.scorer is not None:  # an untrained scorer pools the image tokens evenly
             nn.init.zeros_(self.scorer.weight)
             nn.init.zeros_(self.scorer.bias)
-        in_dim = len(self.layers) * hidden_size + (latent_dim if residual else 0)
+        in_dim = queries * len(self.layers) * hidden_size + (latent_dim if residual else 0)
         self.latent_norm = nn.LayerNorm(latent_dim) if residual else None
         self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, latent_dim))
         if residual:  # an untrained residual head copies the current latent
@@ -117,7 +125,7 @@ class PyramidLatentHead(nn.Module):
         }
 
     def grounding_scores(self, hidden_states: Sequence[torch.Tensor], image_mask: torch.Tensor) -> torch.Tensor:
-        """``(B, S)`` logits of the grounded pool: the scorer on the first listed layer, ``-inf`` off the image.
+        """``(B, Q, S)`` logits of the grounded pool's ``Q`` queries on the first listed layer, ``-inf`` off the image.
 
         Raises:
             ValueError: the head's pooling is not ``grounded``, or a sample has no image token.
@@ -128,7 +136,7 @@ class PyramidLatentHead(nn.Module):
         if not image_mask.any(dim=1).all():
             raise ValueError("grounded pooling: a sample has no image token in image_mask")
         h = self.norms[0](hidden_states[self.layers[0]].float())  # (B, S, H)
-        return self.scorer(h).squeeze(-1).masked_fill(~image_mask, float("-inf"))
+        return self.scorer(h).transpose(1, 2).masked_fill(~image_mask.unsqueeze(1), float("-inf"))
 
     def forward(
         self,
@@ -155,19 +163,19 @@ class PyramidLatentHead(nn.Module):
         if self.options.pooling == "grounded":
             if image_mask is None:
                 raise ValueError("grounded pooling needs image_mask (which tokens are the image's)")
-            weights = self.grounding_scores(hidden_states, image_mask.bool() & mask).softmax(dim=-1)
+            weights = self.grounding_scores(hidden_states, image_mask.bool() & mask).softmax(dim=-1)  # (B, Q, S)
         elif self.options.pooling == "last":  # one-hot on the last valid token, whichever side is padded
             positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-            weights = (positions == positions.masked_fill(~mask, -1).amax(dim=1, keepdim=True)).float()
+            weights = (positions == positions.masked_fill(~mask, -1).amax(dim=1, keepdim=True)).float()[:, None]
         else:
-            weights = mask.float() / mask.sum(dim=1, keepdim=True).clamp(min=1)  # (B, S)
+            weights = (mask.float() / mask.sum(dim=1, keepdim=True).clamp(min=1))[:, None]  # (B, 1, S)
         pooled = []
         for k, i in enumerate(self.layers):
             h = self.norms[k](hidden_states[i].float())  # (B, S, H)
             pooled.append(
-                self.pools[k](h, mask) if self.pools is not None else torch.einsum("bs,bsh->bh", weights, h)
+                self.pools[k](h, mask) if self.pools is not None else torch.einsum("bqs,bsh->bqh", weights, h).flatten(1)
             )
-        features = torch.cat(pooled, dim=-1)  # (B, L*H)
+        features = torch.cat(pooled, dim=-1)  # (B, L*Q*H)
         if not self.residual:
             return self.mlp(features)
         if z_current is None:

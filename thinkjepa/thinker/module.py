@@ -64,6 +64,9 @@ class LossOptions:
     against the image token that shows the named object, on samples that know it (the data module's
     ``grounding_samples``). Privileged training-time supervision, like the distance head's labels: it
     teaches the VLM which words pick which object, which the subgoal loss alone never did."""
+    waypoint_grounding_weight: float = 0.0
+    """Weight of the same loss for the grounded pool's second query (``head.queries: 2``) against the image
+    token where the agent stands at the subgoal (the waypoint's cell), on the samples that know it."""
 
 
 @dataclass(frozen=True)
@@ -167,17 +170,23 @@ class ThinkerModule(pl.LightningModule):
         lora = _lora(lora)
         head = _as(HeadOptions, head)
         self.loss_options, self.optim = _as(LossOptions, loss), _as(OptimOptions, optim)
-        if self.loss_options.grounding_weight > 0:
+        grounding = [k for k in ("grounding_weight", "waypoint_grounding_weight") if getattr(self.loss_options, k) > 0]
+        for name in grounding:
             if head.pooling != "grounded":
                 raise ValueError(
-                    f"loss.grounding_weight > 0 trains the head's grounded pool: set head.pooling to 'grounded' "
+                    f"loss.{name} > 0 trains the head's grounded pool: set head.pooling to 'grounded' "
                     f"(it is {head.pooling!r})"
                 )
             if not isinstance(vlm, TinyVLM):
                 raise ValueError(
-                    "loss.grounding_weight > 0 needs to know which image token covers a pixel, known here for "
+                    f"loss.{name} > 0 needs to know which image token covers a pixel, known here for "
                     "the tiny VLMs only (thinkjepa.thinker.vlm.image_token_index); got a pretrained VLM"
                 )
+        if self.loss_options.waypoint_grounding_weight > 0 and head.queries < 2:
+            raise ValueError(
+                f"loss.waypoint_grounding_weight > 0 trains the grounded pool's second query: set head.queries "
+                f">= 2 (it is {head.queries})"
+            )
         # Plain values only: checkpoints must load with torch.load(weights_only=True).
         self.save_hyperparameters(
             {
@@ -279,11 +288,17 @@ class ThinkerModule(pl.LightningModule):
         energy = (z - target).pow(2).sum(-1).mean()
         loss = energy
         logs = {"train/energy": energy.detach()}
-        if self.loss_options.grounding_weight > 0 and "target_pixel" in batch:
-            grounding, accuracy = self._grounding_loss(hidden, image_mask, batch["target_pixel"], batch["image"].shape[1])
-            if grounding is not None:
-                loss = loss + self.loss_options.grounding_weight * grounding
-                logs.update({"train/grounding": grounding.detach(), "train/grounding_top1": accuracy})
+        for query, (weight, key, name) in enumerate(
+            [
+                (self.loss_options.grounding_weight, "target_pixel", "grounding"),
+                (self.loss_options.waypoint_grounding_weight, "waypoint_pixel", "waypoint_grounding"),
+            ]
+        ):
+            if weight > 0 and key in batch:
+                term, accuracy = self._grounding_loss(hidden, image_mask, batch[key], batch["image"].shape[1], query)
+                if term is not None:
+                    loss = loss + weight * term
+                    logs.update({f"train/{name}": term.detach(), f"train/{name}_top1": accuracy})
         if self.loss_options.infonce_weight > 0:
             d2 = (z.unsqueeze(1) - target.unsqueeze(0)).pow(2).sum(-1)  # (B, B)
             # In units of the batch's mean squared target-target distance, so τ does not depend on the
@@ -301,9 +316,14 @@ class ThinkerModule(pl.LightningModule):
         return loss
 
     def _grounding_loss(
-        self, hidden: tuple[torch.Tensor, ...], image_mask: torch.Tensor, pixels: torch.Tensor, frame_size: int
+        self,
+        hidden: tuple[torch.Tensor, ...],
+        image_mask: torch.Tensor,
+        pixels: torch.Tensor,
+        frame_size: int,
+        query: int = 0,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Cross-entropy of the grounded pool's scores over image tokens against the named object's token."""
+        """Cross-entropy of one grounded query's scores over image tokens against the token covering ``pixels``."""
         spec = self.vlm_spec
         scale = spec.image_size / frame_size  # the processor resizes frames to the VLM's image size
         rows, cols = (torch.where(pixels >= 0, (pixels * scale).long(), -1)).unbind(-1)
@@ -311,7 +331,7 @@ class ThinkerModule(pl.LightningModule):
         known = token >= 0
         if not known.any():
             return None, None
-        scores = self.thinker.head.grounding_scores(hidden, image_mask)  # (B, S), -inf off the image
+        scores = self.thinker.head.grounding_scores(hidden, image_mask)[:, query]  # (B, S), -inf off the image
         n_image = int(image_mask[0].sum())
         per_token = scores[image_mask].view(len(scores), n_image)[known]  # (K, N_image), in token order
         loss = F.cross_entropy(per_token, token[known])
