@@ -5,7 +5,8 @@ Loss: the planner's energy ``‖z* − y‖²`` (summed over D, mean over the ba
 term that makes z* nearer its own target than the other targets of the batch: logits ``−‖z*_i − y_j‖² / (τ s)``
 with ``s`` the batch's mean squared target-target distance (so τ is free of the latent scale), and optionally
 a grounding term: on samples that know where the named object is (generated ones, ``target_pixel``), the
-cross-entropy of the head's grounded pool over image tokens against that object's token.
+cross-entropy of the head's grounded pool over image tokens against that object's token — and the same for
+the pool's second query against the token where the agent stands at the subgoal (``waypoint_pixel``).
 
 The world model is frozen, so every latent the loss and the metrics need (targets, current-frame latents
 for the residual head and the copy baseline, each validation episode's candidate frames) is encoded once in
