@@ -35,6 +35,7 @@ import torch
 
 from thinkjepa.checkpoint import atomic_write_text
 from thinkjepa.data.grounding import grounding_samples
+from thinkjepa.data.latents import encode_fixed_batches
 from thinkjepa.data.poses import pose_frames
 from thinkjepa.data.waypoints import AgentState
 from thinkjepa.policy.mpc import PlanningCost
@@ -42,9 +43,9 @@ from thinkjepa.thinker.checkpoint import load_thinker
 from thinkjepa.worldmodel.export import load_world_model
 
 
-def encode(fn, frames: np.ndarray, batch: int = 256) -> torch.Tensor:
+def encode(fn, frames: np.ndarray) -> torch.Tensor:
     with torch.no_grad():
-        return torch.cat([fn(torch.from_numpy(frames[i : i + batch])) for i in range(0, len(frames), batch)])
+        return torch.from_numpy(encode_fixed_batches(fn, [frames]))
 
 
 def propose(thinker, samples, neutral: str | None, batch: int = 32) -> torch.Tensor:
@@ -92,10 +93,10 @@ def main() -> None:
     wm = load_world_model(args.wm).eval()
     samples = grounding_samples(args.level, args.samples, seed=args.seed, image_size=wm.image_size,
                                 per_layout=args.per_layout, with_subgoals=True)
-    layouts = {}
-    for s in sorted(set(samples.seeds.tolist())):
-        rendered = pose_frames(args.level, [s], wm.image_size)
-        layouts[s] = (rendered.poses, encode(wm.target_encode, rendered.frames))
+    seeds = sorted(set(samples.seeds.tolist()))
+    rendered = pose_frames(args.level, seeds, wm.image_size)  # every state of every layout, encoded at once
+    latents, o = encode(wm.target_encode, rendered.frames), rendered.offsets
+    layouts = {s: (rendered.poses[o[i] : o[i + 1]], latents[o[i] : o[i + 1]]) for i, s in enumerate(seeds)}
     # the waypoint's own latent (how well the cost alone tells the states apart) and the current frame's
     proposals = {"oracle": encode(wm.target_encode, samples.subgoal_frames),
                  "copy": encode(wm.target_encode, samples.frames)}
