@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 import torch
 
 from thinkjepa.cli import main
@@ -21,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 LEVEL = "BabyAI-GoToLocal-v0"
 
 
-def tiny_model() -> JEPA:
+def tiny_model(image_size: int = 32) -> JEPA:
     torch.manual_seed(0)
-    enc = EncoderConfig(image_size=32, patch_size=8, latent_dim=16, embed_dim=32, depth=1, num_heads=2)
+    enc = EncoderConfig(image_size=image_size, patch_size=image_size // 4, latent_dim=16, embed_dim=32, depth=1, num_heads=2)
     return JEPA(enc, PredictorConfig(num_actions=7, action_embed_dim=8, hidden_dim=32, depth=1))
 
 
@@ -45,6 +46,22 @@ def test_pairs_are_labelled_with_the_distance_from_where_the_actions_lead():
         assert int(batch["distance"][i]) == int(data.distances[lay][state - off, goal - off])
     torch.testing.assert_close(pairs[1]["distance"], batch["distance"])  # item k is reproducible
     assert not torch.equal(pairs[0]["start"], batch["start"])
+
+
+def test_near_goals_are_a_short_walk_away_and_the_default_batches_are_unchanged():
+    data = pose_frames(LEVEL, [5, 6], image_size=32, with_distances=True)
+    latents = torch.arange(len(data.poses), dtype=torch.float32)[:, None]
+    args = (latents, data.next_state, data.distances, data.offsets, np.arange(2))
+    uniform = PosePairs(*args, batch_size=512, rollout_steps=0, num_batches=1, seed=0)
+    near = PosePairs(*args, batch_size=512, rollout_steps=0, num_batches=1, seed=0, near_fraction=1.0, near_steps=4)
+    d_uniform, d_near = uniform[0]["distance"].float(), near[0]["distance"]
+    assert int(d_near.max()) <= 4  # the walk itself is a path of at most 4 actions
+    assert d_near.float().mean() < 0.5 * d_uniform.mean()
+    assert len(set(d_near.tolist())) >= 4  # a spread of short distances, not only the start itself
+    torch.testing.assert_close(PosePairs(*args, batch_size=512, rollout_steps=0, num_batches=1, seed=0,
+                                         near_fraction=0.0)[0]["distance"], uniform[0]["distance"])
+    with pytest.raises(ValueError, match="near_fraction"):
+        PosePairs(*args, batch_size=8, rollout_steps=0, num_batches=1, seed=0, near_fraction=1.5)
 
 
 def test_goal_cost_with_a_learned_distance_counts_steps():
@@ -93,7 +110,8 @@ def test_head_is_exported_and_changes_the_fingerprint(tmp_path):
 
 @pytest.mark.parametrize("recipe", sorted(str(p) for p in (ROOT / "recipes/distance").glob("*.yaml")))
 def test_distance_recipe_trains_exports_and_plans(recipe, tmp_path):
-    save_world_model(tiny_model(), tmp_path / "stage2")
+    level = yaml.safe_load(Path(recipe).read_text())["data"]["init_args"]["level"]
+    save_world_model(tiny_model(88 if level == "BabyAI-GoTo-v0" else 32), tmp_path / "stage2")  # >= 3 px cells
     out = tmp_path / "run"
     main(["fit", "--config", recipe, f"--model.init_args.world_model={tmp_path / 'stage2'}",
           "--model.init_args.rollout_steps=2", "--data.init_args.train_layouts=3", "--data.init_args.val_layouts=1",

@@ -173,3 +173,26 @@ def test_prefix_shared_rollout_equals_the_plain_one(history):
         shared = model.rollout(z0, actions, share_prefixes=True)
         plain = model.rollout(z0, actions, share_prefixes=False)
     torch.testing.assert_close(shared, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_init_from_copies_encoders_and_predictor_and_refuses_another_architecture(tmp_path):
+    from dataclasses import asdict
+
+    from thinkjepa.worldmodel.module import WorldModelModule
+
+    source = tiny()
+    with torch.no_grad():  # an EMA target that differs from the context encoder, as after training
+        for p in source.target_encoder.parameters():
+            p.add_(0.5)
+    save_world_model(source, tmp_path / "wm")
+    torch.manual_seed(123)
+    module = WorldModelModule(encoder=asdict(ENC), predictor=asdict(PRED), init_from=str(tmp_path / "wm"))
+    assert fingerprint(module.model) == fingerprint(source)
+    assert module.model.inverse_dynamics is not None  # training-only head: fresh, not dropped
+    assert module.hparams["init_from"] == str(tmp_path / "wm")
+
+    with pytest.raises(ValueError, match=r"encoder\.embed_dim: 32 there, 48 here"):
+        WorldModelModule(encoder={**asdict(ENC), "embed_dim": 48, "num_heads": 2}, predictor=asdict(PRED),
+                         init_from=str(tmp_path / "wm"))
+    with pytest.raises(FileNotFoundError, match="no world-model checkpoint"):
+        WorldModelModule(encoder=asdict(ENC), predictor=asdict(PRED), init_from=str(tmp_path / "missing"))

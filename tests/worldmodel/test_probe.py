@@ -91,3 +91,37 @@ def test_probe_command_writes_its_result(tmp_path):
 def test_probe_needs_held_out_layouts():
     with pytest.raises(ValueError, match="held-out layout"):
         probe_pose_encoder(lambda x: x.float().flatten(1), LEVEL, 16, train_layouts=3, val_layouts=0)
+
+
+def test_multi_room_states_include_doorways_and_follow_the_real_environment():
+    """GoTo: doorways are states, so the nine rooms connect; a forward into a closed door is a no-op for
+    the environment and two actions (toggle, forward) for the distance — checked by stepping the level."""
+    from minigrid.core.actions import Actions
+
+    from thinkjepa.data.waypoints import CLOSED_DOOR
+
+    seed = 7
+    data = pose_frames("BabyAI-GoTo-v0", [seed], image_size=88, with_distances=True)
+    dist, poses, nxt = data.distances[0], data.poses, data.next_state
+    index = {tuple(p): i for i, p in enumerate(poses)}
+    assert (dist < UNREACHABLE).all()  # every room reaches every other through the doorways
+    env = make_env("BabyAI-GoTo-v0", image_size=88)
+    env.reset(seed=seed)
+    kinds = cell_kinds(env.unwrapped.grid)
+    door = tuple(int(v) for v in np.argwhere(kinds == CLOSED_DOOR)[0])
+    # the free cell beside the door, facing it
+    before, heading = next(((door[0] - dx, door[1] - dy), d) for d, (dx, dy) in enumerate(((1, 0), (0, 1), (-1, 0), (0, -1)))
+                           if kinds[door[0] - dx, door[1] - dy] == FREE)
+    a, b = index[(*before, heading)], index[(*door, heading)]
+    back = index[(*before, (heading + 2) % 4)]
+    assert nxt[a, 2] == a and dist[a, b] == 2 and dist[b, back] == 3  # back out: turn twice, forward
+
+    base = env.unwrapped
+    base.agent_pos, base.agent_dir = np.array(before), heading
+    frame, *_ = env.step(Actions.forward)
+    assert tuple(base.agent_pos) == before  # the closed door stops the agent
+    np.testing.assert_array_equal(frame, data.frames[a])
+    env.step(Actions.toggle)
+    frame, *_ = env.step(Actions.forward)
+    assert tuple(base.agent_pos) == door
+    np.testing.assert_array_equal(frame, data.frames[b])  # the doorway state is drawn with its door open

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from thinkjepa.checkpoint import safe_torch_load
 from thinkjepa.cli import main
-from thinkjepa.worldmodel import load_world_model
+from thinkjepa.worldmodel import JEPA, EncoderConfig, PredictorConfig, load_world_model, save_world_model
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "recipes/wm/babyai-tiny.yaml")
@@ -32,8 +33,13 @@ def overrides(data: Path, out: Path, *extra: str) -> list[str]:
 
 @pytest.mark.parametrize("recipe", sorted(str(p) for p in (ROOT / "recipes/wm").glob("*.yaml")))
 def test_every_wm_recipe_runs_fast_dev_run(recipe, babyai_dataset, tmp_path):
+    extra = []
+    init_args = yaml.safe_load(Path(recipe).read_text())["model"]["init_args"]
+    if init_args.get("init_from"):  # a fine-tuning recipe: start it from a model of its architecture
+        start = JEPA(EncoderConfig(**init_args["encoder"]), PredictorConfig(**init_args["predictor"]))
+        extra.append(f"--model.init_args.init_from={save_world_model(start, tmp_path / 'start')}")
     main(["fit", "--config", recipe, *overrides(babyai_dataset, tmp_path, "--trainer.fast_dev_run=1",
-                                                 "--trainer.devices=1", "--trainer.strategy=auto")])
+                                                 "--trainer.devices=1", "--trainer.strategy=auto", *extra)])
 
 
 def test_fit_logs_metrics_checkpoints_exports_and_resumes(babyai_dataset, tmp_path):

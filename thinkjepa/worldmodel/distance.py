@@ -95,6 +95,10 @@ class PosePairs(Dataset):
         rollout_steps: most random actions applied to a start before it is scored (0 = true latents only).
         num_batches: items (batches) in the dataset.
         seed: base seed.
+        near_fraction: share of pairs whose goal is the start moved by a random walk of up to
+            ``near_steps`` actions (half of them forward) instead of a uniform state of the layout: in a
+            large layout uniform pairs are mostly far apart, and a planner needs the short range too.
+        near_steps: longest such walk.
     """
 
     def __init__(
@@ -108,7 +112,12 @@ class PosePairs(Dataset):
         rollout_steps: int,
         num_batches: int,
         seed: int,
+        near_fraction: float = 0.0,
+        near_steps: int = 16,
     ) -> None:
+        if not 0.0 <= near_fraction <= 1.0 or near_steps < 1:
+            raise ValueError(f"need 0 <= near_fraction <= 1 and near_steps >= 1, got {near_fraction}, {near_steps}")
+        self.near_fraction, self.near_steps = near_fraction, near_steps
         self.latents = latents
         self.next_state = torch.as_tensor(next_state)
         self.offsets = torch.as_tensor(offsets)
@@ -125,6 +134,16 @@ class PosePairs(Dataset):
     def __len__(self) -> int:
         return self.num_batches
 
+    def _walk(self, start: torch.Tensor, lay: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Layout-local state after a random walk of up to ``near_steps`` actions from ``start``."""
+        b, n = len(start), self.near_steps
+        moves = torch.where(torch.rand(b, n, generator=g) < 0.5, 2, torch.randint(2, (b, n), generator=g))
+        length = torch.randint(n + 1, (b,), generator=g)
+        state = self.offsets[lay] + start
+        for t in range(n):
+            state = torch.where(t < length, self.next_state[state, moves[:, t]], state)
+        return state - self.offsets[lay]
+
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
         b, steps = self.batch_size, self.rollout_steps
@@ -137,6 +156,8 @@ class PosePairs(Dataset):
         state = self.offsets[lay] + start
         for t in range(steps):
             state = torch.where(t < used, self.next_state[state, actions[:, t]], state)
+        if self.near_fraction > 0:  # (no extra draws otherwise: the same batches as before the option)
+            goal = torch.where(torch.rand(b, generator=g) < self.near_fraction, self._walk(start, lay, g), goal)
         distance = self.table[lay, state - self.offsets[lay], goal].long()
         return {
             "start": self.latents[self.offsets[lay] + start],
@@ -159,6 +180,8 @@ class PoseDistanceDataModule(pl.LightningDataModule):
         batch_size: Pairs per step.
         val_batches: Validation batches.
         encode_batch_size: Frames per encoder call.
+        near_fraction: Share of pairs with a goal a short random walk away (see :class:`PosePairs`).
+        near_steps: Longest such walk.
     """
 
     def __init__(
@@ -170,6 +193,8 @@ class PoseDistanceDataModule(pl.LightningDataModule):
         batch_size: int = 1024,
         val_batches: int = 4,
         encode_batch_size: int = 256,
+        near_fraction: float = 0.0,
+        near_steps: int = 16,
     ) -> None:
         super().__init__()
         if train_layouts < 1 or val_layouts < 1:
@@ -179,6 +204,7 @@ class PoseDistanceDataModule(pl.LightningDataModule):
         self.train_layouts, self.val_layouts = train_layouts, val_layouts
         self.batch_size, self.val_batches = batch_size, val_batches
         self.encode_batch_size = encode_batch_size
+        self.near_fraction, self.near_steps = near_fraction, near_steps
         self.data = None
         self.latents: torch.Tensor | None = None
 
@@ -194,7 +220,7 @@ class PoseDistanceDataModule(pl.LightningDataModule):
     def _pairs(self, layouts: np.ndarray, num_batches: int, seed: int) -> PosePairs:
         model = self.trainer.lightning_module
         return PosePairs(self.latents, self.data.next_state, self.data.distances, self.data.offsets, layouts,
-                         self.batch_size, model.rollout_steps, num_batches, seed)
+                         self.batch_size, model.rollout_steps, num_batches, seed, self.near_fraction, self.near_steps)
 
     def train_dataloader(self) -> DataLoader:
         # One epoch of distinct batches covers the run (a resumed run draws its batches afresh).

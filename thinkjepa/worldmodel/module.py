@@ -9,6 +9,7 @@ std of Z, effective rank of Z) and validation forecast quality (top-1 retrieval 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from thinkjepa.optim import adamw_warmup_cosine
 from thinkjepa.worldmodel.configs import as_dataclass
 from thinkjepa.worldmodel.ema import cosine_momentum, ema_update
 from thinkjepa.worldmodel.encoder import EncoderConfig
-from thinkjepa.worldmodel.export import save_world_model
+from thinkjepa.worldmodel.export import architecture, load_world_model, save_world_model
 from thinkjepa.worldmodel.jepa import JEPA, ObjectiveConfig
 from thinkjepa.worldmodel.metrics import ActionDiscrimination, ForecastRetrieval, effective_rank
 from thinkjepa.worldmodel.predictor import PredictorConfig
@@ -51,6 +52,28 @@ def check_data_fits(module: pl.LightningModule, model: JEPA, eval_horizons: tupl
         raise ValueError(
             f"model.eval_horizons={list(eval_horizons)} needs data.val_window > {max(eval_horizons)}, got {val_window}"
         )
+
+
+def start_from(model: JEPA, source: str | os.PathLike) -> None:
+    """Copy the encoders and predictor of the world model at ``source`` into ``model``.
+
+    Raises:
+        ValueError: ``source`` has another encoder or predictor architecture (the differing fields
+            are named).
+    """
+    src = load_world_model(source)
+    theirs, ours = architecture(src), architecture(model)
+    diffs = [
+        f"{part}.{k}: {theirs[part][k]!r} there, {ours[part].get(k)!r} here"
+        for part in ("encoder", "predictor") for k in theirs[part] if theirs[part][k] != ours[part].get(k)
+    ]
+    if diffs:
+        raise ValueError(f"init_from={source} has another architecture than this model: " + "; ".join(diffs))
+    state = {k: v for k, v in src.state_dict().items() if k.startswith(("encoder.", "target_encoder.", "predictor."))}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    copied = [k for k in missing if k.startswith(("encoder.", "target_encoder.", "predictor."))]
+    if unexpected or copied:  # cannot happen with equal architectures; guards against renamed modules
+        raise ValueError(f"init_from={source}: weights do not line up (unexpected {unexpected}, missing {copied})")
 
 
 def log_forecast_metrics(
@@ -115,6 +138,9 @@ class WorldModelModule(pl.LightningModule):
         ema: Target-encoder momentum schedule.
         eval_horizons: Open-loop steps scored on validation windows.
         collapse_std: Warn about collapse when the mean per-dimension std of Z falls below this.
+        init_from: A world model (export directory or ``.ckpt``) of the same architecture whose
+            encoders and predictor start this run — fine-tuning on another level's episodes. The
+            inverse-dynamics head, never exported, starts fresh. A resumed run's checkpoint wins.
     """
 
     def __init__(
@@ -127,6 +153,7 @@ class WorldModelModule(pl.LightningModule):
         ema: EMAConfig = EMAConfig(),
         eval_horizons: tuple[int, ...] = (1, 4, 8),
         collapse_std: float = 0.05,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         encoder, predictor = as_dataclass(EncoderConfig, encoder), as_dataclass(PredictorConfig, predictor)
@@ -139,9 +166,11 @@ class WorldModelModule(pl.LightningModule):
             "encoder": asdict(encoder), "predictor": asdict(predictor),
             "regularizer": f"{type(regularizer).__module__}.{type(regularizer).__qualname__}",
             "objective": asdict(self.objective), "optim": asdict(self.optim), "ema": asdict(self.ema),
-            "eval_horizons": list(eval_horizons), "collapse_std": collapse_std,
+            "eval_horizons": list(eval_horizons), "collapse_std": collapse_std, "init_from": init_from,
         })
         self.model = JEPA(encoder, predictor, regularizer)
+        if init_from is not None:
+            start_from(self.model, init_from)
         self.eval_horizons = tuple(eval_horizons)
         self.collapse_std = collapse_std
         self.val_forecast = ForecastRetrieval(self.eval_horizons)
