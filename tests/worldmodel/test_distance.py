@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 import torch
+import yaml
 
 from thinkjepa.cli import main
 from thinkjepa.data.poses import pose_frames

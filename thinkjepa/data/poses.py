@@ -12,7 +12,6 @@ rooms of a multi-room level would be disconnected islands.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
