@@ -134,15 +134,18 @@ class PosePairs(Dataset):
     def __len__(self) -> int:
         return self.num_batches
 
+    def _follow(self, state: torch.Tensor, moves: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+        """Global states after the first ``used[i]`` of ``moves[i]`` (``(B, T)`` move ids) from ``state``."""
+        for t in range(moves.shape[1]):
+            state = torch.where(t < used, self.next_state[state, moves[:, t]], state)
+        return state
+
     def _walk(self, start: torch.Tensor, lay: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """Layout-local state after a random walk of up to ``near_steps`` actions from ``start``."""
         b, n = len(start), self.near_steps
         moves = torch.where(torch.rand(b, n, generator=g) < 0.5, 2, torch.randint(2, (b, n), generator=g))
         length = torch.randint(n + 1, (b,), generator=g)
-        state = self.offsets[lay] + start
-        for t in range(n):
-            state = torch.where(t < length, self.next_state[state, moves[:, t]], state)
-        return state - self.offsets[lay]
+        return self._follow(self.offsets[lay] + start, moves, length) - self.offsets[lay]
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
@@ -153,9 +156,7 @@ class PosePairs(Dataset):
         goal = (torch.rand(b, generator=g) * size).long()
         actions = torch.randint(MOVES, (b, max(steps, 1)), generator=g)
         used = torch.randint(steps + 1, (b,), generator=g)  # how many of them happen before scoring
-        state = self.offsets[lay] + start
-        for t in range(steps):
-            state = torch.where(t < used, self.next_state[state, actions[:, t]], state)
+        state = self._follow(self.offsets[lay] + start, actions[:, :steps], used)
         if self.near_fraction > 0:  # (no extra draws otherwise: the same batches as before the option)
             goal = torch.where(torch.rand(b, generator=g) < self.near_fraction, self._walk(start, lay, g), goal)
         distance = self.table[lay, state - self.offsets[lay], goal].long()

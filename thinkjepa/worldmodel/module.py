@@ -18,6 +18,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
+from thinkjepa.checkpoint import load_state_dict_strict
 from thinkjepa.optim import adamw_warmup_cosine
 from thinkjepa.worldmodel.configs import as_dataclass
 from thinkjepa.worldmodel.ema import cosine_momentum, ema_update
@@ -69,11 +70,8 @@ def start_from(model: JEPA, source: str | os.PathLike) -> None:
     ]
     if diffs:
         raise ValueError(f"init_from={source} has another architecture than this model: " + "; ".join(diffs))
-    state = {k: v for k, v in src.state_dict().items() if k.startswith(("encoder.", "target_encoder.", "predictor."))}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    copied = [k for k in missing if k.startswith(("encoder.", "target_encoder.", "predictor."))]
-    if unexpected or copied:  # cannot happen with equal architectures; guards against renamed modules
-        raise ValueError(f"init_from={source}: weights do not line up (unexpected {unexpected}, missing {copied})")
+    for part in ("encoder", "target_encoder", "predictor"):
+        load_state_dict_strict(getattr(model, part), getattr(src, part).state_dict(), f"{source} ({part})")
 
 
 def log_forecast_metrics(
