@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from thinkjepa.data.grounding import GroundingSamples, grounding_samples, object_cells
-from thinkjepa.data.waypoints import CLOSED_DOOR, OPEN_DOOR, AgentState, cell_kinds
+from thinkjepa.data.waypoints import CLOSED_DOOR, OPEN_DOOR, AgentState, cell_kinds, shortest_path
 from thinkjepa.envs.babyai import make_env
 
 SIZE = 64
@@ -66,10 +66,37 @@ def test_multi_room_waypoints_face_the_object_or_follow_a_door():
     assert kinds_seen["approach"] and kinds_seen["door"]  # both kinds of subgoal occur
 
 
+def _cost(kinds, path) -> int:
+    """Actions along a shortest_path: one per move, one more to open each closed door entered."""
+    return len(path) - 1 + sum(int(kinds[p.x, p.y] == CLOSED_DOOR) for p in path[1:])
+
+
+def test_level_naming_says_a_when_several_match_and_heads_for_the_nearest():
+    s = grounding_samples("BabyAI-GoTo-v0", 150, seed=9, image_size=88, naming="level")
+    env = make_env("BabyAI-GoTo-v0", image_size=88)
+    articles = {"a": 0, "the": 0}
+    for i in range(len(s)):
+        grid = _reset(env, int(s.seeds[i]))
+        article, color, kind = s.missions[i].split()[-3:]
+        matches = object_cells(grid)[(color, kind)]
+        assert article == ("the" if len(matches) == 1 else "a"), (s.missions[i], matches)  # BabyAI's rule
+        articles[article] += 1
+        assert tuple(s.targets[i]) in matches
+        kinds, start = cell_kinds(grid), AgentState(*(int(v) for v in s.agents[i]))
+        costs = {m: _cost(kinds, p) for m in matches if (p := shortest_path(kinds, start, [m])) is not None}
+        assert costs[tuple(s.targets[i])] == min(costs.values())  # no matching object is nearer
+    env.close()
+    assert articles["a"] >= 30 and articles["the"] >= 30  # both occur, as in the level's own missions
+    unique = grounding_samples("BabyAI-GoTo-v0", 20, seed=9, image_size=88)
+    assert all(m.startswith("go to the ") for m in unique.missions)
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="n >= 1"):
         grounding_samples("BabyAI-GoToLocal-v0", 0)
-    with pytest.raises(ValueError, match="uniquely named ball, box or key"):
+    with pytest.raises(ValueError, match="naming must be"):
+        grounding_samples("BabyAI-GoToLocal-v0", 2, naming="any")
+    with pytest.raises(ValueError, match="nameable ball, box or key"):
         grounding_samples("MiniGrid-Empty-5x5-v0", 2, image_size=SIZE)
     with pytest.raises(ValueError, match="unknown level"):
         grounding_samples("BabyAI-NoSuchLevel-v0", 2)

@@ -102,3 +102,17 @@ def test_datamodule_adds_counterfactuals_to_training_only(dataset_dir) -> None:
     np.testing.assert_array_equal(dm.train_set.subgoal_image(k), dm.train_set.extra[-1].subgoal)
     with pytest.raises(ValueError, match="counterfactuals need values >= 0"):
         ThinkerDataModule(str(dataset_dir), counterfactuals_per_frame=-1)
+
+
+def test_grounding_samples_follow_the_naming_asked_for(dataset_dir) -> None:
+    missions = {}
+    for naming in ("unique", "level"):
+        dm = ThinkerDataModule(str(dataset_dir), val_fraction=0.25, grounding_samples=40,
+                               grounding_levels=["BabyAI-GoTo-v0"], grounding_naming=naming)
+        dm.setup("fit")
+        base = len(dm.train_set) - 40
+        missions[naming] = [dm.train_set[base + j]["mission"] for j in range(40)]
+    assert all(m.startswith("go to the ") for m in missions["unique"])
+    assert any(m.startswith("go to a ") for m in missions["level"])
+    with pytest.raises(ValueError, match="grounding_naming must be 'unique' or 'level'"):
+        ThinkerDataModule(str(dataset_dir), grounding_naming="nearest")

@@ -7,7 +7,8 @@ import pytest
 import torch
 from thinker_helpers import frames
 
-from thinkjepa.thinker.checkpoint import load_thinker
+from thinkjepa.checkpoint import StateDictMismatchError
+from thinkjepa.thinker.checkpoint import load_thinker, save_thinker
 from thinkjepa.thinker.data import ThinkerDataModule
 from thinkjepa.thinker.head import HeadOptions
 from thinkjepa.thinker.module import LossOptions, ThinkerModule
@@ -115,3 +116,33 @@ def test_grounding_loss_teaches_the_pool_to_point_at_the_named_object(world_mode
     trainer.fit(module, dm)  # the real training step logs the terms
     for key in ("train/grounding", "train/grounding_top1", "train/waypoint_grounding", "val/top1"):
         assert torch.isfinite(trainer.callback_metrics[key]), key
+
+
+def test_init_from_copies_a_thinker_trained_elsewhere_and_refuses_another_architecture(world_model_dir, tmp_path) -> None:
+    source = _module(world_model_dir, head=HeadOptions(pooling="grounded", queries=2))
+    with torch.no_grad():  # make its weights differ from a fresh module's
+        for p in source.thinker.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    # Trained against another world model: a start point, so its world model is not checked.
+    save_thinker(source.thinker, tmp_path / "elsewhere", world_model_fingerprint="another-world-model")
+
+    started = _module(world_model_dir, head=HeadOptions(pooling="grounded", queries=2),
+                      init_from=str(tmp_path / "elsewhere"))
+    assert started.hparams["init_from"] == str(tmp_path / "elsewhere")
+    ours, theirs = started.thinker.state_dict(), source.thinker.state_dict()
+    assert set(ours) == set(theirs)
+    for name, value in theirs.items():
+        if not name.startswith("world_model."):
+            assert torch.equal(ours[name], value), name
+    fresh = _module(world_model_dir, head=HeadOptions(pooling="grounded", queries=2))
+    assert not torch.equal(fresh.thinker.head.state_dict()["mlp.0.weight"], ours["head.mlp.0.weight"])
+    # What trains is what this run declares, not what the source trained.
+    assert [n for n, p in started.named_parameters() if p.requires_grad] == [
+        n for n, p in fresh.named_parameters() if p.requires_grad
+    ]
+
+    with pytest.raises(StateDictMismatchError, match="head"):
+        _module(world_model_dir, head=HeadOptions(pooling="grounded", queries=2, hidden_dim=64),
+                init_from=str(tmp_path / "elsewhere"))
+    with pytest.raises(FileNotFoundError, match="missing"):
+        _module(world_model_dir, init_from=str(tmp_path / "missing"))

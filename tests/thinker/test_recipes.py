@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from thinkjepa.cli import train
+from thinkjepa.thinker.checkpoint import save_thinker
+from thinkjepa.thinker.module import ThinkerModule
 from thinkjepa.thinker.vlm import build_tiny_vlm, save_vlm
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "thinker"
@@ -56,6 +58,14 @@ def test_recipe_fast_dev_run(recipe, world_model_dir, dataset_dir, tmp_path, mon
             "--model.init_args.head.layers",
             "[-1, 1]",
         ]
+    if config["data"]["init_args"].get("grounding_samples"):  # generating the recipe's tens of thousands takes minutes
+        argv += ["--data.init_args.grounding_samples", "64"]
+    init_args = config["model"]["init_args"]
+    if init_args.get("init_from"):  # a recipe that starts from another thinker: give it one of its architecture
+        keys = ("vlm", "lora", "trainable", "head", "prompt", "text_first")
+        start = ThinkerModule(str(world_model_dir), **{k: init_args[k] for k in keys if k in init_args})
+        save_thinker(start.thinker, tmp_path / "start", world_model_fingerprint="another-world-model")
+        argv += ["--model.init_args.init_from", str(tmp_path / "start")]
     cli = train(argv)
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
     assert set(cli.trainer.callback_metrics) >= {"train/loss", "val/top1", "val/top1_copy", "val/top1_blind"}

@@ -7,7 +7,8 @@ can be put on any free cell, and any object of the layout can be named. Each sam
 
 * ``frame``: the full-grid render with the agent at a random free state;
 * ``mission``: ``"go to the <color> <type>"`` naming an object of the layout that no other object
-  shares colour and type with (so the answer is unambiguous);
+  shares colour and type with (so the answer is unambiguous), or, with ``naming="level"``, any object
+  named as the level would ("go to a red box" when there are several: the nearest one is the answer);
 * ``waypoint``: the next full-grid shortest-path waypoint toward it (a door crossing or the final
   approach, :func:`~thinkjepa.data.waypoints.next_waypoint`) — the thinker's training label;
 * ``target``: the named object's cell.
@@ -22,14 +23,15 @@ from __future__ import annotations
 import contextlib
 import io
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from thinkjepa.data.waypoints import FREE, AgentState, cell_kinds, next_waypoint
+from thinkjepa.data.waypoints import FREE, AgentState, cell_kinds, path_waypoints, shortest_path
 from thinkjepa.envs.babyai import cell_center, make_env
 
 OBJECT_TYPES = ("ball", "box", "key")
+Naming = Literal["unique", "level"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class GroundingSamples:
         frames: ``uint8 (N, H, W, 3)`` current frames.
         missions: ``N`` instructions.
         waypoints: ``int64 (N, 3)`` next waypoint ``(x, y, heading)``.
-        targets: ``int64 (N, 2)`` named object's cell ``(x, y)``.
+        targets: ``int64 (N, 2)`` named object's cell ``(x, y)`` (the one the shortest path reaches).
         target_pixels: ``int64 (N, 2)`` the centre ``(row, col)`` of that cell in the frame.
         waypoint_pixels: ``int64 (N, 2)`` the centre ``(row, col)`` of the waypoint's cell in the frame.
         agents: ``int64 (N, 3)`` the agent's state in ``frames``.
@@ -96,6 +98,7 @@ def grounding_samples(
     image_size: int = 88,
     per_layout: int = 4,
     with_subgoals: bool = False,
+    naming: Naming = "unique",
 ) -> GroundingSamples:
     """Draw ``n`` samples from layouts ``seed, seed + 1, …`` of ``level``.
 
@@ -106,10 +109,15 @@ def grounding_samples(
         image_size: Side of the renders.
         per_layout: Samples (agent state, named object) drawn per layout.
         with_subgoals: Also render each waypoint (``subgoal_frames``).
+        naming: ``unique``: name an object no other shares colour and type with ("go to the red ball");
+            ``level``: name a random object as BabyAI's GoTo levels do — "the" when it is unique, else
+            "a", and then any matching object will do: the label is the path to the nearest one.
 
     Raises:
         ValueError: ``n`` or ``per_layout`` < 1, or 50 layouts in a row had no nameable object.
     """
+    if naming not in ("unique", "level"):
+        raise ValueError(f"naming must be 'unique' or 'level', got {naming!r}")
     if n < 1 or per_layout < 1:
         raise ValueError(f"grounding_samples needs n >= 1 and per_layout >= 1, got {n=} {per_layout=}")
     env = make_env(level, image_size=image_size)
@@ -122,29 +130,35 @@ def grounding_samples(
             with contextlib.redirect_stdout(io.StringIO()):  # BabyAI prints each layout it rejects
                 env.reset(seed=layout)
             grid = env.unwrapped.grid
-            unique = {k: v[0] for k, v in object_cells(grid).items() if len(v) == 1}
-            free = np.argwhere(cell_kinds(grid) == FREE)
-            if not unique or not len(free):
+            cells = object_cells(grid)
+            if naming == "unique":
+                cells = {k: v for k, v in cells.items() if len(v) == 1}
+            kinds = cell_kinds(grid)
+            free = np.argwhere(kinds == FREE)
+            if not cells or not len(free):
                 barren += 1
                 if barren >= 50:
-                    raise ValueError(f"{level}: no layout from seed {layout - 49} to {layout} has a uniquely named ball, box or key")
+                    raise ValueError(f"{level}: no layout from seed {layout - 49} to {layout} has a nameable ball, box or key")
                 layout += 1
                 continue
             barren = 0
-            names = sorted(unique)
+            # "unique": draw a name; "level": draw an object, so names come as often as the level names them
+            names = sorted(cells) if naming == "unique" else sorted(k for k, v in cells.items() for _ in v)
             for _ in range(min(per_layout, n - len(missions))):
                 x, y = (int(v) for v in free[rng.integers(len(free))])
                 here = AgentState(x, y, int(rng.integers(4)))
                 color, kind = names[rng.integers(len(names))]
-                wp = next_waypoint(grid, here, [unique[(color, kind)]])
-                if wp is None:  # the object is walled off from this cell
+                path = shortest_path(kinds, here, cells[(color, kind)])
+                if path is None:  # walled off from this cell
                     continue
+                wp = path_waypoints(kinds, path)[0]
                 frames.append(env.render_state((x, y), here.dir))
                 if with_subgoals:
                     subgoals.append(env.render_state((wp.state.x, wp.state.y), wp.state.dir, wp.open_doors))
-                missions.append(f"go to the {color} {kind}")
+                article = "the" if len(cells[(color, kind)]) == 1 else "a"  # BabyAI's own rule
+                missions.append(f"go to {article} {color} {kind}")
                 waypoints.append((wp.state.x, wp.state.y, wp.state.dir))
-                targets.append(unique[(color, kind)])
+                targets.append(path[-1].front)  # the matching object the shortest path reaches
                 agents.append((x, y, here.dir))
                 seeds.append(layout)
             layout += 1

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from thinkjepa.data.episodes import EpisodeStore
-from thinkjepa.data.grounding import GroundingSamples, grounding_samples
+from thinkjepa.data.grounding import GroundingSamples, Naming, grounding_samples
 
 SubgoalSource = Literal["bot", "waypoint"]
 NO_PIXEL = torch.tensor([-1, -1])
@@ -228,6 +228,8 @@ class ThinkerDataModule(pl.LightningDataModule):
             named object's pixel for the thinker's grounding loss. Validation is never augmented.
         grounding_levels: Levels to draw them from (``None``: every level of the dataset).
         grounding_seed: Reset seed of the first generated layout (far from collection and evaluation seeds).
+        grounding_naming: How they name objects (:func:`~thinkjepa.data.grounding.grounding_samples`):
+            ``unique`` ("go to the red ball") or ``level`` (as BabyAI does, "a red ball" when there are several).
     """
 
     def __init__(
@@ -247,6 +249,7 @@ class ThinkerDataModule(pl.LightningDataModule):
         grounding_samples: int = 0,
         grounding_levels: list[str] | None = None,
         grounding_seed: int = 50_000_000,
+        grounding_naming: Naming = "unique",
     ) -> None:
         super().__init__()
         self.root, self.subgoal_source, self.batch_size = root, subgoal_source, batch_size
@@ -259,6 +262,9 @@ class ThinkerDataModule(pl.LightningDataModule):
         if grounding_samples < 0:
             raise ValueError(f"grounding_samples must be >= 0, got {grounding_samples}")
         self.grounding_samples, self.grounding_seed = grounding_samples, grounding_seed
+        if grounding_naming not in ("unique", "level"):
+            raise ValueError(f"grounding_naming must be 'unique' or 'level', got {grounding_naming!r}")
+        self.grounding_naming = grounding_naming
         self.grounding_levels = None if grounding_levels is None else list(grounding_levels)
         self.train_set: SubgoalDataset | None = None
         self.val_set: SubgoalDataset | None = None
@@ -303,7 +309,8 @@ class ThinkerDataModule(pl.LightningDataModule):
     def _grounding(self, dataset_levels: list[str], image_size: int) -> GroundingSamples:
         levels = self.grounding_levels or dataset_levels
         parts = [
-            grounding_samples(level, n, seed=self.grounding_seed + 1_000_000 * i, image_size=image_size, with_subgoals=True)
+            grounding_samples(level, n, seed=self.grounding_seed + 1_000_000 * i, image_size=image_size,
+                              with_subgoals=True, naming=self.grounding_naming)
             for i, (level, n) in enumerate(zip(levels, _even_split(self.grounding_samples, len(levels)), strict=True))
             if n
         ]

@@ -34,9 +34,10 @@ from jsonargparse import lazy_instance
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from peft import LoraConfig
 
+from thinkjepa.checkpoint import load_state_dict_strict
 from thinkjepa.data.latents import encode_fixed_batches, stacked
 from thinkjepa.optim import adamw_warmup_cosine
-from thinkjepa.thinker.checkpoint import save_thinker, world_model_fingerprint
+from thinkjepa.thinker.checkpoint import load_thinker, save_thinker, world_model_fingerprint
 from thinkjepa.thinker.head import HeadOptions, PyramidLatentHead
 from thinkjepa.thinker.lora import apply_lora, set_trainable
 from thinkjepa.thinker.metrics import SubgoalMetrics
@@ -122,6 +123,21 @@ def _as(cls: type, value: Any) -> Any:
     return cls(**{k: v for k, v in value.items() if k in names})
 
 
+def start_from(thinker: Thinker, source: str) -> None:
+    """Copy the VLM (base weights and adapters) and the head of the thinker exported at ``source``.
+
+    Which parameters train is left as ``thinker`` declares it. The source's world model is not checked:
+    starting from a thinker trained elsewhere is the point.
+
+    Raises:
+        FileNotFoundError: No thinker checkpoint at ``source``.
+        StateDictMismatchError: Another VLM or head architecture (every differing name and shape listed).
+    """
+    saved = load_thinker(source)
+    load_state_dict_strict(thinker.vlm, saved.vlm.state_dict(), f"init_from={source} (VLM)")
+    load_state_dict_strict(thinker.head, saved.head.state_dict(), f"init_from={source} (head)")
+
+
 def _absolute(model_path: str) -> str:
     """A local directory as an absolute path (the export may be loaded from another directory); else a Hub id."""
     return str(Path(model_path).resolve()) if Path(model_path).exists() else model_path
@@ -148,6 +164,10 @@ class ThinkerModule(pl.LightningModule):
         language_blind: Train (and validate) with every mission replaced by ``neutral_instruction``: the
             language-blind baseline run.
         encode_batch_size: Batch size of the one-off world-model encoding in ``setup``.
+        init_from: An exported thinker of the same architecture (VLM, adapters, head) to start from, e.g.
+            one trained on another level or against another world model: its weights are copied, its
+            world model is not checked (the run retrains the head for this one). A resumed run's
+            checkpoint still wins.
     """
 
     def __init__(
@@ -164,6 +184,7 @@ class ThinkerModule(pl.LightningModule):
         neutral_instruction: str = "go to the object",
         language_blind: bool = False,
         encode_batch_size: int = 256,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         if isinstance(vlm, dict):
@@ -203,6 +224,7 @@ class ThinkerModule(pl.LightningModule):
                 "neutral_instruction": neutral_instruction,
                 "language_blind": language_blind,
                 "encode_batch_size": encode_batch_size,
+                "init_from": init_from,
             }
         )
         self.vlm_spec, self.encode_batch_size = vlm, encode_batch_size
@@ -222,6 +244,8 @@ class ThinkerModule(pl.LightningModule):
         )
         self.thinker = Thinker(model, processor, latent_head, prompt=prompt, world_model=wm,
                                text_first=text_first).train()
+        if init_from is not None:
+            start_from(self.thinker, init_from)
         self.val_metrics = SubgoalMetrics()
         # Lightning checkpoints hold the trained weights only; on_load_checkpoint checks the key set.
         self.strict_loading = False
