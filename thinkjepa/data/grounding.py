@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import io
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -32,6 +32,13 @@ from thinkjepa.envs.babyai import cell_center, make_env
 
 OBJECT_TYPES = ("ball", "box", "key")
 Naming = Literal["unique", "level"]
+NAMINGS: tuple[str, ...] = get_args(Naming)
+
+
+def check_naming(naming: str, name: str = "naming") -> None:
+    """Raise a ValueError naming the argument ``name`` unless ``naming`` is one of :data:`NAMINGS`."""
+    if naming not in NAMINGS:
+        raise ValueError(f"{name} must be {' or '.join(map(repr, NAMINGS))}, got {naming!r}")
 
 
 @dataclass(frozen=True)
@@ -116,8 +123,7 @@ def grounding_samples(
     Raises:
         ValueError: ``n`` or ``per_layout`` < 1, or 50 layouts in a row had no nameable object.
     """
-    if naming not in ("unique", "level"):
-        raise ValueError(f"naming must be 'unique' or 'level', got {naming!r}")
+    check_naming(naming)
     if n < 1 or per_layout < 1:
         raise ValueError(f"grounding_samples needs n >= 1 and per_layout >= 1, got {n=} {per_layout=}")
     env = make_env(level, image_size=image_size)

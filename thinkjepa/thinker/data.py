@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from thinkjepa.data.episodes import EpisodeStore
-from thinkjepa.data.grounding import GroundingSamples, Naming, grounding_samples
+from thinkjepa.data.grounding import GroundingSamples, Naming, check_naming, grounding_samples
 
 SubgoalSource = Literal["bot", "waypoint"]
 NO_PIXEL = torch.tensor([-1, -1])
@@ -262,8 +262,7 @@ class ThinkerDataModule(pl.LightningDataModule):
         if grounding_samples < 0:
             raise ValueError(f"grounding_samples must be >= 0, got {grounding_samples}")
         self.grounding_samples, self.grounding_seed = grounding_samples, grounding_seed
-        if grounding_naming not in ("unique", "level"):
-            raise ValueError(f"grounding_naming must be 'unique' or 'level', got {grounding_naming!r}")
+        check_naming(grounding_naming, "grounding_naming")  # now, not only when setup() generates them
         self.grounding_naming = grounding_naming
         self.grounding_levels = None if grounding_levels is None else list(grounding_levels)
         self.train_set: SubgoalDataset | None = None
