@@ -6,7 +6,7 @@ import io
 import numpy as np
 import pytest
 
-from thinkjepa.data.grounding import GroundingSamples, grounding_samples, object_cells
+from thinkjepa.data.grounding import GroundingSamples, go_to_mission, grounding_samples, object_cells
 from thinkjepa.data.waypoints import CLOSED_DOOR, OPEN_DOOR, AgentState, cell_kinds, shortest_path
 from thinkjepa.envs.babyai import make_env
 
@@ -100,6 +100,8 @@ def test_bad_arguments_are_named():
         grounding_samples("MiniGrid-Empty-5x5-v0", 2, image_size=SIZE)
     with pytest.raises(ValueError, match="unknown level"):
         grounding_samples("BabyAI-NoSuchLevel-v0", 2)
+    with pytest.raises(ValueError, match="0 objects match 'red ball'"):
+        go_to_mission("red", "ball", 0)
 
 
 def test_concatenated_samples_keep_every_field_in_order():

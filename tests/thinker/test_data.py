@@ -68,6 +68,7 @@ def test_steps_no_subgoal_covers_fall_back_k_steps_ahead(dataset_dir) -> None:
 
 def test_counterfactual_missions_name_other_objects_with_their_own_waypoints(dataset_dir) -> None:
     from thinkjepa.data.collect import WaypointFrames
+    from thinkjepa.data.grounding import object_cells
     from thinkjepa.envs.babyai import make_env
     from thinkjepa.thinker.counterfactual import counterfactuals
 
@@ -75,9 +76,17 @@ def test_counterfactual_missions_name_other_objects_with_their_own_waypoints(dat
     episodes = list(range(len(store)))
     extra = counterfactuals(store, episodes, per_episode=3, every=2, seed=0)
     assert extra and {c.t for c in extra} > {0}  # later frames are reached by replaying the actions
+    layouts = {}
     for c in extra:
         meta = store.meta(c.episode)
-        assert c.mission.startswith("go to the ") and c.mission.removeprefix("go to the ") not in meta.mission
+        if c.episode not in layouts:  # objects stay put in GoTo levels: the reset layout counts them
+            env = make_env(meta.level, image_size=store.image_size)
+            env.reset(seed=meta.seed)
+            layouts[c.episode] = object_cells(env.unwrapped.grid)
+            env.close()
+        article, color, kind = c.mission.removeprefix("go to ").split()
+        assert f"{color} {kind}" not in meta.mission
+        assert article == ("the" if len(layouts[c.episode][(color, kind)]) == 1 else "a")  # BabyAI's rule
         assert c.t < meta.num_steps and c.subgoal.shape == store.frames(c.episode)[0].shape
     # the label is what the collector's own labeler gives for that mission from that frame
     c = next(c for c in extra if c.t == 0)

@@ -94,6 +94,14 @@ def object_cells(grid: Any) -> dict[tuple[str, str], list[tuple[int, int]]]:
     return cells
 
 
+def go_to_mission(color: str, kind: str, matches: int) -> str:
+    """The GoTo mission for a ``color kind`` object, with BabyAI's article: "the" if it is the only
+    ``matches == 1`` object of that colour and type, else "a" (any of them will do)."""
+    if matches < 1:
+        raise ValueError(f"go_to_mission: {matches} objects match '{color} {kind}', need at least one")
+    return f"go to {'the' if matches == 1 else 'a'} {color} {kind}"
+
+
 def _pixels(width: int, height: int, image_size: int, cells: list[Any]) -> np.ndarray:
     return np.asarray([cell_center(width, height, image_size, x, y) for x, y in cells], dtype=np.int64).reshape(-1, 2)
 
@@ -161,8 +169,7 @@ def grounding_samples(
                 frames.append(env.render_state((x, y), here.dir))
                 if with_subgoals:
                     subgoals.append(env.render_state((wp.state.x, wp.state.y), wp.state.dir, wp.open_doors))
-                article = "the" if len(cells[(color, kind)]) == 1 else "a"  # BabyAI's own rule
-                missions.append(f"go to {article} {color} {kind}")
+                missions.append(go_to_mission(color, kind, len(cells[(color, kind)])))
                 waypoints.append((wp.state.x, wp.state.y, wp.state.dir))
                 targets.append(path[-1].front)  # the matching object the shortest path reaches
                 agents.append((x, y, here.dir))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from thinkjepa.data.grounding import object_cells
+from thinkjepa.data.grounding import go_to_mission, object_cells
 from thinkjepa.data.waypoints import AgentState, next_waypoint
 from thinkjepa.envs.babyai import make_env
 from thinkjepa.thinker.data import UNGROUNDED, ExtendedDataset
@@ -71,7 +71,11 @@ def counterfactuals(
 
 
 def _named_others(env: Any, mission: str, limit: int, rng: np.random.Generator) -> list[tuple[str, np.ndarray]]:
-    """Missions naming other objects than ``mission`` does, with their next waypoint renders."""
+    """Missions naming other objects than ``mission`` does, with their next waypoint renders.
+
+    Named as BabyAI names them ("a red ball" when there are several; the waypoint then leads to the
+    nearest). Before 2026-11-26 every mission said "the": the cf-full results were measured with that.
+    """
     base = env.unwrapped
     cells = object_cells(base.grid)
     named = [k for k in cells if f"{k[0]} {k[1]}" not in mission]
@@ -81,7 +85,8 @@ def _named_others(env: Any, mission: str, limit: int, rng: np.random.Generator) 
         color, kind = named[j]
         wp = next_waypoint(base.grid, here, cells[(color, kind)])
         if wp is not None:
-            out.append((f"go to the {color} {kind}", env.render_state((wp.state.x, wp.state.y), wp.state.dir, wp.open_doors)))
+            mission = go_to_mission(color, kind, len(cells[(color, kind)]))  # "a" when several match
+            out.append((mission, env.render_state((wp.state.x, wp.state.y), wp.state.dir, wp.open_doors)))
     return out
 
 
