@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from minigrid.core.world_object import Door
@@ -99,3 +100,12 @@ def test_render_with_open_doors_leaves_grid_unchanged() -> None:
     assert not grid.get(*doors[0]).is_open
     pos = tuple(env.unwrapped.agent_pos)
     assert np.array_equal(closed, render_full_grid(grid, pos, env.unwrapped.agent_dir, 4, 88))
+
+
+def test_reset_keeps_the_level_generators_rejections_out_of_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    raw = gym.make("BabyAI-GoTo-v0")
+    raw.reset(seed=1)  # this layout is rejected once: BabyAI prints "Sampling rejected: ..."
+    assert "Sampling rejected" in capsys.readouterr().out
+    env = make_env("BabyAI-GoTo-v0", image_size=88)
+    env.reset(seed=1)
+    assert capsys.readouterr().out == ""

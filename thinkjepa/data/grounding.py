@@ -20,8 +20,6 @@ gives the same samples.
 
 from __future__ import annotations
 
-import contextlib
-import io
 from dataclasses import dataclass, fields
 from typing import Any, Literal, get_args
 
@@ -141,8 +139,7 @@ def grounding_samples(
     layout, barren = seed, 0
     try:
         while len(missions) < n:
-            with contextlib.redirect_stdout(io.StringIO()):  # BabyAI prints each layout it rejects
-                env.reset(seed=layout)
+            env.reset(seed=layout)
             grid = env.unwrapped.grid
             cells = object_cells(grid)
             if naming == "unique":

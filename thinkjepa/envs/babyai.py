@@ -20,6 +20,8 @@ Rendering uses MiniGrid's cached ``Grid.render_tile`` per cell (pure numpy), nev
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Iterable
 from typing import Any, SupportsFloat
 
@@ -163,10 +165,15 @@ class FullGridObservation(gym.Wrapper):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Reset the level; ``info["mission"]`` holds the instruction string."""
+        """Reset the level; ``info["mission"]`` holds the instruction string.
+
+        BabyAI's generators print a line for every layout they reject ("Sampling rejected: …"); those lines
+        are swallowed here, so logs and progress bars of collection and evaluation stay readable.
+        """
         if seed is None:
             seed, self._first_seed = self._first_seed, None
-        _, info = self.env.reset(seed=seed, options=options)
+        with contextlib.redirect_stdout(io.StringIO()):
+            _, info = self.env.reset(seed=seed, options=options)
         return self.render_state(), {**info, "mission": self.env.unwrapped.mission}
 
     def step(self, action: int) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
