@@ -62,8 +62,8 @@ def test_recipe_fast_dev_run(recipe, world_model_dir, dataset_dir, tmp_path, mon
         argv += ["--data.init_args.grounding_samples", "64"]
     init_args = config["model"]["init_args"]
     if init_args.get("init_from"):  # a recipe that starts from another thinker: give it one of its architecture
-        keys = ("vlm", "lora", "trainable", "head", "prompt", "text_first")
-        start = ThinkerModule(str(world_model_dir), **{k: init_args[k] for k in keys if k in init_args})
+        same = {k: v for k, v in init_args.items() if k not in ("world_model", "init_from")}
+        start = ThinkerModule(str(world_model_dir), **same)
         save_thinker(start.thinker, tmp_path / "start", world_model_fingerprint="another-world-model")
         argv += ["--model.init_args.init_from", str(tmp_path / "start")]
     cli = train(argv)
