@@ -36,6 +36,8 @@ def test_scores_every_level_on_the_training_split(
         # An untrained residual head proposes the current latent, with or without the instruction.
         assert r["mse"] == pytest.approx(r["mse_copy"]) == pytest.approx(r["mse_blind"])
         assert r["top1"] == r["top1_copy"] == r["top1_blind"]
+        assert r["top1_minus_blind"] == r["top1_minus_copy"] == 0.0
+        assert r["top1_minus_blind_ci95"] == r["top1_minus_copy_ci95"] == [0.0, 0.0]
         assert r["beats_copy"] == 0.0
     assert json.loads(out.read_text())["levels"] == results
 

@@ -21,6 +21,51 @@ from torch import nn
 from torchmetrics import CosineSimilarity, MeanMetric, MeanSquaredError, Metric
 
 
+def retrieval_hits(pred: torch.Tensor, target: torch.Tensor, candidates: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``bool (B,)``: is the true subgoal latent at least as near ``pred`` (squared L2) as every candidate?
+
+    Args:
+        pred: ``(B, D)`` proposed latents.
+        target: ``(B, D)`` true subgoal latents.
+        candidates: B tensors ``(N_i, D)``: the distractors of each sample (may include the target).
+    """
+    if pred.shape != target.shape or len(candidates) != pred.shape[0]:
+        raise ValueError(
+            f"pred {tuple(pred.shape)}, target {tuple(target.shape)} and {len(candidates)} candidate sets disagree"
+        )
+    d_true = (pred - target).pow(2).sum(-1)  # (B,)
+    d_best = torch.stack([(cand.to(pred) - pred[i]).pow(2).sum(-1).min() for i, cand in enumerate(candidates)])
+    return d_true <= d_best
+
+
+def episode_bootstrap_difference(
+    hits: torch.Tensor, baseline_hits: torch.Tensor, episodes: Sequence[int], resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Paired difference of two hit rates on the same samples, with a 95 % interval that resamples *episodes*.
+
+    Frames of one episode are far from independent, so the interval redraws whole episodes (with
+    replacement) and recomputes ``mean(hits) - mean(baseline_hits)`` over their samples.
+
+    Returns:
+        ``(difference, low, high)``.
+    """
+    hits, baseline_hits = hits.float().cpu(), baseline_hits.float().cpu()
+    if hits.shape != baseline_hits.shape or hits.ndim != 1 or len(episodes) != len(hits) or not len(hits):
+        raise ValueError(
+            f"hits {tuple(hits.shape)}, baseline_hits {tuple(baseline_hits.shape)} and {len(episodes)} episode ids "
+            "must be the same non-zero length"
+        )
+    ids, groups = torch.unique(torch.as_tensor(list(episodes)), return_inverse=True)
+    per_episode = torch.zeros(len(ids), 3).index_add_(
+        0, groups, torch.stack([hits, baseline_hits, torch.ones_like(hits)], dim=1)
+    )  # (E, [hits, baseline hits, samples])
+    generator = torch.Generator().manual_seed(seed)
+    draws = per_episode[torch.randint(len(ids), (resamples, len(ids)), generator=generator)].sum(1)  # (R, 3)
+    diffs = (draws[:, 0] - draws[:, 1]) / draws[:, 2]
+    low, high = torch.quantile(diffs, torch.tensor([0.025, 0.975])).tolist()
+    return float(hits.mean() - baseline_hits.mean()), low, high
+
+
 class SubgoalRetrieval(Metric):
     """Top-1 retrieval accuracy of the true subgoal latent among per-sample candidate latents."""
 
@@ -44,10 +89,7 @@ class SubgoalRetrieval(Metric):
             raise ValueError(
                 f"pred {tuple(pred.shape)}, target {tuple(target.shape)} and {len(candidates)} candidate sets disagree"
             )
-        d_true = (pred - target).pow(2).sum(-1)  # (B,)
-        for i, cand in enumerate(candidates):
-            d_best = (cand.to(pred) - pred[i]).pow(2).sum(-1).min()
-            self.hits += (d_true[i] <= d_best).float()
+        self.hits += retrieval_hits(pred, target, candidates).sum()
         self.total += pred.shape[0]
 
     def compute(self) -> torch.Tensor:

@@ -19,7 +19,7 @@ from thinkjepa.checkpoint import atomic_write_text
 from thinkjepa.data.latents import encode_fixed_batches, stacked
 from thinkjepa.thinker.checkpoint import load_thinker
 from thinkjepa.thinker.data import SubgoalDataset, SubgoalSource, ThinkerDataModule
-from thinkjepa.thinker.metrics import SubgoalMetrics
+from thinkjepa.thinker.metrics import SubgoalMetrics, episode_bootstrap_difference, retrieval_hits
 from thinkjepa.worldmodel.export import load_world_model
 
 
@@ -51,7 +51,9 @@ def score_thinker(
         out: Also write the results to this JSON file.
 
     Returns:
-        ``{level: {samples, episodes, mse, mse_copy, mse_blind, cosine, beats_copy, top1, top1_copy, top1_blind}}``.
+        ``{level: {samples, episodes, mse, mse_copy, mse_blind, cosine, beats_copy, top1, top1_copy, top1_blind,
+        top1_minus_blind, top1_minus_blind_ci95, top1_minus_copy, top1_minus_copy_ci95}}``: the margins are
+        paired differences of top-1 on the same frames, their 95 % intervals from resampling whole episodes.
     """
     wm = load_world_model(world_model).eval()
     model = load_thinker(thinker, world_model=wm).eval()
@@ -82,18 +84,30 @@ def score_thinker(
             for e in ds.episodes
         }
         metrics = SubgoalMetrics()
+        hits: dict[str, list[torch.Tensor]] = {"thinker": [], "blind": [], "copy": []}
         for start in range(0, len(keys), batch_size):
             b = keys[start : start + batch_size]
             images = torch.stack([torch.from_numpy(ds.current_image(k)) for k in b])
             missions = [ds.store.meta(ds.samples[k][0]).mission for k in b]
             z = model(images, missions, current[b])
             blind = model(images, [neutral_instruction] * len(b), current[b])
-            metrics.update(z, current[b], blind, target[b], [candidates[ds.samples[k][0]] for k in b])
+            cands = [candidates[ds.samples[k][0]] for k in b]
+            metrics.update(z, current[b], blind, target[b], cands)
+            for name, pred in (("thinker", z), ("blind", blind), ("copy", current[b])):
+                hits[name].append(retrieval_hits(pred, target[b], cands))
         values = {k: round(float(v), 4) for k, v in metrics.compute().items()}
+        episodes = [ds.samples[k][0] for k in keys]
+        thinker_hits = torch.cat(hits["thinker"])
+        for name in ("blind", "copy"):  # the thinker's margin over each ablation, episodes resampled
+            diff, low, high = episode_bootstrap_difference(thinker_hits, torch.cat(hits[name]), episodes)
+            values[f"top1_minus_{name}"] = round(diff, 4)
+            values[f"top1_minus_{name}_ci95"] = [round(low, 4), round(high, 4)]
         results[level] = {"samples": len(keys), "episodes": len(ds.episodes), **values}
+        low, high = values["top1_minus_blind_ci95"]
         print(
             f"{level}: {len(keys)} samples / {len(ds.episodes)} episodes  top-1 {values['top1']:.1%}  "
-            f"blind {values['top1_blind']:.1%}  copy {values['top1_copy']:.1%}  "
+            f"blind {values['top1_blind']:.1%} (margin {values['top1_minus_blind']:+.1%}, 95% CI {low:+.1%} to "
+            f"{high:+.1%} over episodes)  copy {values['top1_copy']:.1%}  "
             f"mse {values['mse']:.4f} (blind {values['mse_blind']:.4f}, copy {values['mse_copy']:.4f})"
         )
     if out is not None:
