@@ -85,7 +85,7 @@ clean: ## remove build outputs (keeps .venv, data and checkpoints)
 # H200); GPU_ARGS="--trainer.accelerator=cpu" runs it on CPU instead (hours). The CPU stages after it take
 # about 7 h on 2 cores (the README gives each one's time). `make -n goto` lists what is left to do.
 GPU_ARGS ?=
-GOTO_EVAL_ARGS ?= --modes '[bot, flat, oracle, hierarchical]'
+GOTO_EVAL_ARGS ?= --modes '[bot, flat, oracle, hierarchical]' --workers 2
 # $(call fit,recipe,run dir[,extra args]): train, resuming from the run's last.ckpt when one is there
 fit = $(PY) -m thinkjepa.cli fit --config $(1) $(3) \
 	$(if $(wildcard $(2)/checkpoints/last.ckpt),--ckpt_path=$(2)/checkpoints/last.ckpt)

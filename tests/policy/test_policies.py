@@ -151,6 +151,60 @@ def test_evaluate_writes_json_table_and_tensorboard(wm, tmp_path):
     assert strip.shape[0] == 64 and strip.shape[1] % 64 == 0 and strip.shape[1] > 64
 
 
+def _episodes(path: Path) -> list[tuple]:
+    """What an evaluation decided per episode (timings left out: they differ run to run)."""
+    keep = ("level", "mode", "seed", "mission", "success", "steps", "expert_steps", "thinker_calls",
+            "unreachable_requeries", "error")
+    return [tuple(r[k] for k in keep) for r in json.loads(path.read_text())]
+
+
+def test_evaluate_resumes_from_finished_chunks_and_refuses_other_settings(wm, tmp_path, monkeypatch):
+    import thinkjepa.policy.evaluate as ev
+
+    save_world_model(wm, tmp_path / "wm")
+    args = dict(world_model=str(tmp_path / "wm"), levels=["BabyAI-GoToLocal-v0"], modes=["bot", "flat", "oracle"],
+                episodes=4, num_envs=2, max_steps=3, planner=planner(), out=str(tmp_path / "out"))
+    first = evaluate(**args)
+    chunks = sorted(p.name for p in (tmp_path / "out" / "episodes" / "BabyAI-GoToLocal-v0").iterdir())
+    assert chunks == ["flat-0000000.json", "flat-0000002.json", "oracle-0000000.json", "oracle-0000002.json"]
+    before = _episodes(tmp_path / "out" / "results.json")
+
+    # killed after three chunks: only the fourth runs again, and the results are the same
+    (tmp_path / "out" / "episodes" / "BabyAI-GoToLocal-v0" / "oracle-0000002.json").unlink()
+    (tmp_path / "out" / "results.json").unlink()
+    ran = []
+    real = ev.run_episodes
+    monkeypatch.setattr(ev, "run_episodes", lambda policy, mode, level, demos, *a, **k: ran.append(
+        (mode, [d.seed for d in demos])) or real(policy, mode, level, demos, *a, **k))
+    again = evaluate(**args)
+    assert ran == [("oracle", [1_000_002, 1_000_003])]
+    assert _episodes(tmp_path / "out" / "results.json") == before
+    assert again["BabyAI-GoToLocal-v0"]["oracle"]["successes"] == first["BabyAI-GoToLocal-v0"]["oracle"]["successes"]
+
+    # the same output directory with another step limit: refused, naming what differs, nothing run
+    ran.clear()
+    with pytest.raises(ValueError, match=r"flat-0000000.json holds episodes run with other settings \(max_steps\)"):
+        evaluate(**{**args, "max_steps": 4})
+    assert ran == []
+
+
+def test_evaluate_with_two_workers_decides_every_episode_as_one_process_does(wm, tmp_path):
+    save_world_model(wm, tmp_path / "wm")
+    args = dict(world_model=str(tmp_path / "wm"), levels=["BabyAI-GoToLocal-v0"], modes=["flat", "oracle"],
+                episodes=4, num_envs=2, max_steps=6, planner=planner())
+    evaluate(**args, out=str(tmp_path / "one"))
+    evaluate(**args, out=str(tmp_path / "two"), workers=2)
+    one, two = _episodes(tmp_path / "one" / "results.json"), _episodes(tmp_path / "two" / "results.json")
+    assert len(one) == 8 and one == two
+    from PIL import Image
+
+    for mode in ("flat", "oracle"):  # the frames the agents saw, i.e. the actions they took
+        for k in range(2):
+            name = f"plots/BabyAI-GoToLocal-v0-{mode}-episode{k}.png"
+            assert np.array_equal(np.asarray(Image.open(tmp_path / "one" / name)),
+                                  np.asarray(Image.open(tmp_path / "two" / name))), name
+
+
 def test_length_bins_and_success_by_length():
     assert length_bins([]) == []
     bins = length_bins([1, 2, 2, 3, 5, 8, 9, 20], bins=4)

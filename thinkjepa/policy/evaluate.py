@@ -14,14 +14,25 @@ on the same seeds:
 An episode that raises (environment or policy) is a failure with its error recorded; the run goes
 on. Results: ``results.json`` (every episode), ``summary.json``, ``table.md`` and TensorBoard
 image strips of a few episodes in ``out``.
+
+Episodes run in chunks of ``num_envs``; each finished chunk is written to
+``out/episodes/<level>/<mode>-<first episode>.json`` with the settings it was run with, so a killed
+evaluation started again with the same arguments runs only the chunks it had not finished, and a
+chunk written with other settings (another world model, thinker, planner, cost, threshold, seeds)
+is refused rather than mixed in. ``workers > 1`` runs chunks in that many processes, each with its
+own copy of the models; a chunk's episodes do not depend on which process ran it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import multiprocessing
+import os
 import traceback
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +50,7 @@ from thinkjepa.policy.flat import FlatPolicy
 from thinkjepa.policy.hierarchical import HierarchicalPolicy
 from thinkjepa.policy.mpc import PlanningCost
 from thinkjepa.policy.plots import plot_success_by_length, save_png
-from thinkjepa.policy.stats import EpisodeResult, markdown_table, summarize, to_json
+from thinkjepa.policy.stats import EpisodeResult, from_json, markdown_table, summarize, to_json
 from thinkjepa.policy.subgoals import OracleSubgoals, ThinkerSubgoals
 
 MODES = ("bot", "flat", "hierarchical", "oracle")
@@ -162,6 +173,110 @@ def run_episodes(
     return [r for r in results if r is not None], [np.concatenate(s, axis=1) for s in strips if s]
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """``len(demos)`` seeded episodes of one (level, mode), run together; ``start`` = index of the first."""
+
+    level: str
+    mode: str
+    start: int
+    demos: tuple[Demo, ...]
+    reach_threshold: float
+    keep_frames: int = 0
+
+
+class ChunkRunner:
+    """Runs :class:`Chunk` s with one set of models and settings, in this process or in a worker."""
+
+    def __init__(self, world_model, thinker, planner: Planner, cost: PlanningCost, max_steps: int, patience: int,
+                 requery_every: int, oracle_gap: int | None) -> None:
+        self.world_model, self.thinker, self.planner, self.cost = world_model, thinker, planner, cost
+        self.max_steps, self.patience, self.requery_every, self.oracle_gap = max_steps, patience, requery_every, oracle_gap
+        self.space = DiscreteSpace(NUM_ACTIONS, allowed=tuple(int(a) for a in NAV_ACTIONS))
+
+    def __call__(self, chunk: Chunk) -> tuple[list[EpisodeResult], list[np.ndarray]]:
+        policy = _policy(chunk.mode, self.world_model, self.thinker, self.planner, self.space, chunk.reach_threshold,
+                         self.patience, self.requery_every, chunk.start, self.oracle_gap, self.cost)
+        return run_episodes(policy, chunk.mode, chunk.level, chunk.demos, self.world_model.image_size,
+                            self.max_steps, keep_frames=chunk.keep_frames)
+
+
+_WORKER_RUNNER: ChunkRunner | None = None
+
+
+def _start_worker(world_model: str, thinker: str | None, device: str, threads: int, settings: dict[str, Any]) -> None:
+    global _WORKER_RUNNER
+    torch.set_num_threads(threads)
+    torch.set_grad_enabled(False)
+    wm, th = _load_models(world_model, thinker, device)
+    _WORKER_RUNNER = ChunkRunner(wm, th, **settings)
+
+
+def _run_in_worker(chunk: Chunk) -> tuple[list[EpisodeResult], list[np.ndarray]]:
+    assert _WORKER_RUNNER is not None, "worker not started"
+    return _WORKER_RUNNER(chunk)
+
+
+def _load_models(world_model: str, thinker: str | None, device: str):
+    from thinkjepa.worldmodel.export import load_world_model
+
+    wm = load_world_model(world_model, device=device)
+    th = None
+    if thinker is not None:
+        from thinkjepa.thinker.checkpoint import load_thinker
+
+        th = load_thinker(thinker, world_model=wm, device=device)
+    return wm, th
+
+
+def _digest(directory: str) -> str:
+    """SHA-256 over the JSON and safetensors files of a checkpoint directory (names and contents)."""
+    h = hashlib.sha256()
+    root = Path(directory)
+    for f in sorted(p for p in root.rglob("*") if p.suffix in (".json", ".safetensors") and p.is_file()):
+        h.update(str(f.relative_to(root)).encode())
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _chunk_settings(chunk: Chunk, common: dict[str, Any], thinker_digest: str | None) -> dict[str, Any]:
+    """Everything a chunk's episodes depend on, as stored beside its results (after a JSON round trip)."""
+    return json.loads(json.dumps({**common, "level": chunk.level, "mode": chunk.mode, "seeds": [d.seed for d in chunk.demos],
+            "reach_threshold": None if chunk.mode == "flat" else chunk.reach_threshold,
+            "thinker": thinker_digest if chunk.mode == "hierarchical" else None}))
+
+
+def _saved_chunk(path: Path, settings: dict[str, Any]) -> list[EpisodeResult] | None:
+    """The results stored at ``path`` (``None`` if there are none); an error if their settings differ."""
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved["settings"] != settings:
+        diff = sorted(k for k in settings.keys() | saved["settings"].keys()
+                      if saved["settings"].get(k) != settings.get(k))
+        raise ValueError(f"{path} holds episodes run with other settings ({', '.join(diff)}); evaluate into "
+                         f"another --out, or delete {path.parent} to run them again")
+    return from_json(saved["results"])
+
+
+def _run_chunks(chunks: Sequence[Chunk], runner: Callable[[], ChunkRunner], workers: int, worker_args: tuple
+                ) -> Iterator[tuple[Chunk, list[EpisodeResult], list[np.ndarray]]]:
+    """Run ``chunks`` here (``workers <= 1``) or in a pool of ``workers`` processes, yielding each as it ends."""
+    if workers <= 1 or len(chunks) <= 1:
+        run = runner()
+        for chunk in chunks:
+            yield chunk, *run(chunk)
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process with torch threads running
+    with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context, initializer=_start_worker,
+                             initargs=worker_args) as pool:
+        futures = {pool.submit(_run_in_worker, chunk): chunk for chunk in chunks}
+        for future in as_completed(futures):
+            yield futures[future], *future.result()
+
+
 def evaluate(
     world_model: str,
     thinker: str | None = None,
@@ -180,6 +295,7 @@ def evaluate(
     out: str = "results/eval",
     log_episodes: int = 2,
     device: str = "cpu",
+    workers: int = 1,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Evaluate the bot, flat, hierarchical and oracle agents on seeded BabyAI episodes.
 
@@ -191,7 +307,7 @@ def evaluate(
         episodes: Seeded episodes per level (seeds ``seed .. seed + episodes - 1``; training data
             uses small seeds, so the default start keeps evaluation layouts unseen).
         seed: First seed.
-        num_envs: Environments stepped together and planned in one batch.
+        num_envs: Environments stepped together and planned in one batch (one chunk).
         max_steps: Step limit per episode.
         planner: The latent planner (default: categorical CEM, horizon 6).
         reach_threshold: Latent distance at which a subgoal counts as reached (default: calibrated
@@ -202,15 +318,15 @@ def evaluate(
             thinker's training label), or also a waypoint every ``oracle_gap`` shortest-path steps.
         cost: The planning cost shared by every agent (:class:`~thinkjepa.policy.mpc.PlanningCost`;
             default: the world model's goal-distance head if it has one, plus latent L2).
-        out: Output directory.
+        out: Output directory. Finished chunks already there (same settings) are reused.
         log_episodes: Episodes per (level, mode) logged as image strips.
         device: ``cpu`` or ``cuda``.
+        workers: Processes that run chunks side by side (each loads the models; one torch thread
+            each unless ``THINKJEPA_NUM_THREADS`` says otherwise).
 
     Returns:
         ``{level: {mode: summary}}``.
     """
-    from thinkjepa.worldmodel.export import load_world_model
-
     levels = levels or ["BabyAI-GoToLocal-v0", "BabyAI-GoTo-v0"]
     modes = modes or list(MODES)
     unknown = sorted(set(modes) - set(MODES))
@@ -218,19 +334,26 @@ def evaluate(
         raise ValueError(f"unknown modes {unknown}; choose from {list(MODES)}")
     if "hierarchical" in modes and thinker is None:
         raise ValueError("mode 'hierarchical' needs --thinker (a thinker checkpoint directory)")
+    if workers < 1 or num_envs < 1:
+        raise ValueError(f"workers and num_envs must be >= 1, got {workers} and {num_envs}")
     torch.set_grad_enabled(False)
-    wm = load_world_model(world_model, device=device)
+    thinker = thinker if "hierarchical" in modes else None
+    wm, th = _load_models(world_model, thinker, device)
     for level in levels:  # fail before any compute on a bad level or image size
         make_env(level, image_size=wm.image_size).close()
     cost = cost or PlanningCost()
     cost.metric(wm)  # ... or a cost this world model cannot provide
-    th = None
-    if thinker is not None and "hierarchical" in modes:
-        from thinkjepa.thinker.checkpoint import load_thinker
-
-        th = load_thinker(thinker, world_model=wm, device=device)
     planner = planner or CEMPlanner(horizon=6, num_samples=128, iterations=6, num_elites=16)
-    space = DiscreteSpace(NUM_ACTIONS, allowed=tuple(int(a) for a in NAV_ACTIONS))
+    settings = {"planner": planner, "cost": cost, "max_steps": max_steps, "patience": patience,
+                "requery_every": requery_every, "oracle_gap": oracle_gap}
+    from thinkjepa.worldmodel.export import fingerprint
+
+    common = {"world_model": fingerprint(wm), "device": device, "planner_class": type(planner).__qualname__,
+              "planner": dict(vars(planner)), "cost": asdict(cost), "max_steps": max_steps, "patience": patience,
+              "requery_every": requery_every, "oracle_gap": oracle_gap}
+    thinker_digest = _digest(thinker) if thinker is not None else None
+    threads = int(os.environ.get("THINKJEPA_NUM_THREADS") or 1)
+    worker_args = (world_model, thinker, device, threads, settings)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     from torch.utils.tensorboard import SummaryWriter
@@ -242,26 +365,42 @@ def evaluate(
         seeds = range(seed, seed + episodes)
         demos = [demonstrate(level, s, wm.image_size) for s in tqdm(seeds, desc=f"{level} bot", unit="ep")]
         threshold = reach_threshold or calibrate_reach_threshold(wm, demos)
+        light = [replace(d, frames=None) for d in demos]  # what a chunk needs; the frames stay here
+        done: dict[tuple[str, int], list[EpisodeResult]] = {}
+        todo: list[Chunk] = []
+        paths: dict[tuple[str, int], tuple[Path, dict[str, Any]]] = {}
+        for mode in (m for m in modes if m != "bot"):
+            for start in range(0, episodes, num_envs):
+                chunk = Chunk(level, mode, start, tuple(light[start : start + num_envs]), threshold,
+                              keep_frames=log_episodes if start == 0 else 0)
+                path = out_dir / "episodes" / level / f"{mode}-{start:07d}.json"
+                paths[mode, start] = path, _chunk_settings(chunk, common, thinker_digest)
+                saved = _saved_chunk(*paths[mode, start])
+                if saved is None:
+                    todo.append(chunk)
+                else:
+                    done[mode, start] = saved
+        if done:
+            print(f"{level}: {sum(map(len, done.values()))} episodes already in {out_dir / 'episodes' / level}")
+        bar = tqdm(total=sum(len(c.demos) for c in todo), desc=f"{level} {'/'.join(sorted({c.mode for c in todo}))}",
+                   unit="ep")
+        for chunk, res, strips in _run_chunks(todo, lambda: ChunkRunner(wm, th, **settings), workers, worker_args):
+            path, chunk_settings = paths[chunk.mode, chunk.start]
+            atomic_write_text(path, json.dumps({"settings": chunk_settings, "results": to_json(res)}, indent=1))
+            done[chunk.mode, chunk.start] = res
+            for k, strip in enumerate(strips):
+                writer.add_image(f"{level}/{chunk.mode}/episode{k}", strip, dataformats="HWC")
+                save_png(strip, out_dir / "plots" / f"{level}-{chunk.mode}-episode{k}.png")
+            bar.update(len(chunk.demos))
+            bar.set_postfix({m: f"{np.mean([r.success for (mm, _), rs in done.items() if mm == m for r in rs]):.2f}"
+                             for m in sorted({m for m, _ in done})})
+        bar.close()
         summary[level] = {}
         for mode in modes:
             if mode == "bot":
                 results = [EpisodeResult(level, "bot", d.seed, d.mission, d.success, d.steps, d.steps) for d in demos]
             else:
-                results = []
-                bar = tqdm(total=episodes, desc=f"{level} {mode}", unit="ep")
-                for start in range(0, episodes, num_envs):
-                    chunk = demos[start : start + num_envs]
-                    policy = _policy(mode, wm, th, planner, space, threshold, patience, requery_every, start,
-                                     oracle_gap, cost)
-                    res, strips = run_episodes(policy, mode, level, chunk, wm.image_size, max_steps,
-                                               keep_frames=log_episodes if start == 0 else 0)
-                    results += res
-                    for k, strip in enumerate(strips):
-                        writer.add_image(f"{level}/{mode}/episode{k}", strip, dataformats="HWC")
-                        save_png(strip, out_dir / "plots" / f"{level}-{mode}-episode{k}.png")
-                    bar.update(len(chunk))
-                    bar.set_postfix(success=f"{np.mean([r.success for r in results]):.2f}")
-                bar.close()
+                results = [r for start in range(0, episodes, num_envs) for r in done[mode, start]]
             summary[level][mode] = summarize(results)
             summary[level][mode]["reach_threshold"] = threshold if mode in ("hierarchical", "oracle") else None
             writer.add_scalar(f"{level}/{mode}/success_rate", summary[level][mode]["success_rate"])

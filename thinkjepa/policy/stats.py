@@ -83,3 +83,8 @@ def markdown_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 def to_json(results: Sequence[EpisodeResult]) -> list[dict[str, Any]]:
     return [asdict(r) for r in results]
+
+
+def from_json(rows: Sequence[dict[str, Any]]) -> list[EpisodeResult]:
+    """The inverse of :func:`to_json`."""
+    return [EpisodeResult(**row) for row in rows]
