@@ -141,6 +141,15 @@ def test_evaluate_writes_json_table_and_tensorboard(wm, tmp_path):
     assert level["oracle"]["thinker_calls_per_episode"] >= 1
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(results) == 9 and {r["mode"] for r in results} == {"bot", "flat", "oracle"}
+    for r in results:  # the oracle's episodes carry their step-by-step trace, the others none
+        trace = r["extra"].get("trace")
+        assert (trace is not None) == (r["mode"] == "oracle")
+        if trace:
+            assert trace["queries"][0] == [0, "start"] and len(trace["queries"]) == r["thinker_calls"]
+            assert len(trace["distance"]) == len(trace["predicted_cost"]) == r["steps"]
+    queries = level["oracle"]["queries_per_episode"]
+    assert queries["start"] == 1.0 and level["flat"]["queries_per_episode"] is None
+    assert sum(queries.values()) == pytest.approx(level["oracle"]["thinker_calls_per_episode"])
     assert "| BabyAI-GoToLocal-v0 | flat |" in (tmp_path / "out" / "table.md").read_text()
     assert any((tmp_path / "out" / "tb").iterdir())
     from PIL import Image

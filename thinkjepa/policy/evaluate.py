@@ -164,6 +164,7 @@ def run_episodes(
             r.thinker_seconds = traces[i].thinker_seconds
             r.thinker_calls = traces[i].thinker_calls
             r.unreachable_requeries = traces[i].unreachable_requeries
+            r.extra["trace"] = traces[i].to_json()
     total_steps = max(int(steps.sum()), 1)
     for i, r in enumerate(results):  # planner time is shared by the batch: split it by steps
         r.planner_seconds = policy.planner_seconds * steps[i] / total_steps

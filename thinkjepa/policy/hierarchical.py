@@ -47,6 +47,12 @@ class EpisodeTrace:
     def unreachable_requeries(self) -> int:
         return sum(reason == "unreachable" for _, reason in self.queries)
 
+    def to_json(self) -> dict[str, list]:
+        """The per-step record, as stored with each evaluated episode (``results.json``)."""
+        return {"queries": [[step, reason] for step, reason in self.queries],
+                "distance": [round(x, 4) for x in self.distance],
+                "predicted_cost": [round(x, 4) for x in self.predicted_cost]}
+
 
 class HierarchicalPolicy:
     """Thinker subgoals + latent MPC, batched over episodes.

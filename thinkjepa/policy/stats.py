@@ -58,16 +58,29 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
         "thinker_share": think_s / (think_s + plan_s) if think_s + plan_s > 0 else 0.0,
         "thinker_calls_per_episode": sum(r.thinker_calls for r in results) / n if n else 0.0,
         "unreachable_requeries_per_episode": sum(r.unreachable_requeries for r in results) / n if n else 0.0,
+        "queries_per_episode": queries_by_reason(results),
         "errored": sum(r.error is not None for r in results),
     }
+
+
+QUERY_REASONS = ("start", "reached", "unreachable", "budget")
+
+
+def queries_by_reason(results: Sequence[EpisodeResult]) -> dict[str, float] | None:
+    """Mean subgoal queries per episode by what triggered them (from the episodes' traces), or ``None``
+    without traces (bot, flat). ``reached`` counts the subgoals the agent got to before the last one."""
+    traced = [r.extra["trace"] for r in results if "trace" in r.extra]
+    if not traced:
+        return None
+    return {why: sum(reason == why for t in traced for _, reason in t["queries"]) / len(traced) for why in QUERY_REASONS}
 
 
 def markdown_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
     """Render ``{level: {mode: summary}}`` as a markdown table."""
     lines = [
         "| level | mode | success | 95% CI | mean length (successes) | expert length | plan ms/step "
-        "| thinker share | thinker calls/ep | errored |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| thinker share | thinker calls/ep | subgoals reached / unreachable per ep | errored |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for level, modes in summary.items():
         for mode, s in modes.items():
@@ -76,9 +89,15 @@ def markdown_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
                 f"| {level} | {mode} | {s['successes']}/{s['episodes']} ({100 * s['success_rate']:.0f}%) "
                 f"| {100 * s['ci95'][0]:.0f}–{100 * s['ci95'][1]:.0f}% | {fmt(s['mean_length'], '.1f')} "
                 f"| {fmt(s['mean_expert_length'], '.1f')} | {fmt(s['planning_ms_per_step'], '.0f')} "
-                f"| {100 * s['thinker_share']:.0f}% | {s['thinker_calls_per_episode']:.1f} | {s['errored']} |"
+                f"| {100 * s['thinker_share']:.0f}% | {s['thinker_calls_per_episode']:.1f} | {_reached(s)} "
+                f"| {s['errored']} |"
             )
     return "\n".join(lines)
+
+
+def _reached(s: dict[str, Any]) -> str:
+    q = s.get("queries_per_episode")
+    return "–" if not q else f"{q['reached']:.1f} / {q['unreachable']:.1f}"
 
 
 def to_json(results: Sequence[EpisodeResult]) -> list[dict[str, Any]]:
