@@ -28,6 +28,8 @@ from thinkjepa.policy.mpc import LatentMPC, PlanningCost
 from thinkjepa.policy.subgoals import ThinkerSubgoals
 from thinkjepa.protocols import WorldModel
 
+CALIBRATION_SEED = 9_000_000  # bot episodes that calibrate a loaded policy's reach threshold (no other use)
+
 
 @dataclass
 class EpisodeTrace:
@@ -98,6 +100,9 @@ class HierarchicalPolicy:
         planner: Planner | None = None,
         space: ActionSpace | None = None,
         device: str = "cpu",
+        reach_threshold: float | None = None,
+        level: str = "BabyAI-GoToLocal-v0",
+        calibration_episodes: int = 20,
         **kwargs,
     ) -> HierarchicalPolicy:
         """Load a world model and a thinker trained against it, and check that they fit.
@@ -108,7 +113,14 @@ class HierarchicalPolicy:
             planner: Defaults to categorical CEM (horizon 6, 128 samples, 6 iterations).
             space: Defaults to BabyAI navigation (left, right, forward, toggle).
             device: Where to run.
-            **kwargs: Further :class:`HierarchicalPolicy` arguments (thresholds, seed).
+            reach_threshold: Latent distance at which a subgoal counts as reached. ``None`` calibrates
+                it as ``thinkjepa eval`` does — half the median one-step latent distance along bot
+                demonstrations — on ``calibration_episodes`` episodes of ``level`` (seeds 9,000,000+,
+                apart from the training and evaluation seeds). Distances differ between levels (a GoTo
+                cell is a quarter of a GoToLocal cell), so name the level the policy will act in.
+            level: The BabyAI level the calibration episodes come from.
+            calibration_episodes: How many.
+            **kwargs: Further :class:`HierarchicalPolicy` arguments (patience, cost, seed...).
 
         Raises:
             ValueError: the thinker was trained against another world model or latent shape.
@@ -119,9 +131,15 @@ class HierarchicalPolicy:
 
         wm = load_world_model(world_model, device=device)
         th = load_thinker(thinker, world_model=wm, device=device)
+        if reach_threshold is None:
+            from thinkjepa.policy.evaluate import calibrate_reach_threshold, demonstrate
+
+            demos = [demonstrate(level, CALIBRATION_SEED + i, wm.image_size) for i in range(calibration_episodes)]
+            with torch.no_grad():
+                reach_threshold = calibrate_reach_threshold(wm, demos)
         planner = planner or CEMPlanner(horizon=6, num_samples=128, iterations=6, num_elites=16)
         space = space or DiscreteSpace(NUM_ACTIONS, allowed=tuple(int(a) for a in NAV_ACTIONS))
-        return cls(wm, ThinkerSubgoals(th), planner, space, **kwargs)
+        return cls(wm, ThinkerSubgoals(th), planner, space, reach_threshold=reach_threshold, **kwargs)
 
     def reset(self, instructions: str | list[str], envs: list | None = None) -> None:
         """Start episodes: one instruction (single episode) or a list (a batch of episodes)."""

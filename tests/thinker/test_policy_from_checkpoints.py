@@ -1,0 +1,72 @@
+"""`HierarchicalPolicy.from_checkpoints`: the README's three lines, on saved checkpoints and a real level."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from thinker_helpers import tiny_thinker, tiny_world_model
+
+from thinkjepa.envs.babyai import NAV_ACTIONS, make_env
+from thinkjepa.planning.cem import CEMPlanner
+from thinkjepa.policy import HierarchicalPolicy
+from thinkjepa.policy.evaluate import calibrate_reach_threshold, demonstrate
+from thinkjepa.policy.hierarchical import CALIBRATION_SEED
+from thinkjepa.thinker.checkpoint import save_thinker, world_model_fingerprint
+from thinkjepa.worldmodel import save_world_model
+
+LEVEL = "BabyAI-GoToLocal-v0"
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, world_model):
+    root = tmp_path_factory.mktemp("policy")
+    wm_dir = save_world_model(world_model, root / "world_model")
+    thinker = save_thinker(tiny_thinker("idefics3", world_model), root / "thinker",
+                           world_model_fingerprint=world_model_fingerprint(world_model))
+    return str(wm_dir), str(thinker)
+
+
+def small_planner() -> CEMPlanner:
+    return CEMPlanner(horizon=2, num_samples=8, iterations=1, num_elites=2)
+
+
+def test_three_lines_load_a_policy_that_acts_in_the_level(checkpoints, world_model) -> None:
+    wm_dir, thinker = checkpoints
+    policy = HierarchicalPolicy.from_checkpoints(world_model=wm_dir, thinker=thinker, planner=small_planner(),
+                                                 level=LEVEL, calibration_episodes=4)
+    env = make_env(LEVEL, image_size=world_model.image_size)
+    obs, info = env.reset(seed=0)
+    policy.reset(info["mission"])
+    for _ in range(3):
+        action = policy.act(obs)
+        assert isinstance(action, int) and action in {int(a) for a in NAV_ACTIONS}
+        obs, *_ = env.step(action)
+    env.close()
+    trace = policy.traces[0]
+    assert trace.steps == 3 and trace.queries[0] == (0, "start") and len(trace.distance) == 3
+
+    # the threshold is calibrated as the evaluation calibrates it, on bot episodes of the level
+    demos = [demonstrate(LEVEL, CALIBRATION_SEED + i, world_model.image_size) for i in range(4)]
+    assert policy.reach_threshold == pytest.approx(calibrate_reach_threshold(world_model, demos))
+    assert policy.reach_threshold > 0
+    given = HierarchicalPolicy.from_checkpoints(world_model=wm_dir, thinker=thinker, reach_threshold=0.25)
+    assert given.reach_threshold == 0.25
+
+
+def test_a_thinker_of_another_world_model_is_refused_naming_both(checkpoints, world_model, tmp_path) -> None:
+    _, thinker = checkpoints
+    other = tiny_world_model(seed=1)
+    with pytest.raises(ValueError, match=f"{world_model_fingerprint(other)}.*{world_model_fingerprint(world_model)}"):
+        HierarchicalPolicy.from_checkpoints(world_model=str(save_world_model(other, tmp_path / "other")),
+                                            thinker=thinker, reach_threshold=1.0)
+
+
+def test_calibration_depends_on_the_level(checkpoints, world_model) -> None:
+    wm_dir, thinker = checkpoints
+    local = HierarchicalPolicy.from_checkpoints(world_model=wm_dir, thinker=thinker, calibration_episodes=3)
+    goto = HierarchicalPolicy.from_checkpoints(world_model=wm_dir, thinker=thinker, calibration_episodes=3,
+                                               level="BabyAI-GoToRedBallGrey-v0")
+    assert np.isfinite([local.reach_threshold, goto.reach_threshold]).all()
+    assert local.reach_threshold != goto.reach_threshold
+    assert torch.is_grad_enabled()  # calibrating does not switch autograd off for the caller
