@@ -156,8 +156,13 @@ def test_evaluate_writes_json_table_and_tensorboard(wm, tmp_path):
 
     plot = np.asarray(Image.open(tmp_path / "out" / "plots" / "BabyAI-GoToLocal-v0-success-by-length.png"))
     assert plot.shape == (320, 560, 3) and (plot == COLORS["bot"]).all(-1).any()  # the bot's bars are drawn
-    strip = np.asarray(Image.open(tmp_path / "out" / "plots" / "BabyAI-GoToLocal-v0-flat-episode0.png"))
-    assert strip.shape[0] == 64 and strip.shape[1] % 64 == 0 and strip.shape[1] > 64
+    grid = np.asarray(Image.open(tmp_path / "out" / "plots" / "BabyAI-GoToLocal-v0-flat-episode0.png"))
+    assert grid.shape == (64 + 14, 4 * 64 + 3 * 4, 3)  # 4 frames (start + 3 steps) in a row, captioned
+    sheet = np.asarray(Image.open(tmp_path / "out" / "plots" / "BabyAI-GoToLocal-v0-oracle-episode0.png"))
+    oracle0 = next(r for r in results if r["mode"] == "oracle")
+    panels = 2 * oracle0["thinker_calls"] + 1  # (frame, subgoal) per query, then the final frame
+    rows = -(-panels // 8)  # 4 pairs a row, panels twice the frame size under a 14 px caption
+    assert sheet.shape[:2] == (rows * (2 * 64 + 14 + 4) - 4, min(panels, 8) * (2 * 64 + 4) - 4)
 
 
 def _episodes(path: Path) -> list[tuple]:
@@ -212,6 +217,23 @@ def test_evaluate_with_two_workers_decides_every_episode_as_one_process_does(wm,
             name = f"plots/BabyAI-GoToLocal-v0-{mode}-episode{k}.png"
             assert np.array_equal(np.asarray(Image.open(tmp_path / "one" / name)),
                                   np.asarray(Image.open(tmp_path / "two" / name))), name
+
+
+def test_subgoals_are_drawn_as_the_nearest_state_of_the_layout(wm):
+    from thinkjepa.data.collect import WaypointFrames
+    from thinkjepa.policy.evaluate import nearest_layout_states
+
+    level, seed = "BabyAI-GoToLocal-v0", 7
+    env = make_env(level, image_size=64)
+    env.reset(seed=seed)
+    labeler = WaypointFrames(env)
+    waypoint = labeler.frames[labeler.label()]  # the oracle's subgoal: a state of this very layout
+    env.close()
+    z_waypoint = wm.target_encode(torch.as_tensor(waypoint[None]))
+    far = z_waypoint + 5.0  # a latent no state of the layout has
+    renders, gaps = nearest_layout_states(wm, level, seed, 64, torch.cat([z_waypoint, far]))
+    assert np.array_equal(renders[0], waypoint) and gaps[0] == pytest.approx(0.0, abs=1e-4)
+    assert gaps[1] > 1.0
 
 
 def test_length_bins_and_success_by_length():

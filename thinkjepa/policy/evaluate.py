@@ -13,7 +13,7 @@ on the same seeds:
 
 An episode that raises (environment or policy) is a failure with its error recorded; the run goes
 on. Results: ``results.json`` (every episode), ``summary.json``, ``table.md`` and TensorBoard
-image strips of a few episodes in ``out``.
+pictures of a few episodes in ``out`` (a subgoal sheet for the subgoal-driven agents, the frames for the flat one).
 
 Episodes run in chunks of ``num_envs``; each finished chunk is written to
 ``out/episodes/<level>/<mode>-<first episode>.json`` with the settings it was run with, so a killed
@@ -49,7 +49,7 @@ from thinkjepa.planning.spaces import DiscreteSpace
 from thinkjepa.policy.flat import FlatPolicy
 from thinkjepa.policy.hierarchical import HierarchicalPolicy
 from thinkjepa.policy.mpc import PlanningCost
-from thinkjepa.policy.plots import plot_success_by_length, save_png
+from thinkjepa.policy.plots import frame_grid, plot_success_by_length, save_png, subgoal_sheet
 from thinkjepa.policy.stats import EpisodeResult, from_json, markdown_table, summarize, to_json
 from thinkjepa.policy.subgoals import OracleSubgoals, ThinkerSubgoals
 
@@ -171,7 +171,42 @@ def run_episodes(
     for env in envs:
         if env is not None:
             env.close()
-    return [r for r in results if r is not None], [np.concatenate(s, axis=1) for s in strips if s]
+    pictures = []
+    for i, frames in enumerate(strips):
+        if not frames:
+            continue
+        trace = traces[i] if traces else None
+        if trace is not None and trace.subgoals:
+            r = results[i]
+            outcome = f"{'success' if r.success else 'failure'} at t={r.steps}"
+            pictures.append(subgoal_picture(policy.world_model, level, demos[i].seed, image_size, frames, trace, outcome))
+        else:
+            pictures.append(frame_grid(frames))
+    return [r for r in results if r is not None], pictures
+
+
+def subgoal_picture(world_model, level: str, seed: int, image_size: int, frames: Sequence[np.ndarray], trace: Any,
+                    outcome: str, max_queries: int = 24) -> np.ndarray:
+    """The subgoal sheet of one episode (:func:`~thinkjepa.policy.plots.subgoal_sheet`): each proposed z*
+    drawn as the state of the episode's layout whose target latent is nearest to it (latent L2, the
+    distance that decides "reached"), among every agent pose on a free cell or in a doorway."""
+    queries = trace.queries[:max_queries]
+    renders, gaps = nearest_layout_states(world_model, level, seed, image_size, torch.stack(trace.subgoals[: len(queries)]))
+    return subgoal_sheet(queries, frames, renders, gaps, outcome)
+
+
+def nearest_layout_states(world_model, level: str, seed: int, image_size: int, latents: torch.Tensor
+                          ) -> tuple[list[np.ndarray], list[float]]:
+    """For each of ``latents (Q, D)``: the render of the agent state of ``level``'s layout ``seed`` whose
+    target latent is nearest (L2), and that distance."""
+    from thinkjepa.data.poses import pose_frames
+
+    states = pose_frames(level, [seed], image_size).frames
+    device = next(world_model.parameters()).device
+    encoded = torch.cat([world_model.target_encode(torch.as_tensor(states[k : k + 256], device=device))
+                         for k in range(0, len(states), 256)])
+    gaps, nearest = torch.cdist(latents.to(encoded), encoded).min(dim=1)
+    return [states[k] for k in nearest.tolist()], gaps.tolist()
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ class EpisodeTrace:
     queries: list[tuple[int, str]] = field(default_factory=list)  # (step, reason)
     predicted_cost: list[float] = field(default_factory=list)  # planner's cost at each step
     distance: list[float] = field(default_factory=list)  # actual ‖z̄_t − z*‖ at each step
+    subgoals: list[torch.Tensor] = field(default_factory=list)  # z* of each query, (D,) on the CPU
     thinker_seconds: float = 0.0
     steps: int = 0
 
@@ -179,6 +180,7 @@ class HierarchicalPolicy:
                 self.has_goal[r] = True
                 self.best[r], self.stalled[r], self.since_query[r] = float("inf"), 0, 0
                 self.traces[r].queries.append((self.traces[r].steps, reasons[i]))
+                self.traces[r].subgoals.append(new[j].detach().cpu())
                 self.traces[r].thinker_seconds += per_episode
             dist = torch.linalg.vector_norm(z_tgt - self.goal[rows], dim=-1).cpu()
 

@@ -1,5 +1,6 @@
 """Evaluation figures drawn with Pillow (no plotting library needed): success rate against the
-length of the bot's demonstration, one bar per agent, per level; and episode strips as PNG files."""
+length of the bot's demonstration, one bar per agent, per level; an episode's frames as a grid; and
+an episode's subgoal sheet — at each subgoal query the frame the agent saw beside the subgoal."""
 
 from __future__ import annotations
 
@@ -74,6 +75,63 @@ def plot_success_by_length(results: Sequence[EpisodeResult], level: str, size: t
             draw.rectangle([x, h - 16, x + 10, h - 6], fill=COLORS[mode])
             draw.text((x + 14, h - 18), mode, fill="black")
     return np.asarray(img)
+
+
+def _panel(image: np.ndarray, caption: str, scale: int, color: str = "black") -> Image.Image:
+    """``image`` enlarged ``scale`` times (nearest), under a caption band."""
+    frame = Image.fromarray(np.ascontiguousarray(image)).resize(
+        (image.shape[1] * scale, image.shape[0] * scale), Image.Resampling.NEAREST)
+    out = Image.new("RGB", (frame.width, frame.height + 14), "white")
+    out.paste(frame, (0, 14))
+    ImageDraw.Draw(out).text((2, 1), caption, fill=color)
+    return out
+
+
+def _tile(panels: Sequence[Image.Image], columns: int, gap: int = 4) -> np.ndarray:
+    w, h = max(p.width for p in panels), max(p.height for p in panels)
+    columns = min(columns, len(panels))
+    rows = -(-len(panels) // columns)
+    sheet = Image.new("RGB", (columns * (w + gap) - gap, rows * (h + gap) - gap), "white")
+    for k, p in enumerate(panels):
+        sheet.paste(p, ((k % columns) * (w + gap), (k // columns) * (h + gap)))
+    return np.asarray(sheet)
+
+
+def frame_grid(frames: Sequence[np.ndarray], columns: int = 16, scale: int = 1) -> np.ndarray:
+    """An episode's frames ``uint8 (H, W, 3)`` in rows of ``columns``, each captioned with its step."""
+    if not len(frames):
+        raise ValueError("frame_grid needs at least one frame")
+    return _tile([_panel(f, f"t={t}", scale) for t, f in enumerate(frames)], columns)
+
+
+def subgoal_sheet(
+    queries: Sequence[tuple[int, str]],
+    frames: Sequence[np.ndarray],
+    subgoals: Sequence[np.ndarray],
+    gaps: Sequence[float],
+    outcome: str,
+    pairs_per_row: int = 4,
+    scale: int = 2,
+) -> np.ndarray:
+    """One pair of panels per subgoal query: the frame the agent saw when it asked (``t``, and why) and
+    the subgoal drawn as a state of the layout, captioned with its latent distance to the proposed z*
+    (0 when z* is that state's own latent). The last panel is the episode's final frame.
+
+    Args:
+        queries: ``(step, reason)`` per query (the policy's trace).
+        frames: Every frame of the episode, ``frames[t]`` seen at step ``t``.
+        subgoals: One render per query.
+        gaps: One latent distance per query.
+        outcome: Caption of the final frame, e.g. ``"success at t=31"``.
+    """
+    if not (len(queries) == len(subgoals) == len(gaps)):
+        raise ValueError(f"{len(queries)} queries, {len(subgoals)} subgoal renders and {len(gaps)} gaps disagree")
+    panels = []
+    for (t, reason), goal, gap in zip(queries, subgoals, gaps):
+        panels.append(_panel(frames[min(t, len(frames) - 1)], f"t={t} {reason}", scale))
+        panels.append(_panel(goal, f"subgoal, |dz|={gap:.2f}", scale, color=(214, 39, 40)))
+    panels.append(_panel(frames[-1], outcome, scale))
+    return _tile(panels, 2 * pairs_per_row)
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
