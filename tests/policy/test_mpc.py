@@ -53,3 +53,26 @@ def test_observed_no_op_rollout_rules_out_candidates_that_start_with_it():
     nan = float("nan")
     expected = torch.tensor([[[nan], [nan]], [[0.4], [1.4]], [[6.0], [7.0]], [[5.4], [5.8]]])
     torch.testing.assert_close(out, expected, equal_nan=True)
+
+
+def test_bf16_rollouts_run_the_world_model_in_bf16_and_return_float32():
+    import pytest
+
+    from thinkjepa.worldmodel import JEPA, EncoderConfig, PredictorConfig
+
+    torch.manual_seed(0)
+    enc = EncoderConfig(image_size=64, patch_size=8, latent_dim=16, embed_dim=32, depth=1, num_heads=2)
+    wm = JEPA(enc, PredictorConfig(hidden_dim=64, depth=2)).eval()
+    torch.nn.init.normal_(wm.predictor.out[1].weight, std=0.1)  # not the identity it starts as
+    seen = []
+    wm.predictor.inp.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    z0, actions = torch.randn(8, 16), torch.randint(0, 7, (8, 3))
+    with torch.no_grad():
+        full = PlanningCost().rollout(wm.rollout)(z0, actions)
+        half = PlanningCost(rollout_precision="bf16").rollout(wm.rollout)(z0, actions)
+    assert set(seen[:3]) == {torch.float32} and set(seen[3:]) == {torch.bfloat16}  # 3 steps each
+    assert full.dtype == half.dtype == torch.float32 and half.shape == full.shape == (8, 3, 16)
+    assert not torch.equal(half, full)  # rounded, and close: bf16 keeps ~3 significant digits
+    torch.testing.assert_close(half, full, rtol=0.05, atol=0.05)
+    with pytest.raises(ValueError, match="rollout_precision must be '32' or 'bf16', got 'fp8'"):
+        PlanningCost(rollout_precision="fp8")

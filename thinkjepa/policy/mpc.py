@@ -17,7 +17,7 @@ import torch
 from thinkjepa.planning.base import Planner, PlanResult
 from thinkjepa.planning.costs import GoalCost, Metric
 from thinkjepa.planning.spaces import ActionSpace, DiscreteSpace
-from thinkjepa.protocols import WorldModel
+from thinkjepa.protocols import RolloutFn, WorldModel
 
 COSTS = ("auto", "latent", "learned")
 STEPS = ("final", "all", "min")
@@ -60,11 +60,15 @@ class PlanningCost:
         steps: Which rolled-out steps the distance weighs: ``"final"``, ``"all"`` or ``"min"`` (the
             closest approach plus the steps spent to get there, see
             :class:`~thinkjepa.planning.costs.GoalCost`).
+        rollout_precision: ``"32"``, or ``"bf16"``: the world model's rollouts run under bfloat16
+            autocast (its matrix products in bf16, about twice as fast on CPUs with AVX512-BF16 and on
+            GPUs); the predicted latents come back as float32 and the distance is computed in float32.
     """
 
     distance: Literal["auto", "latent", "learned"] = "auto"
     latent_weight: float = 1.0
     steps: Literal["final", "all", "min"] = "min"
+    rollout_precision: Literal["32", "bf16"] = "32"
 
     def __post_init__(self) -> None:
         if self.distance not in COSTS:
@@ -73,6 +77,8 @@ class PlanningCost:
             raise ValueError(f"PlanningCost.steps must be one of {STEPS}, got {self.steps!r}")
         if not self.latent_weight >= 0:
             raise ValueError(f"PlanningCost.latent_weight must be >= 0, got {self.latent_weight}")
+        if self.rollout_precision not in ("32", "bf16"):
+            raise ValueError(f"PlanningCost.rollout_precision must be '32' or 'bf16', got {self.rollout_precision!r}")
 
     def metric(self, world_model: WorldModel) -> tuple[Metric, float]:
         """The goal distance for ``world_model`` and the per-step cost that goes with it.
@@ -93,6 +99,17 @@ class PlanningCost:
         if head is not None and self.distance != "latent":
             return ActionsToGo(head, self.latent_weight), 1.0
         return "l2", 1e-3
+
+    def rollout(self, rollout: RolloutFn) -> RolloutFn:
+        """``rollout`` at this cost's precision (float32 latents out either way)."""
+        if self.rollout_precision == "32":
+            return rollout
+
+        def in_bf16(z0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(z0.device.type, dtype=torch.bfloat16):
+                return rollout(z0, actions).float()
+
+        return in_bf16
 
     def to(self, goals: torch.Tensor, metric: Metric, step_cost: float) -> GoalCost:
         """The :class:`~thinkjepa.planning.costs.GoalCost` toward ``goals (B, D)`` with a resolved metric."""
@@ -245,7 +262,7 @@ class LatentMPC:
         start = time.perf_counter()
         init = take_rows(self.plans, rows) if self.plans is not None else None
         cost = self.cost.to(goals, self.metric, self.step_cost)
-        rollout = self.world_model.rollout
+        rollout = self.cost.rollout(self.world_model.rollout)
         if isinstance(self.space, DiscreteSpace):
             self.noops.observe(rows, z)
             rollout = ObservedNoOps.rollout(rollout, self.noops.mask(rows, z, self.space.n))
