@@ -72,7 +72,6 @@ def demo(
     data, explore, thinker_dir = base / "data", base / "data-explore", base / "thinker"
     wm_dir, predictor_dir = base / "wm", base / "wm-stage2"
     timings = {}
-    trained = False  # did this run (re)train a model? Then an earlier evaluation is stale
 
     start = time.perf_counter()
     if not (data / "episodes.json").is_file():
@@ -87,12 +86,10 @@ def demo(
     start = time.perf_counter()
     if not (wm_dir / "world_model" / "config.json").is_file():
         print("\n== 2/4 training the JEPA world model ==")
-        trained = True
         train([*_lightning_args("recipes/wm/babyai-tiny.yaml", wm_dir, wm_steps), f"--data.init_args.root={data}"])
     world_model = predictor_dir / "world_model"
     if not (world_model / "config.json").is_file():
         print("\n== 2/4 fitting the predictor on frozen encoder latents ==")
-        trained = True
         train([*_lightning_args("recipes/predictor/babyai-tiny.yaml", predictor_dir, predictor_steps),
                f"--model.init_args.world_model={wm_dir / 'world_model'}", f"--data.init_args.roots=[{data},{explore}]"])
     timings["world model"] = time.perf_counter() - start
@@ -100,17 +97,16 @@ def demo(
     start = time.perf_counter()
     if not (thinker_dir / "thinker").is_dir():
         print("\n== 3/4 finetuning the thinker (LoRA) ==")
-        trained = True
         train([*_lightning_args("recipes/thinker/babyai-tiny.yaml", thinker_dir, thinker_steps),
                f"--model.init_args.world_model={world_model}", f"--data.init_args.root={data}"])
     timings["thinker"] = time.perf_counter() - start
 
     start = time.perf_counter()
     print("\n== 4/4 evaluating bot / flat / hierarchical / oracle ==")
-    if trained and (base / "eval").exists():
-        shutil.rmtree(base / "eval")  # episodes of the models this run replaced: evaluate refuses to mix them in
+    # finished chunks of an interrupted evaluation are reused; those of other models or settings rerun
     summary = evaluate(world_model=str(world_model), thinker=str(thinker_dir / "thinker"), episodes=eval_episodes,
-                       num_envs=10, max_steps=96, out=str(base / "eval"), log_episodes=2, workers=eval_workers)
+                       num_envs=10, max_steps=96, out=str(base / "eval"), log_episodes=2, workers=eval_workers,
+                       stale="replace")
     timings["evaluate"] = time.perf_counter() - start
     print("\nwall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()))
     print(f"table: {base / 'eval' / 'table.md'}; TensorBoard: tensorboard --logdir {base}")

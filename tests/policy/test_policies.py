@@ -200,6 +200,11 @@ def test_evaluate_resumes_from_finished_chunks_and_refuses_other_settings(wm, tm
     with pytest.raises(ValueError, match=r"flat-0000000.json holds episodes run with other settings \(max_steps\)"):
         evaluate(**{**args, "max_steps": 4})
     assert ran == []
+    # ... or run again and replaced, when asked
+    evaluate(**{**args, "max_steps": 4}, stale="replace")
+    assert len(ran) == 4
+    evaluate(**{**args, "max_steps": 4})  # now they are the chunks of these settings
+    assert len(ran) == 4
 
 
 def test_evaluate_with_two_workers_decides_every_episode_as_one_process_does(wm, tmp_path):

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -284,16 +284,19 @@ def _chunk_settings(chunk: Chunk, common: dict[str, Any], thinker_digest: str | 
             "thinker": thinker_digest if chunk.mode == "hierarchical" else None}))
 
 
-def _saved_chunk(path: Path, settings: dict[str, Any]) -> list[EpisodeResult] | None:
-    """The results stored at ``path`` (``None`` if there are none); an error if their settings differ."""
+def _saved_chunk(path: Path, settings: dict[str, Any], stale: str = "error") -> list[EpisodeResult] | None:
+    """The results stored at ``path`` (``None`` if there are none, or if they were run with other settings
+    and ``stale="replace"``); an error if their settings differ and ``stale="error"``."""
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
     if saved["settings"] != settings:
         diff = sorted(k for k in settings.keys() | saved["settings"].keys()
                       if saved["settings"].get(k) != settings.get(k))
+        if stale == "replace":
+            return None
         raise ValueError(f"{path} holds episodes run with other settings ({', '.join(diff)}); evaluate into "
-                         f"another --out, or delete {path.parent} to run them again")
+                         f"another --out, pass --stale replace, or delete {path.parent} to run them again")
     return from_json(saved["results"])
 
 
@@ -332,6 +335,7 @@ def evaluate(
     log_episodes: int = 2,
     device: str = "cpu",
     workers: int = 1,
+    stale: Literal["error", "replace"] = "error",
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Evaluate the bot, flat, hierarchical and oracle agents on seeded BabyAI episodes.
 
@@ -359,6 +363,8 @@ def evaluate(
         device: ``cpu`` or ``cuda``.
         workers: Processes that run chunks side by side (each loads the models; one torch thread
             each unless ``THINKJEPA_NUM_THREADS`` says otherwise).
+        stale: What to do with chunks in ``out`` that were run with other settings: ``"error"`` (refuse,
+            naming the settings that differ) or ``"replace"`` (run them again).
 
     Returns:
         ``{level: {mode: summary}}``.
@@ -370,6 +376,8 @@ def evaluate(
         raise ValueError(f"unknown modes {unknown}; choose from {list(MODES)}")
     if "hierarchical" in modes and thinker is None:
         raise ValueError("mode 'hierarchical' needs --thinker (a thinker checkpoint directory)")
+    if stale not in ("error", "replace"):
+        raise ValueError(f"stale must be 'error' or 'replace', got {stale!r}")
     if workers < 1 or num_envs < 1:
         raise ValueError(f"workers and num_envs must be >= 1, got {workers} and {num_envs}")
     torch.set_grad_enabled(False)
@@ -411,7 +419,7 @@ def evaluate(
                               keep_frames=log_episodes if start == 0 else 0)
                 path = out_dir / "episodes" / level / f"{mode}-{start:07d}.json"
                 paths[mode, start] = path, _chunk_settings(chunk, common, thinker_digest)
-                saved = _saved_chunk(*paths[mode, start])
+                saved = _saved_chunk(*paths[mode, start], stale=stale)
                 if saved is None:
                     todo.append(chunk)
                 else:
