@@ -293,3 +293,17 @@ def test_eval_recipes_parse(recipe, capsys):
         main(["eval", "--config", recipe, "--world_model", "wm", "--print_config"])
     assert exit_info.value.code in (0, None)
     assert "BabyAI-GoTo-v0" in capsys.readouterr().out
+
+
+def test_a_subgoal_sheet_that_cannot_be_drawn_falls_back_to_the_frames(wm, monkeypatch):
+    import thinkjepa.policy.evaluate as ev
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no renderer")
+
+    monkeypatch.setattr(ev, "subgoal_picture", broken)
+    demos = [ev.demonstrate("BabyAI-GoToLocal-v0", s, 64) for s in range(2)]
+    policy = HierarchicalPolicy(wm, OracleSubgoals(wm), planner(), SPACE, reach_threshold=0.1)
+    results, pictures = run_episodes(policy, "oracle", "BabyAI-GoToLocal-v0", demos, 64, max_steps=2, keep_frames=1)
+    assert len(results) == 2 and all(r.error is None for r in results)
+    assert pictures[0].shape == (64 + 14, 3 * 64 + 2 * 4, 3)  # the 3 frames (start + 2 steps) in a row

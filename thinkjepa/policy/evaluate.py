@@ -176,12 +176,15 @@ def run_episodes(
         if not frames:
             continue
         trace = traces[i] if traces else None
+        picture = None
         if trace is not None and trace.subgoals:
             r = results[i]
             outcome = f"{'success' if r.success else 'failure'} at t={r.steps}"
-            pictures.append(subgoal_picture(policy.world_model, level, demos[i].seed, image_size, frames, trace, outcome))
-        else:
-            pictures.append(frame_grid(frames))
+            try:
+                picture = subgoal_picture(policy.world_model, level, demos[i].seed, image_size, frames, trace, outcome)
+            except Exception:  # noqa: BLE001 - a picture that cannot be drawn costs the picture, not the run
+                traceback.print_exc()
+        pictures.append(picture if picture is not None else frame_grid(frames))
     return [r for r in results if r is not None], pictures
 
 
