@@ -233,9 +233,17 @@ class ChunkRunner:
         self.max_steps, self.patience, self.requery_every, self.oracle_gap = max_steps, patience, requery_every, oracle_gap
         self.space = DiscreteSpace(NUM_ACTIONS, allowed=tuple(int(a) for a in NAV_ACTIONS))
 
+    def policy(self, mode: str, reach_threshold: float, seed: int) -> FlatPolicy | HierarchicalPolicy:
+        """A fresh agent for ``mode`` whose planner is seeded with ``seed`` (the chunk's first episode)."""
+        wm = self.world_model
+        if mode == "flat":
+            return FlatPolicy(wm, self.planner, self.space, cost=self.cost, seed=seed)
+        subgoals = ThinkerSubgoals(self.thinker) if mode == "hierarchical" else OracleSubgoals(wm, self.oracle_gap)
+        return HierarchicalPolicy(wm, subgoals, self.planner, self.space, reach_threshold=reach_threshold,
+                                  patience=self.patience, requery_every=self.requery_every, cost=self.cost, seed=seed)
+
     def __call__(self, chunk: Chunk) -> tuple[list[EpisodeResult], list[np.ndarray]]:
-        policy = _policy(chunk.mode, self.world_model, self.thinker, self.planner, self.space, chunk.reach_threshold,
-                         self.patience, self.requery_every, chunk.start, self.oracle_gap, self.cost)
+        policy = self.policy(chunk.mode, chunk.reach_threshold, chunk.start)
         return run_episodes(policy, chunk.mode, chunk.level, chunk.demos, self.world_model.image_size,
                             self.max_steps, keep_frames=chunk.keep_frames)
 
@@ -362,7 +370,7 @@ def evaluate(
         cost: The planning cost shared by every agent (:class:`~thinkjepa.policy.mpc.PlanningCost`;
             default: the world model's goal-distance head if it has one, plus latent L2).
         out: Output directory. Finished chunks already there (same settings) are reused.
-        log_episodes: Episodes per (level, mode) logged as image strips.
+        log_episodes: Episodes per (level, mode) drawn (subgoal sheets, or the frames for ``flat``).
         device: ``cpu`` or ``cuda``.
         workers: Processes that run chunks side by side (each loads the models; one torch thread
             each unless ``THINKJEPA_NUM_THREADS`` says otherwise).
@@ -469,10 +477,3 @@ def evaluate(
     print(f"results written to {out_dir}")
     return summary
 
-
-def _policy(mode, wm, thinker, planner, space, threshold, patience, requery_every, seed, oracle_gap=None, cost=None):
-    if mode == "flat":
-        return FlatPolicy(wm, planner, space, cost=cost, seed=seed)
-    subgoals = ThinkerSubgoals(thinker) if mode == "hierarchical" else OracleSubgoals(wm, oracle_gap)
-    return HierarchicalPolicy(wm, subgoals, planner, space, reach_threshold=threshold, patience=patience,
-                              requery_every=requery_every, cost=cost, seed=seed)
