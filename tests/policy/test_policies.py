@@ -307,3 +307,11 @@ def test_a_subgoal_sheet_that_cannot_be_drawn_falls_back_to_the_frames(wm, monke
     results, pictures = run_episodes(policy, "oracle", "BabyAI-GoToLocal-v0", demos, 64, max_steps=2, keep_frames=1)
     assert len(results) == 2 and all(r.error is None for r in results)
     assert pictures[0].shape == (64 + 14, 3 * 64 + 2 * 4, 3)  # the 3 frames (start + 2 steps) in a row
+
+
+def test_evaluate_leaves_autograd_as_it_found_it(wm, tmp_path):
+    save_world_model(wm, tmp_path / "wm")
+    assert torch.is_grad_enabled()
+    evaluate(world_model=str(tmp_path / "wm"), levels=["BabyAI-GoToLocal-v0"], modes=["bot"], episodes=1,
+             out=str(tmp_path / "out"))
+    assert torch.is_grad_enabled()

@@ -327,6 +327,7 @@ def _run_chunks(chunks: Sequence[Chunk], runner: Callable[[], ChunkRunner], work
             yield futures[future], *future.result()
 
 
+@torch.no_grad()
 def evaluate(
     world_model: str,
     thinker: str | None = None,
@@ -391,7 +392,6 @@ def evaluate(
         raise ValueError(f"stale must be 'error' or 'replace', got {stale!r}")
     if workers < 1 or num_envs < 1:
         raise ValueError(f"workers and num_envs must be >= 1, got {workers} and {num_envs}")
-    torch.set_grad_enabled(False)
     thinker = thinker if "hierarchical" in modes else None
     wm, th = _load_models(world_model, thinker, device)
     for level in levels:  # fail before any compute on a bad level or image size
