@@ -43,16 +43,27 @@ NEUTRAL = "go to the object"
 
 
 class FiLMNet(nn.Module):
-    """A convolution per grid cell, two instruction-FiLM'd residual 3x3 layers, a flat read-out."""
+    """A convolution per grid cell, two instruction-FiLM'd residual 3x3 layers, then a read-out.
 
-    def __init__(self, image_size: int, cells: int, vocab: int, outputs: int, width: int = 64) -> None:
+    ``readout="flat"``: an MLP over the whole flattened feature map gives ``outputs`` logits.
+    ``readout="cells"``: a 1x1 convolution scores every cell (1 object logit, 4 waypoint-heading logits),
+    so "where" is a softmax over cells — the spatial inductive bias the flat MLP has to learn cell by cell.
+    """
+
+    def __init__(
+        self, image_size: int, cells: int, vocab: int, outputs: int, width: int = 64, readout: str = "flat"
+    ) -> None:
         super().__init__()
         patch = image_size // cells
+        self.readout = readout
         self.words = nn.EmbeddingBag(vocab, 2 * width, mode="mean")
         self.stem = nn.Sequential(nn.Conv2d(3, width, patch, patch), nn.ReLU())
         self.film = nn.ModuleList(nn.Linear(2 * width, 2 * width) for _ in range(2))
         self.convs = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(2))
-        self.out = nn.Sequential(nn.Flatten(), nn.Linear(width * cells * cells, 256), nn.ReLU(), nn.Linear(256, outputs))
+        if readout == "flat":
+            self.out = nn.Sequential(nn.Flatten(), nn.Linear(width * cells * cells, 256), nn.ReLU(), nn.Linear(256, outputs))
+        else:  # object logit + 4 heading logits per cell, flattened row-major: (y, x) then heading
+            self.out = nn.Conv2d(width, 5, 1)
 
     def forward(self, images: torch.Tensor, word_ids: torch.Tensor) -> torch.Tensor:
         x = self.stem(images.permute(0, 3, 1, 2).float() / 255)
@@ -60,14 +71,17 @@ class FiLMNet(nn.Module):
         for film, conv in zip(self.film, self.convs, strict=True):
             gain, bias = film(q).chunk(2, dim=-1)
             x = F.relu(conv(x) * (1 + gain[..., None, None]) + bias[..., None, None]) + x
-        return self.out(x)
+        if self.readout == "flat":
+            return self.out(x)
+        scores = self.out(x)  # (B, 5, y, x)
+        return torch.cat([scores[:, 0].flatten(1), scores[:, 1:].permute(0, 2, 3, 1).flatten(1)], dim=1)
 
 
 class FiLMModel(nn.Module):
-    def __init__(self, image_size: int, cells: int, outputs: int) -> None:
+    def __init__(self, image_size: int, cells: int, outputs: int, readout: str = "flat") -> None:
         super().__init__()
         self.tokenizer = train_word_tokenizer()
-        self.net = FiLMNet(image_size, cells, len(self.tokenizer), outputs)
+        self.net = FiLMNet(image_size, cells, len(self.tokenizer), outputs, readout=readout)
 
     def forward(self, images: torch.Tensor, missions: list[str]) -> torch.Tensor:
         ids = self.tokenizer(missions, padding=True, return_tensors="pt")
@@ -77,7 +91,7 @@ class FiLMModel(nn.Module):
 class VLMModel(nn.Module):
     """The thinker's tiny VLM, instruction before image, read out from every image token's last state."""
 
-    def __init__(self, vlm_spec: dict, outputs: int) -> None:
+    def __init__(self, vlm_spec: dict, outputs: int, readout: str = "flat", grid: int = 0) -> None:
         super().__init__()
         from thinkjepa.thinker.head import PyramidLatentHead
         from thinkjepa.thinker.thinker import Thinker
@@ -89,37 +103,60 @@ class VLMModel(nn.Module):
         self.vlm = model.train()
         self.image_token = processor.tokenizer.convert_tokens_to_ids("<image>")
         hidden = model.config.get_text_config().hidden_size
-        n_tokens = (vlm_spec["image_size"] // vlm_spec["patch_size"]) ** 2 // 4
-        self.read = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 16))
-        self.out = nn.Sequential(nn.Linear(16 * n_tokens, 256), nn.ReLU(), nn.Linear(256, outputs))
+        side = vlm_spec["image_size"] // vlm_spec["patch_size"] // 2  # tokens per image side
+        self.readout, self.side = readout, side
+        if readout == "cells":  # each token scores the k x k cells it covers (object + 4 headings each)
+            if grid % side:
+                raise ValueError(
+                    f"readout='cells' needs the {grid}-cell grid to split evenly into the {side} tokens per side "
+                    f"(image_size {vlm_spec['image_size']}, patch_size {vlm_spec['patch_size']})"
+                )
+            self.k = grid // side
+            self.read = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 5 * self.k * self.k))
+        else:
+            self.read = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, 16))
+            self.out = nn.Sequential(nn.Linear(16 * side * side, 256), nn.ReLU(), nn.Linear(256, outputs))
 
     def forward(self, images: torch.Tensor, missions: list[str]) -> torch.Tensor:
         inputs = self.thinker.prepare(images, missions)
         hidden = self.vlm(**inputs, output_hidden_states=True, use_cache=False, return_dict=True).hidden_states[-1]
         tokens = hidden[inputs["input_ids"] == self.image_token].view(len(images), -1, hidden.shape[-1])
-        return self.out(self.read(tokens).flatten(1))
+        if self.readout == "flat":
+            return self.out(self.read(tokens).flatten(1))
+        b, t, k = len(images), self.side, self.k  # tokens row-major (vlm.image_token_index); cells row-major
+        scores = self.read(tokens).view(b, t, t, k, k, 5).permute(0, 5, 1, 3, 2, 4).reshape(b, 5, t * k, t * k)
+        return torch.cat([scores[:, 0].flatten(1), scores[:, 1:].permute(0, 2, 3, 1).flatten(1)], dim=1)
 
 
-def split_logits(logits: torch.Tensor, grid: int) -> list[torch.Tensor]:
-    """Object x, object y, waypoint x, waypoint y, waypoint heading."""
+def split_logits(logits: torch.Tensor, grid: int, readout: str = "flat") -> list[torch.Tensor]:
+    """Flat: object x, object y, waypoint x, waypoint y, waypoint heading. Cells: object cell, waypoint state."""
+    if readout == "cells":
+        return list(logits.split([grid * grid, 4 * grid * grid], dim=-1))
     return list(logits.split([grid, grid, grid, grid, 4], dim=-1))
 
 
-def labels(s) -> torch.Tensor:
-    return torch.from_numpy(np.concatenate([s.targets, s.waypoints], axis=1))  # (N, 5)
+def labels(s, grid: int, readout: str = "flat") -> torch.Tensor:
+    """Class labels matching :func:`split_logits`: ``(N, 5)`` flat, ``(N, 2)`` cells (row-major, heading last)."""
+    t, w = s.targets, s.waypoints
+    if readout == "cells":
+        return torch.from_numpy(np.stack([t[:, 1] * grid + t[:, 0], (w[:, 1] * grid + w[:, 0]) * 4 + w[:, 2]], axis=1))
+    return torch.from_numpy(np.concatenate([t, w], axis=1))
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, s, grid: int, missions: list[str], batch: int = 100) -> dict[str, float]:
+def accuracy(
+    model: nn.Module, s, grid: int, missions: list[str], readout: str = "flat", batch: int = 100
+) -> dict[str, float]:
     model.eval()
-    y = labels(s)
+    y = labels(s, grid, readout)
     hits = []
     for i in range(0, len(s), batch):
-        parts = split_logits(model(torch.from_numpy(s.frames[i : i + batch]), missions[i : i + batch]), grid)
+        parts = split_logits(model(torch.from_numpy(s.frames[i : i + batch]), missions[i : i + batch]), grid, readout)
         hits.append(torch.stack([p.argmax(-1) == y[i : i + batch, j] for j, p in enumerate(parts)], dim=1))
     model.train()
     h = torch.cat(hits)
-    return {"object": round(h[:, :2].all(1).float().mean().item(), 4), "waypoint": round(h[:, 2:].all(1).float().mean().item(), 4)}
+    obj, way = (h[:, :1], h[:, 1:]) if readout == "cells" else (h[:, :2], h[:, 2:])
+    return {"object": round(obj.all(1).float().mean().item(), 4), "waypoint": round(way.all(1).float().mean().item(), 4)}
 
 
 def main() -> None:
@@ -127,6 +164,9 @@ def main() -> None:
     parser.add_argument("--model", choices=("film", "vlm"), default="film")
     parser.add_argument("--level", default="BabyAI-GoToLocal-v0")
     parser.add_argument("--image_size", type=int, default=None, help="default: the recipe's, else 88")
+    parser.add_argument("--readout", choices=("flat", "cells"), default="flat",
+                        help="an MLP over the flattened map (tokens), or a score per cell (softmax over cells)")
+    parser.add_argument("--patch_size", type=int, default=None, help="vlm only: override the recipe's")
     parser.add_argument("--recipe", default="recipes/thinker/babyai-tiny.yaml", help="thinker recipe (vlm only)")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch_size", type=int, default=32)
@@ -148,19 +188,22 @@ def main() -> None:
         spec = spec.get("init_args", spec)
         if args.image_size:
             spec["image_size"] = args.image_size
+        if args.patch_size:
+            spec["patch_size"] = args.patch_size
         size = spec["image_size"]
-        model: nn.Module = VLMModel(spec, 4 * grid + 4)
+        model: nn.Module = VLMModel(spec, 4 * grid + 4, args.readout, grid)
     else:
         size = args.image_size or 88
-        model = FiLMModel(size, grid, 4 * grid + 4)
+        model = FiLMModel(size, grid, 4 * grid + 4, readout=args.readout)
+    readout = args.readout
     held_out = grounding_samples(args.level, args.eval_samples, seed=10_000_000, image_size=size)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     curve, start, layout = [], time.perf_counter(), 0
     for step in range(1, args.steps + 1):
         batch = grounding_samples(args.level, args.batch_size, seed=layout, image_size=size)
         layout = int(batch.seeds[-1]) + 1  # every step sees new layouts
-        parts = split_logits(model(torch.from_numpy(batch.frames), batch.missions), grid)
-        y = labels(batch)
+        parts = split_logits(model(torch.from_numpy(batch.frames), batch.missions), grid, readout)
+        y = labels(batch, grid, readout)
         loss = sum(F.cross_entropy(p, y[:, j]) for j, p in enumerate(parts))
         optimizer.zero_grad()
         loss.backward()
@@ -170,12 +213,12 @@ def main() -> None:
                 "step": step,
                 "seconds": round(time.perf_counter() - start, 1),
                 "loss": round(loss.item(), 3),
-                "instruction": accuracy(model, held_out, grid, held_out.missions),
-                "neutral": accuracy(model, held_out, grid, [NEUTRAL] * len(held_out)),
+                "instruction": accuracy(model, held_out, grid, held_out.missions, readout),
+                "neutral": accuracy(model, held_out, grid, [NEUTRAL] * len(held_out), readout),
             }
             curve.append(row)
             print(json.dumps(row), flush=True)
-    result = {"model": args.model, "level": args.level, "image_size": size, "batch_size": args.batch_size,
+    result = {"model": args.model, "readout": readout, "level": args.level, "image_size": size, "batch_size": args.batch_size,
               "layouts_seen": layout, "held_out_samples": len(held_out), "curve": curve}
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=1))
