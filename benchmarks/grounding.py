@@ -103,7 +103,7 @@ class VLMModel(nn.Module):
         self.vlm = model.train()
         self.image_token = processor.tokenizer.convert_tokens_to_ids("<image>")
         hidden = model.config.get_text_config().hidden_size
-        side = vlm_spec["image_size"] // vlm_spec["patch_size"] // 2  # tokens per image side
+        side = vlm_spec["image_size"] // vlm_spec["patch_size"] // vlm_spec.get("merge", 2)  # tokens per side
         self.readout, self.side = readout, side
         if readout == "cells":  # each token scores the k x k cells it covers (object + 4 headings each)
             if grid % side:
@@ -167,6 +167,7 @@ def main() -> None:
     parser.add_argument("--readout", choices=("flat", "cells"), default="flat",
                         help="an MLP over the flattened map (tokens), or a score per cell (softmax over cells)")
     parser.add_argument("--patch_size", type=int, default=None, help="vlm only: override the recipe's")
+    parser.add_argument("--merge", type=int, default=None, help="vlm only: patches per token side (recipe's, else 2)")
     parser.add_argument("--recipe", default="recipes/thinker/babyai-tiny.yaml", help="thinker recipe (vlm only)")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch_size", type=int, default=32)
@@ -190,6 +191,8 @@ def main() -> None:
             spec["image_size"] = args.image_size
         if args.patch_size:
             spec["patch_size"] = args.patch_size
+        if args.merge:
+            spec["merge"] = args.merge
         size = spec["image_size"]
         model: nn.Module = VLMModel(spec, 4 * grid + 4, args.readout, grid)
     else:

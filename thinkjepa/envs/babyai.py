@@ -32,6 +32,8 @@ from minigrid.core.actions import Actions
 from minigrid.core.grid import Grid
 from minigrid.core.world_object import Door
 
+from thinkjepa.planning.spaces import DiscreteSpace
+
 MIN_TILE_SIZE = 3
 """Smallest tile, in pixels, at which the agent's heading stays readable."""
 
@@ -42,6 +44,11 @@ NUM_ACTIONS = len(ACTION_NAMES)
 
 NAV_ACTIONS: tuple[int, ...] = (Actions.left, Actions.right, Actions.forward, Actions.toggle)
 """The navigation actions (left, right, forward, toggle) random exploration draws from."""
+
+
+def navigation_space() -> DiscreteSpace:
+    """The planners' action space on BabyAI navigation levels: MiniGrid's actions, :data:`NAV_ACTIONS` allowed."""
+    return DiscreteSpace(NUM_ACTIONS, allowed=tuple(int(a) for a in NAV_ACTIONS))
 
 
 def is_success(reward: SupportsFloat, terminated: bool) -> bool:

@@ -42,10 +42,9 @@ from tqdm.auto import tqdm
 
 from thinkjepa.checkpoint import atomic_write_text
 from thinkjepa.data.collect import record_episode
-from thinkjepa.envs.babyai import NAV_ACTIONS, NUM_ACTIONS, is_success, make_env
+from thinkjepa.envs.babyai import is_success, make_env, navigation_space
 from thinkjepa.planning.base import Planner
 from thinkjepa.planning.cem import CEMPlanner
-from thinkjepa.planning.spaces import DiscreteSpace
 from thinkjepa.policy.flat import FlatPolicy
 from thinkjepa.policy.hierarchical import HierarchicalPolicy
 from thinkjepa.policy.mpc import PlanningCost
@@ -231,7 +230,7 @@ class ChunkRunner:
                  requery_every: int, oracle_gap: int | None) -> None:
         self.world_model, self.thinker, self.planner, self.cost = world_model, thinker, planner, cost
         self.max_steps, self.patience, self.requery_every, self.oracle_gap = max_steps, patience, requery_every, oracle_gap
-        self.space = DiscreteSpace(NUM_ACTIONS, allowed=tuple(int(a) for a in NAV_ACTIONS))
+        self.space = navigation_space()
 
     def policy(self, mode: str, reach_threshold: float, seed: int) -> FlatPolicy | HierarchicalPolicy:
         """A fresh agent for ``mode`` whose planner is seeded with ``seed`` (the chunk's first episode)."""

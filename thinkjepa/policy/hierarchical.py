@@ -23,7 +23,7 @@ import torch
 
 from thinkjepa.planning.base import Planner
 from thinkjepa.planning.cem import CEMPlanner
-from thinkjepa.planning.spaces import ActionSpace, DiscreteSpace
+from thinkjepa.planning.spaces import ActionSpace
 from thinkjepa.policy.mpc import LatentMPC, PlanningCost
 from thinkjepa.policy.subgoals import ThinkerSubgoals
 from thinkjepa.protocols import WorldModel
@@ -126,7 +126,7 @@ class HierarchicalPolicy:
         Raises:
             ValueError: the thinker was trained against another world model or latent shape.
         """
-        from thinkjepa.envs.babyai import NAV_ACTIONS, NUM_ACTIONS
+        from thinkjepa.envs.babyai import navigation_space
         from thinkjepa.thinker.checkpoint import load_thinker
         from thinkjepa.worldmodel.export import load_world_model
 
@@ -139,7 +139,7 @@ class HierarchicalPolicy:
             with torch.no_grad():
                 reach_threshold = calibrate_reach_threshold(wm, demos)
         planner = planner or CEMPlanner(horizon=6, num_samples=128, iterations=6, num_elites=16)
-        space = space or DiscreteSpace(NUM_ACTIONS, allowed=tuple(int(a) for a in NAV_ACTIONS))
+        space = space or navigation_space()
         return cls(wm, ThinkerSubgoals(th), planner, space, reach_threshold=reach_threshold, **kwargs)
 
     def reset(self, instructions: str | list[str], envs: list | None = None) -> None:

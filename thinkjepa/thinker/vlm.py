@@ -80,7 +80,10 @@ class TinyVLM:
     image_size: int = 64
     """Side of the (square) images the processor resizes to."""
     patch_size: int = 8
-    """Vision patch side; ``(image_size / patch_size)**2 / 4`` image tokens reach the language model."""
+    """Vision patch side; ``(image_size / (patch_size * merge))**2`` image tokens reach the language model."""
+    merge: int = 2
+    """Patches merged into one language-model token, per side: 2 (2x2, as SmolVLM and Qwen2-VL do) or 1 (one
+    token per patch: with patches the size of a grid cell, one token per cell)."""
     seed: int = 0
     """Seed of the random init: the same spec always gives the same weights."""
 
@@ -108,6 +111,7 @@ def build_tiny_vlm(
     vision_layers: int = 2,
     image_size: int = 64,
     patch_size: int = 8,
+    merge: int = 2,
     seed: int = 0,
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Build a tiny random-init VLM and its processor (word-level BabyAI tokenizer, no image splitting).
@@ -120,7 +124,9 @@ def build_tiny_vlm(
         vision_hidden_size: Vision-tower width.
         vision_layers: Vision-tower layers.
         image_size: Images are resized to ``image_size x image_size``.
-        patch_size: Vision patch side; 2x2 patches merge into one language-model token.
+        patch_size: Vision patch side.
+        merge: ``merge x merge`` patches merge into one language-model token (Idefics3's pixel-shuffle
+            scale factor, Qwen2-VL's spatial merge size).
         seed: Seed of the random init.
 
     Returns:
@@ -128,8 +134,10 @@ def build_tiny_vlm(
     """
     if kind not in _TINY_SPECIAL_TOKENS:
         raise ValueError(f"Unknown tiny VLM kind {kind!r}; expected one of {sorted(_TINY_SPECIAL_TOKENS)}")
-    if image_size % (2 * patch_size):
-        raise ValueError(f"image_size={image_size} must be a multiple of 2 * patch_size={2 * patch_size}")
+    if merge < 1 or image_size % (merge * patch_size):
+        raise ValueError(
+            f"image_size={image_size} must be a multiple of merge * patch_size={merge * patch_size} (merge >= 1)"
+        )
     head_dim = hidden_size // num_heads
     if head_dim * num_heads != hidden_size or head_dim % 2:
         raise ValueError(
@@ -161,7 +169,7 @@ def build_tiny_vlm(
                 image_size=image_size,
                 patch_size=patch_size,
             ),
-            scale_factor=2,
+            scale_factor=merge,
             image_token_id=ids["<image>"],
             pad_token_id=tokenizer.pad_token_id,
         )
@@ -170,7 +178,7 @@ def build_tiny_vlm(
             max_image_size={"longest_edge": image_size},
             do_image_splitting=False,
         )
-        image_seq_len = (image_size // patch_size) ** 2 // 4
+        image_seq_len = (image_size // patch_size // merge) ** 2
         processor = Idefics3Processor(image_processor, tokenizer, image_seq_len=image_seq_len)
     else:
         # M-RoPE splits each head's rotary half into (temporal, height, width) sections.
@@ -188,7 +196,7 @@ def build_tiny_vlm(
                 num_heads=num_heads,
                 mlp_ratio=2,
                 patch_size=patch_size,
-                spatial_merge_size=2,
+                spatial_merge_size=merge,
                 temporal_patch_size=2,
             ),
             image_token_id=ids["<|image_pad|>"],
@@ -198,7 +206,7 @@ def build_tiny_vlm(
         )
         pixels = dict(
             patch_size=patch_size,
-            merge_size=2,
+            merge_size=merge,
             temporal_patch_size=2,
             min_pixels=image_size**2,
             max_pixels=image_size**2,
@@ -213,14 +221,34 @@ def build_tiny_vlm(
     return model.eval(), processor
 
 
-def image_token_index(rows: torch.Tensor, cols: torch.Tensor, image_size: int, patch_size: int) -> torch.Tensor:
+def image_token_index(
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    image_size: int,
+    patch_size: int,
+    cells_per_token: int = 1,
+    merge: int = 2,
+) -> torch.Tensor:
     """Which image token of a tiny VLM (:func:`build_tiny_vlm`) covers pixel ``(row, col)``.
 
-    Both tiny kinds merge 2x2 patches into one language-model token and order the merged tokens row by
-    row (Idefics3's pixel shuffle, Qwen2-VL's patch merger), so the token is the pixel's
-    ``2 * patch_size`` block in row-major order. Pixels outside the image (e.g. ``-1`` for "none") give -1.
+    Both tiny kinds merge ``merge x merge`` patches into one language-model token and order the merged
+    tokens row by row (Idefics3's pixel shuffle, Qwen2-VL's patch merger), so the token is the pixel's
+    ``merge * patch_size`` block in row-major order. Pixels outside the image (e.g. ``-1`` for "none") give -1.
+
+    With ``cells_per_token=k`` each token's block is split into ``k x k`` cells and the index is the
+    pixel's cell, row-major over the whole image (the order of
+    :meth:`~thinkjepa.thinker.head.PyramidLatentHead.cell_scores`).
+
+    Raises:
+        ValueError: ``merge * patch_size`` does not split into ``cells_per_token`` whole pixels.
     """
-    block = 2 * patch_size
+    token = merge * patch_size
+    if cells_per_token < 1 or token % cells_per_token:
+        raise ValueError(
+            f"cells_per_token={cells_per_token} must be >= 1 and divide a token's {token} px "
+            f"({merge} x patch_size {patch_size})"
+        )
+    block = token // cells_per_token
     per_row = image_size // block
     inside = (rows >= 0) & (cols >= 0) & (rows < image_size) & (cols < image_size)
     return torch.where(inside, (rows // block) * per_row + cols // block, -1)
