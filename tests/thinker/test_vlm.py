@@ -89,17 +89,6 @@ def test_image_token_index_follows_each_tiny_vlms_token_order() -> None:
     assert image_token_index(torch.tensor(-1), torch.tensor(-1), size, patch).item() == -1
 
 
-def test_image_token_index_splits_tokens_into_cells() -> None:
-    from thinkjepa.thinker.vlm import image_token_index
-
-    size, patch = 88, 11  # 4 x 4 tokens of 22 px; with 2 cells per token side an 8 x 8 grid of 11 px cells
-    rows, cols = torch.tensor([0, 10, 11, 87, 5]), torch.tensor([0, 12, 21, 87, -1])
-    assert image_token_index(rows, cols, size, patch, 2).tolist() == [0, 1, 9, 63, -1]
-    assert image_token_index(rows, cols, size, patch).tolist() == [0, 0, 0, 15, -1]
-    with pytest.raises(ValueError, match="cells_per_token=3 must be >= 1 and divide a token's 22 px"):
-        image_token_index(rows, cols, size, patch, 3)
-
-
 @pytest.mark.parametrize("kind", ["idefics3", "qwen2_vl"])
 def test_merge_1_gives_one_language_model_token_per_patch(kind: str) -> None:
     from thinkjepa.thinker.head import PyramidLatentHead

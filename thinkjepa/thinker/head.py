@@ -11,13 +11,6 @@ Design decisions:
   (:class:`~thinkjepa.thinker.module.ThinkerModule`), query 0 reads the token that shows the object the
   instruction names and query 1 (if any) the token where the agent will stand at the subgoal: the
   instruction picks *where*, the head turns it into the subgoal latent.
-* **Cell-level grounding** (``cells_per_token=k``): when the VLM's image tokens each cover a ``k x k`` block
-  of grid cells (patches aligned with the cells), each scorer rates every *cell* — ``k²`` logits per token —
-  so a grounding loss can name the exact cell instead of a token spanning several. A token's pooling weight
-  is the summed probability of its cells, and each query adds the expected ``(x, y)`` of its cell
-  distribution to the pooled features: the precise "where", which the token's features blur over ``k²``
-  cells. Per-token scoring was what limited grounding in nine rooms: ``benchmarks/grounding.py`` finds the
-  named GoTo object with a per-cell read-out within 500 steps and never with a flat one.
 * **Residual on the current latent** (``residual=True``): ``z* = z_t + Δ`` with ``z_t`` the frozen world
   model's target-encoder latent of the current frame, and ``Δ = MLP([pooled, LN(z_t)])``. The MLP's last
   layer starts at zero, so an untrained head *is* the "copy the current latent" baseline, and training only
@@ -56,9 +49,6 @@ class HeadOptions:
     queries: int = 1
     """``grounded`` pooling only: how many scorers pool the image tokens (0: the named object, 1: the
     subgoal's agent cell; each can be taught by its own grounding loss)."""
-    cells_per_token: int = 1
-    """``grounded`` pooling only: each image token covers ``k x k`` grid cells and the scorers rate each cell
-    (:meth:`PyramidLatentHead.cell_scores`); ``k > 1`` also appends each query's expected cell ``(x, y)``."""
 
 
 class _AttentionPool(nn.Module):
@@ -86,7 +76,6 @@ class PyramidLatentHead(nn.Module):
         hidden_dim: Width of the MLP.
         residual: Output ``z_current + Δ`` (needs ``z_current`` in :meth:`forward`) instead of a plain MLP.
         queries: Scorers of the ``grounded`` pool (must be 1 for the other poolings).
-        cells_per_token: ``grounded`` only: grid cells per image token side, each scored on its own.
     """
 
     def __init__(
@@ -98,7 +87,6 @@ class PyramidLatentHead(nn.Module):
         hidden_dim: int = 256,
         residual: bool = True,
         queries: int = 1,
-        cells_per_token: int = 1,
     ) -> None:
         super().__init__()
         if not layers:
@@ -107,26 +95,20 @@ class PyramidLatentHead(nn.Module):
             raise ValueError(f"pooling must be 'mean', 'attention', 'last' or 'grounded', got {pooling!r}")
         if queries < 1 or (queries > 1 and pooling != "grounded"):
             raise ValueError(f"queries={queries}: the grounded pool takes 1 or more, every other pooling exactly 1")
-        if cells_per_token < 1 or (cells_per_token > 1 and pooling != "grounded"):
-            raise ValueError(
-                f"cells_per_token={cells_per_token}: the grounded pool takes 1 or more, every other pooling exactly 1"
-            )
         self.layers = tuple(int(i) for i in layers)
         self.hidden_size, self.latent_dim, self.residual = hidden_size, latent_dim, residual
-        self.options = HeadOptions(self.layers, pooling, hidden_dim, residual, queries, cells_per_token)
-        self.cells = cells_per_token
+        self.options = HeadOptions(self.layers, pooling, hidden_dim, residual, queries)
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in self.layers)
         self.pools = (
             nn.ModuleList(_AttentionPool(hidden_size) for _ in self.layers)
             if pooling == "attention"
             else None
         )
-        self.scorer = nn.Linear(hidden_size, queries * cells_per_token**2) if pooling == "grounded" else None
+        self.scorer = nn.Linear(hidden_size, queries) if pooling == "grounded" else None
         if self.scorer is not None:  # an untrained scorer pools the image tokens evenly
             nn.init.zeros_(self.scorer.weight)
             nn.init.zeros_(self.scorer.bias)
-        where = 2 * queries if cells_per_token > 1 else 0  # each query's expected cell (x, y)
-        in_dim = queries * len(self.layers) * hidden_size + where + (latent_dim if residual else 0)
+        in_dim = queries * len(self.layers) * hidden_size + (latent_dim if residual else 0)
         self.latent_norm = nn.LayerNorm(latent_dim) if residual else None
         self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, latent_dim))
         if residual:  # an untrained residual head copies the current latent
@@ -142,56 +124,19 @@ class PyramidLatentHead(nn.Module):
             "latent_dim": self.latent_dim,
         }
 
-    def _raw_scores(self, hidden_states: Sequence[torch.Tensor], image_mask: torch.Tensor) -> torch.Tensor:
-        """``(B, S, Q, k²)`` scorer logits on the first listed layer (every position, image or not)."""
-        if self.scorer is None:
-            raise ValueError(f"grounding needs pooling='grounded', this head pools by {self.options.pooling!r}")
-        if not image_mask.bool().any(dim=1).all():
-            raise ValueError("grounded pooling: a sample has no image token in image_mask")
-        h = self.norms[0](hidden_states[self.layers[0]].float())  # (B, S, H)
-        return self.scorer(h).unflatten(-1, (self.options.queries, self.cells**2))
-
     def grounding_scores(self, hidden_states: Sequence[torch.Tensor], image_mask: torch.Tensor) -> torch.Tensor:
         """``(B, Q, S)`` logits of the grounded pool's ``Q`` queries on the first listed layer, ``-inf`` off the image.
-
-        With ``cells_per_token > 1`` a token's logit is the log-sum-exp of its cells' (its share of the cell
-        softmax).
 
         Raises:
             ValueError: the head's pooling is not ``grounded``, or a sample has no image token.
         """
-        scores = self._raw_scores(hidden_states, image_mask).logsumexp(dim=-1)  # (B, S, Q)
-        return scores.transpose(1, 2).masked_fill(~image_mask.bool().unsqueeze(1), float("-inf"))
-
-    def cell_scores(self, hidden_states: Sequence[torch.Tensor], image_mask: torch.Tensor) -> torch.Tensor:
-        """``(B, Q, C)`` logits over the grid cells the image tokens cover, row-major (C = (T k)² for T x T tokens).
-
-        The image tokens must be a row-major ``T x T`` grid of the same size in every sample (the tiny VLMs'
-        order: :func:`thinkjepa.thinker.vlm.image_token_index`), and a token's ``k²`` logits its cells row-major.
-
-        Raises:
-            ValueError: not ``grounded``, or the samples' image tokens are not one square grid of equal size.
-        """
-        raw = self._raw_scores(hidden_states, image_mask)
+        if self.scorer is None:
+            raise ValueError(f"grounding_scores needs pooling='grounded', this head pools by {self.options.pooling!r}")
         image_mask = image_mask.bool()
-        counts = image_mask.sum(dim=1)
-        n = int(counts[0])
-        t = math.isqrt(n)
-        if not bool((counts == n).all()) or t * t != n:
-            raise ValueError(
-                f"cell_scores needs every sample's image tokens to form one square grid, got counts {counts.tolist()}"
-            )
-        b, q, k = raw.shape[0], self.options.queries, self.cells
-        tokens = raw[image_mask].view(b, t, t, q, k, k)  # (B, token row, token col, Q, cell row, cell col)
-        return tokens.permute(0, 3, 1, 4, 2, 5).reshape(b, q, n * k * k)
-
-    def where(self, hidden_states: Sequence[torch.Tensor], image_mask: torch.Tensor) -> torch.Tensor:
-        """``(B, Q, 2)``: each query's expected cell ``(x, y)`` under its cell softmax, in ``[0, 1]``."""
-        probs = self.cell_scores(hidden_states, image_mask).softmax(dim=-1)  # (B, Q, C)
-        side = math.isqrt(probs.shape[-1])
-        axis = torch.linspace(0, 1, side, device=probs.device)
-        grid = torch.stack([axis.repeat(side), axis.repeat_interleave(side)], dim=-1)  # (C, 2): x, y row-major
-        return probs @ grid
+        if not image_mask.any(dim=1).all():
+            raise ValueError("grounded pooling: a sample has no image token in image_mask")
+        h = self.norms[0](hidden_states[self.layers[0]].float())  # (B, S, H)
+        return self.scorer(h).transpose(1, 2).masked_fill(~image_mask.unsqueeze(1), float("-inf"))
 
     def forward(
         self,
@@ -230,9 +175,7 @@ class PyramidLatentHead(nn.Module):
             pooled.append(
                 self.pools[k](h, mask) if self.pools is not None else torch.einsum("bqs,bsh->bqh", weights, h).flatten(1)
             )
-        if self.cells > 1:
-            pooled.append(self.where(hidden_states, image_mask.bool() & mask).flatten(1))
-        features = torch.cat(pooled, dim=-1)  # (B, L*Q*H [+ 2Q])
+        features = torch.cat(pooled, dim=-1)  # (B, L*Q*H)
         if not self.residual:
             return self.mlp(features)
         if z_current is None:

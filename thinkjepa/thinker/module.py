@@ -204,13 +204,6 @@ class ThinkerModule(pl.LightningModule):
                     f"loss.{name} > 0 needs to know which image token covers a pixel, known here for "
                     "the tiny VLMs only (thinkjepa.thinker.vlm.image_token_index); got a pretrained VLM"
                 )
-        if head.cells_per_token > 1 and (
-            not isinstance(vlm, TinyVLM) or (vlm.merge * vlm.patch_size) % head.cells_per_token
-        ):
-            raise ValueError(
-                f"head.cells_per_token={head.cells_per_token} splits each image token into cells: it needs a tiny "
-                f"VLM whose token side (merge x patch_size) divides by it, got {vlm}"
-            )
         if self.loss_options.waypoint_grounding_weight > 0 and head.queries < 2:
             raise ValueError(
                 f"loss.waypoint_grounding_weight > 0 trains the grounded pool's second query: set head.queries "
@@ -347,6 +340,14 @@ class ThinkerModule(pl.LightningModule):
         self.log_dict({"train/loss": loss.detach(), **logs}, on_step=True, on_epoch=False)
         return loss
 
+    def grounding_labels(self, pixels: torch.Tensor, frame_size: int) -> torch.Tensor:
+        """``(B,)`` index of the image token covering each ``(row, col)`` of ``pixels`` in a ``frame_size`` frame
+        (-1 where a pixel is unknown, ``-1``)."""
+        spec = self.vlm_spec
+        scale = spec.image_size / frame_size  # the processor resizes frames to the VLM's image size
+        rows, cols = (torch.where(pixels >= 0, (pixels * scale).long(), -1)).unbind(-1)
+        return image_token_index(rows, cols, spec.image_size, spec.patch_size, spec.merge).to(self.device)
+
     def _grounding_loss(
         self,
         hidden: tuple[torch.Tensor, ...],
@@ -355,19 +356,16 @@ class ThinkerModule(pl.LightningModule):
         frame_size: int,
         query: int = 0,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Cross-entropy of one grounded query's scores over image tokens (or their cells, with
-        ``head.cells_per_token > 1``) against the one covering ``pixels``."""
-        spec = self.vlm_spec
-        scale = spec.image_size / frame_size  # the processor resizes frames to the VLM's image size
-        rows, cols = (torch.where(pixels >= 0, (pixels * scale).long(), -1)).unbind(-1)
-        head = self.thinker.head
-        cell = image_token_index(rows, cols, spec.image_size, spec.patch_size, head.cells, spec.merge).to(self.device)
-        known = cell >= 0
+        """Cross-entropy of one grounded query's scores over image tokens against the token covering ``pixels``."""
+        token = self.grounding_labels(pixels, frame_size)
+        known = token >= 0
         if not known.any():
             return None, None
-        scores = head.cell_scores(hidden, image_mask)[:, query][known]  # (K, cells), row-major
-        loss = F.cross_entropy(scores, cell[known])
-        accuracy = (scores.argmax(-1) == cell[known]).float().mean()
+        scores = self.thinker.head.grounding_scores(hidden, image_mask)[:, query]  # (B, S), -inf off the image
+        n_image = int(image_mask[0].sum())
+        per_token = scores[image_mask].view(len(scores), n_image)[known]  # (K, N_image), in token order
+        loss = F.cross_entropy(per_token, token[known])
+        accuracy = (per_token.argmax(-1) == token[known]).float().mean()
         return loss, accuracy
 
     # -- validation ------------------------------------------------------------------------------

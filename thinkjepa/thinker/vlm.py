@@ -222,33 +222,15 @@ def build_tiny_vlm(
 
 
 def image_token_index(
-    rows: torch.Tensor,
-    cols: torch.Tensor,
-    image_size: int,
-    patch_size: int,
-    cells_per_token: int = 1,
-    merge: int = 2,
+    rows: torch.Tensor, cols: torch.Tensor, image_size: int, patch_size: int, merge: int = 2
 ) -> torch.Tensor:
     """Which image token of a tiny VLM (:func:`build_tiny_vlm`) covers pixel ``(row, col)``.
 
     Both tiny kinds merge ``merge x merge`` patches into one language-model token and order the merged
     tokens row by row (Idefics3's pixel shuffle, Qwen2-VL's patch merger), so the token is the pixel's
     ``merge * patch_size`` block in row-major order. Pixels outside the image (e.g. ``-1`` for "none") give -1.
-
-    With ``cells_per_token=k`` each token's block is split into ``k x k`` cells and the index is the
-    pixel's cell, row-major over the whole image (the order of
-    :meth:`~thinkjepa.thinker.head.PyramidLatentHead.cell_scores`).
-
-    Raises:
-        ValueError: ``merge * patch_size`` does not split into ``cells_per_token`` whole pixels.
     """
-    token = merge * patch_size
-    if cells_per_token < 1 or token % cells_per_token:
-        raise ValueError(
-            f"cells_per_token={cells_per_token} must be >= 1 and divide a token's {token} px "
-            f"({merge} x patch_size {patch_size})"
-        )
-    block = token // cells_per_token
+    block = merge * patch_size
     per_row = image_size // block
     inside = (rows >= 0) & (cols >= 0) & (rows < image_size) & (cols < image_size)
     return torch.where(inside, (rows // block) * per_row + cols // block, -1)
