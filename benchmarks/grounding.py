@@ -51,7 +51,9 @@ NEUTRAL = "go to the object"
 
 
 class FiLMNet(nn.Module):
-    """A convolution per grid cell, two instruction-FiLM'd residual 3x3 layers, then a read-out.
+    """A convolution per grid cell, ``depth`` instruction-FiLM'd residual 3x3 layers, then a read-out.
+
+    ``dilated``: layer ``i`` dilates by ``2 ** (i % 4)``, so 8 layers see 61 x 61 cells (2 layers: 5 x 5).
 
     ``readout="flat"``: an MLP over the whole flattened feature map gives ``outputs`` logits.
     ``readout="cells"``: a 1x1 convolution scores every cell (1 object logit, 4 waypoint-heading logits),
@@ -59,15 +61,17 @@ class FiLMNet(nn.Module):
     """
 
     def __init__(
-        self, image_size: int, cells: int, vocab: int, outputs: int, width: int = 64, readout: str = "flat"
+        self, image_size: int, cells: int, vocab: int, outputs: int, width: int = 64, readout: str = "flat",
+        depth: int = 2, dilated: bool = False,
     ) -> None:
         super().__init__()
         patch = image_size // cells
         self.readout = readout
         self.words = nn.EmbeddingBag(vocab, 2 * width, mode="mean")
         self.stem = nn.Sequential(nn.Conv2d(3, width, patch, patch), nn.ReLU())
-        self.film = nn.ModuleList(nn.Linear(2 * width, 2 * width) for _ in range(2))
-        self.convs = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(2))
+        self.film = nn.ModuleList(nn.Linear(2 * width, 2 * width) for _ in range(depth))
+        rates = [2 ** (i % 4) if dilated else 1 for i in range(depth)]
+        self.convs = nn.ModuleList(nn.Conv2d(width, width, 3, padding=r, dilation=r) for r in rates)
         if readout == "flat":
             self.out = nn.Sequential(nn.Flatten(), nn.Linear(width * cells * cells, 256), nn.ReLU(), nn.Linear(256, outputs))
         else:  # object logit + 4 heading logits per cell, flattened row-major: (y, x) then heading
@@ -86,10 +90,11 @@ class FiLMNet(nn.Module):
 
 
 class FiLMModel(nn.Module):
-    def __init__(self, image_size: int, cells: int, outputs: int, readout: str = "flat") -> None:
+    def __init__(self, image_size: int, cells: int, outputs: int, readout: str = "flat", depth: int = 2,
+                 dilated: bool = False) -> None:
         super().__init__()
         self.tokenizer = train_word_tokenizer()
-        self.net = FiLMNet(image_size, cells, len(self.tokenizer), outputs, readout=readout)
+        self.net = FiLMNet(image_size, cells, len(self.tokenizer), outputs, readout=readout, depth=depth, dilated=dilated)
 
     def forward(self, images: torch.Tensor, missions: list[str]) -> torch.Tensor:
         ids = self.tokenizer(missions, padding=True, return_tensors="pt")
@@ -176,6 +181,8 @@ def main() -> None:
                         help="an MLP over the flattened map (tokens), or a score per cell (softmax over cells)")
     parser.add_argument("--patch_size", type=int, default=None, help="vlm only: override the recipe's")
     parser.add_argument("--merge", type=int, default=None, help="vlm only: patches per token side (recipe's, else 2)")
+    parser.add_argument("--depth", type=int, default=2, help="film only: FiLM'd 3x3 layers")
+    parser.add_argument("--dilated", action="store_true", help="film only: dilate layer i by 2 ** (i %% 4)")
     parser.add_argument("--recipe", default="recipes/thinker/babyai-tiny.yaml", help="thinker recipe (vlm only)")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch_size", type=int, default=32)
@@ -205,7 +212,7 @@ def main() -> None:
         model: nn.Module = VLMModel(spec, 4 * grid + 4, args.readout, grid)
     else:
         size = args.image_size or 88
-        model = FiLMModel(size, grid, 4 * grid + 4, readout=args.readout)
+        model = FiLMModel(size, grid, 4 * grid + 4, readout=args.readout, depth=args.depth, dilated=args.dilated)
     readout = args.readout
     held_out = grounding_samples(args.level, args.eval_samples, seed=10_000_000, image_size=size)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
@@ -229,7 +236,7 @@ def main() -> None:
             }
             curve.append(row)
             print(json.dumps(row), flush=True)
-    result = {"model": args.model, "readout": readout, "level": args.level, "image_size": size, "batch_size": args.batch_size,
+    result = {"model": args.model, "readout": readout, "depth": args.depth, "dilated": args.dilated, "level": args.level, "image_size": size, "batch_size": args.batch_size,
               "layouts_seen": layout, "held_out_samples": len(held_out), "curve": curve}
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=1))
