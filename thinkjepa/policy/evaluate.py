@@ -301,10 +301,10 @@ def _saved_chunk(path: Path, settings: dict[str, Any], stale: str = "error") -> 
         return None
     saved = json.loads(path.read_text())
     if saved["settings"] != settings:
-        diff = sorted(k for k in settings.keys() | saved["settings"].keys()
-                      if saved["settings"].get(k) != settings.get(k))
         if stale == "replace":
             return None
+        diff = sorted(k for k in settings.keys() | saved["settings"].keys()
+                      if saved["settings"].get(k) != settings.get(k))
         raise ValueError(f"{path} holds episodes run with other settings ({', '.join(diff)}); evaluate into "
                          f"another --out, pass --stale replace, or delete {path.parent} to run them again")
     return from_json(saved["results"])
