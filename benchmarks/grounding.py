@@ -50,6 +50,12 @@ from thinkjepa.thinker.tokenizer import train_word_tokenizer
 NEUTRAL = "go to the object"
 
 
+def cell_logits(scores: torch.Tensor) -> torch.Tensor:
+    """``(B, 5, y, x)`` per-cell scores (object, 4 headings) -> the ``readout="cells"`` logits: the object's
+    cells row-major, then every (cell, heading) row-major with the heading last (see :func:`labels`)."""
+    return torch.cat([scores[:, 0].flatten(1), scores[:, 1:].permute(0, 2, 3, 1).flatten(1)], dim=1)
+
+
 class FiLMNet(nn.Module):
     """A convolution per grid cell, ``depth`` instruction-FiLM'd residual 3x3 layers, then a read-out.
 
@@ -85,8 +91,7 @@ class FiLMNet(nn.Module):
             x = F.relu(conv(x) * (1 + gain[..., None, None]) + bias[..., None, None]) + x
         if self.readout == "flat":
             return self.out(x)
-        scores = self.out(x)  # (B, 5, y, x)
-        return torch.cat([scores[:, 0].flatten(1), scores[:, 1:].permute(0, 2, 3, 1).flatten(1)], dim=1)
+        return cell_logits(self.out(x))
 
 
 class FiLMModel(nn.Module):
@@ -137,8 +142,7 @@ class VLMModel(nn.Module):
         if self.readout == "flat":
             return self.out(self.read(tokens).flatten(1))
         b, t, k = len(images), self.side, self.k  # tokens row-major (vlm.image_token_index); cells row-major
-        scores = self.read(tokens).view(b, t, t, k, k, 5).permute(0, 5, 1, 3, 2, 4).reshape(b, 5, t * k, t * k)
-        return torch.cat([scores[:, 0].flatten(1), scores[:, 1:].permute(0, 2, 3, 1).flatten(1)], dim=1)
+        return cell_logits(self.read(tokens).view(b, t, t, k, k, 5).permute(0, 5, 1, 3, 2, 4).reshape(b, 5, t * k, t * k))
 
 
 def split_logits(logits: torch.Tensor, grid: int, readout: str = "flat") -> list[torch.Tensor]:

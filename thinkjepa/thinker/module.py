@@ -342,7 +342,7 @@ class ThinkerModule(pl.LightningModule):
 
     def grounding_labels(self, pixels: torch.Tensor, frame_size: int) -> torch.Tensor:
         """``(B,)`` index of the image token covering each ``(row, col)`` of ``pixels`` in a ``frame_size`` frame
-        (-1 where a pixel is unknown, ``-1``)."""
+        (-1 for an unknown pixel, given as ``-1``)."""
         spec = self.vlm_spec
         scale = spec.image_size / frame_size  # the processor resizes frames to the VLM's image size
         rows, cols = (torch.where(pixels >= 0, (pixels * scale).long(), -1)).unbind(-1)
