@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
+from thinkjepa.checkpoint import atomic_directory
 from thinkjepa.protocols import WorldModel
 from thinkjepa.thinker.head import PyramidLatentHead
 from thinkjepa.thinker.lora import base_model
@@ -67,9 +66,7 @@ def save_thinker(
         The directory.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with atomic_directory(path) as tmp:
         base = thinker.base_vlm
         trained = {f"head.{k}": v for k, v in thinker.head.state_dict().items()}
         trained_vlm = sorted(n for n, p in base.named_parameters() if p.requires_grad and "lora_" not in n)
@@ -96,14 +93,6 @@ def save_thinker(
             "run": run_config or {},
         }
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

@@ -41,14 +41,15 @@ from thinkjepa.thinker.checkpoint import load_thinker, save_thinker, world_model
 from thinkjepa.thinker.head import HeadOptions, PyramidLatentHead
 from thinkjepa.thinker.lora import apply_lora, set_trainable
 from thinkjepa.thinker.metrics import SubgoalMetrics
+from thinkjepa.thinker.pretrain import is_grounded_vlm, start_from_grounded
 from thinkjepa.thinker.thinker import Thinker
 from thinkjepa.thinker.vlm import (
     TEXT_MODEL_LORA_TARGETS,
     PretrainedVLM,
     TinyVLM,
     build_tiny_vlm,
-    image_token_index,
     load_vlm,
+    pixel_tokens,
 )
 from thinkjepa.worldmodel import load_world_model
 
@@ -123,8 +124,10 @@ def _as(cls: type, value: Any) -> Any:
     return cls(**{k: v for k, v in value.items() if k in names})
 
 
-def start_from(thinker: Thinker, source: str) -> None:
-    """Copy the VLM (base weights and adapters) and the head of the thinker exported at ``source``.
+def start_from(thinker: Thinker, source: str, spec: TinyVLM | PretrainedVLM | None = None) -> None:
+    """Copy the VLM (base weights and adapters) and the head of the thinker exported at ``source``, or, when
+    ``source`` is a grounding-pretrained VLM (:mod:`thinkjepa.thinker.pretrain`), its VLM and grounded read-out
+    (:func:`~thinkjepa.thinker.pretrain.start_from_grounded`; ``spec`` must be its tiny-VLM spec).
 
     Which parameters train is left as ``thinker`` declares it. The source's world model is not checked:
     starting from a thinker trained elsewhere is the point.
@@ -133,6 +136,11 @@ def start_from(thinker: Thinker, source: str) -> None:
         FileNotFoundError: No thinker checkpoint at ``source``.
         StateDictMismatchError: Another VLM or head architecture (every differing name and shape listed).
     """
+    if is_grounded_vlm(source):
+        if not isinstance(spec, TinyVLM):
+            raise ValueError(f"init_from={source} is a grounded tiny VLM: the thinker's vlm must be the same TinyVLM spec")
+        start_from_grounded(thinker, source, spec)
+        return
     saved = load_thinker(source)
     load_state_dict_strict(thinker.vlm, saved.vlm.state_dict(), f"init_from={source} (VLM)")
     load_state_dict_strict(thinker.head, saved.head.state_dict(), f"init_from={source} (head)")
@@ -166,8 +174,9 @@ class ThinkerModule(pl.LightningModule):
         encode_batch_size: Batch size of the one-off world-model encoding in ``setup``.
         init_from: An exported thinker of the same architecture (VLM, adapters, head) to start from, e.g.
             one trained on another level or against another world model: its weights are copied, its
-            world model is not checked (the run retrains the head for this one). A resumed run's
-            checkpoint still wins.
+            world model is not checked (the run retrains the head for this one). Or a grounding-pretrained
+            VLM of the same ``vlm`` spec (:mod:`thinkjepa.thinker.pretrain`): its VLM and grounded read-out
+            are copied. A resumed run's checkpoint still wins.
     """
 
     def __init__(
@@ -245,7 +254,7 @@ class ThinkerModule(pl.LightningModule):
         self.thinker = Thinker(model, processor, latent_head, prompt=prompt, world_model=wm,
                                text_first=text_first).train()
         if init_from is not None:
-            start_from(self.thinker, init_from)
+            start_from(self.thinker, init_from, vlm)
         self.val_metrics = SubgoalMetrics()
         # Lightning checkpoints hold the trained weights only; on_load_checkpoint checks the key set.
         self.strict_loading = False
@@ -344,9 +353,7 @@ class ThinkerModule(pl.LightningModule):
         """``(B,)`` index of the image token covering each ``(row, col)`` of ``pixels`` in a ``frame_size`` frame
         (-1 for an unknown pixel, given as ``-1``)."""
         spec = self.vlm_spec
-        scale = spec.image_size / frame_size  # the processor resizes frames to the VLM's image size
-        rows, cols = (torch.where(pixels >= 0, (pixels * scale).long(), -1)).unbind(-1)
-        return image_token_index(rows, cols, spec.image_size, spec.patch_size, spec.merge).to(self.device)
+        return pixel_tokens(pixels, frame_size, spec.image_size, spec.patch_size, spec.merge).to(self.device)
 
     def _grounding_loss(
         self,

@@ -18,6 +18,28 @@ from thinkjepa.thinker.head import PyramidLatentHead
 from thinkjepa.thinker.lora import base_model
 
 
+def chat_text(processor: ProcessorMixin, prompt: str, instruction: str, text_first: bool = False) -> str:
+    """The chat-templated user turn showing one image and ``prompt`` with ``instruction`` filled in
+    (the instruction before the image when ``text_first``), ready for the processor."""
+    parts = [{"type": "image"}, {"type": "text", "text": prompt.format(instruction=instruction)}]
+    message = {"role": "user", "content": parts[::-1] if text_first else parts}
+    return processor.apply_chat_template([message], add_generation_prompt=True, tokenize=False)
+
+
+def processor_inputs(
+    processor: ProcessorMixin, images: torch.Tensor, texts: list[str], device: torch.device | str, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """The processor's padded batch for ``uint8 (B, H, W, 3)`` images and B chat texts, on ``device`` (floating
+    point inputs in ``dtype``)."""
+    inputs = processor(
+        images=list(images.detach().cpu().permute(0, 3, 1, 2)),  # B x (3, H, W)
+        text=texts,
+        padding=True,
+        return_tensors="pt",
+    )
+    return {k: v.to(device, dtype=dtype if v.is_floating_point() else None) for k, v in inputs.items()}
+
+
 class Thinker(nn.Module):
     """A VLM (optionally with LoRA adapters) and a latent head proposing world-model subgoals.
 
@@ -81,11 +103,7 @@ class Thinker(nn.Module):
 
     def _text(self, instruction: str) -> str:
         if instruction not in self._prompts:
-            parts = [{"type": "image"}, {"type": "text", "text": self.prompt.format(instruction=instruction)}]
-            message = {"role": "user", "content": parts[::-1] if self.text_first else parts}
-            self._prompts[instruction] = self.processor.apply_chat_template(
-                [message], add_generation_prompt=True, tokenize=False
-            )
+            self._prompts[instruction] = chat_text(self.processor, self.prompt, instruction, self.text_first)
         return self._prompts[instruction]
 
     @staticmethod
@@ -99,14 +117,8 @@ class Thinker(nn.Module):
     def prepare(self, images: torch.Tensor, instructions: list[str]) -> dict[str, torch.Tensor]:
         """Processor inputs for ``uint8 (B, H, W, 3)`` images and B instructions, on the head's device."""
         self.check_inputs(images, instructions)
-        inputs = self.processor(
-            images=list(images.detach().cpu().permute(0, 3, 1, 2)),  # B x (3, H, W)
-            text=[self._text(i) for i in instructions],
-            padding=True,
-            return_tensors="pt",
-        )
-        device, dtype = self.head.mlp[0].weight.device, self.base_vlm.dtype
-        return {k: v.to(device, dtype=dtype if v.is_floating_point() else None) for k, v in inputs.items()}
+        texts = [self._text(i) for i in instructions]
+        return processor_inputs(self.processor, images, texts, self.head.mlp[0].weight.device, self.base_vlm.dtype)
 
     def forward(
         self, images: torch.Tensor, instructions: list[str], z_current: torch.Tensor | None = None

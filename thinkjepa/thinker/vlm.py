@@ -236,6 +236,14 @@ def image_token_index(
     return torch.where(inside, (rows // block) * per_row + cols // block, -1)
 
 
+def pixel_tokens(pixels: torch.Tensor, frame_size: int, image_size: int, patch_size: int, merge: int = 2) -> torch.Tensor:
+    """``(...,)`` image token of a tiny VLM covering each ``(row, col)`` of ``pixels (..., 2)`` given in a
+    ``frame_size`` frame, which the processor resizes to ``image_size`` (-1 where a pixel is ``-1``, unknown)."""
+    scale = image_size / frame_size
+    rows, cols = torch.where(pixels >= 0, (pixels * scale).long(), -1).unbind(-1)
+    return image_token_index(rows, cols, image_size, patch_size, merge)
+
+
 def save_vlm(model: PreTrainedModel, processor: ProcessorMixin, path: str | os.PathLike) -> Path:
     """``save_pretrained`` the model (safetensors) and its processor into one directory.
 

@@ -1,0 +1,320 @@
+"""Grounding pretraining: teach the thinker's VLM where an instruction points, before any world model exists.
+
+A thinker has two things to learn: *where* the instruction sends the agent (which object, which doorway next)
+and *what the world model's latent of being there* looks like. Only the second needs the world model. The first
+is the expensive one — on GoTo a random-init VLM needs thousands of steps to find the named object among 484
+cells — and it can be learned from the level generator alone (:func:`~thinkjepa.data.grounding.grounding_samples`:
+fresh layouts every step, the agent anywhere, an object named as the level names it). So it is a stage of its
+own, run before (or beside) the world model's training, the way real VLMs come pretrained before they are
+finetuned into a thinker.
+
+:class:`GroundingPretrainModule` trains a tiny VLM (every weight) with a per-image-token read-out on the last
+layer, exactly the thinker head's grounded pool (:class:`~thinkjepa.thinker.head.PyramidLatentHead`): a layer
+norm and a linear scorer with two queries — query 0 scores each token as the named object's, query 1 as the one
+where the agent stands at the next waypoint — plus a 4-way linear read-out of the agent's heading there. Loss:
+cross-entropy of each query over the image tokens against the true token, and of the heading at the true
+waypoint token. The instruction comes before the image (``text_first``) so that every image token attends to it.
+
+At the end of ``fit`` the run is exported to ``<default_root_dir>/vlm`` (atomically):
+
+    config.json, model.safetensors, processor files   the VLM in ``save_pretrained`` layout (loads with
+                                                      :func:`~thinkjepa.thinker.vlm.load_vlm`)
+    grounding.json                                    format, the tiny-VLM spec, prompt, text order, level
+    grounding.safetensors                             the read-out: ``norm.*``, ``scorer.*``, ``heading.*``
+
+A :class:`~thinkjepa.thinker.module.ThinkerModule` with the same ``vlm`` spec starts from it with
+``init_from: <that directory>``: the VLM's weights are copied and the head's grounded pool (its first layer's
+norm and scorer) starts as this read-out (:func:`start_from_grounded`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from peft import PeftModel
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset
+
+from thinkjepa.checkpoint import atomic_directory, load_state_dict_strict
+from thinkjepa.data.grounding import GroundingSamples, Naming, check_naming, grounding_samples
+from thinkjepa.optim import adamw_warmup_cosine
+from thinkjepa.thinker.thinker import Thinker, chat_text, processor_inputs
+from thinkjepa.thinker.vlm import TinyVLM, build_tiny_vlm, load_vlm, pixel_tokens
+
+FORMAT = "thinkjepa.grounded_vlm/1"
+DEFAULT_VLM = TinyVLM()
+CONFIG = "grounding.json"
+READOUT = "grounding.safetensors"
+VAL_SEED, VAL_LAYOUTS = 10_000_000, 100_000
+"""The held-out samples come from layouts ``VAL_SEED`` on; training batches never draw from the first
+``VAL_LAYOUTS`` of them."""
+
+
+def is_grounded_vlm(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a :class:`GroundingPretrainModule` export."""
+    return (Path(path) / CONFIG).is_file()
+
+
+class GroundingStream(IterableDataset):
+    """Endless batches of fresh grounding samples: batch ``i`` comes from layouts ``seed + i * batch_size`` on.
+
+    ``start`` is the first batch index, so a resumed run continues with layouts it has not seen. Yields dicts
+    with ``image`` (uint8 ``(B, H, W, 3)``), ``mission`` (B strings), ``target_pixel``, ``waypoint_pixel``
+    (``(B, 2)`` row, col) and ``heading`` (``(B,)``, the agent's direction at the waypoint).
+    """
+
+    def __init__(self, level: str, batch_size: int, frame_size: int, naming: Naming, seed: int, start: int = 0) -> None:
+        super().__init__()
+        self.level, self.batch_size, self.frame_size, self.naming = level, batch_size, frame_size, naming
+        self.seed, self.start = seed, start
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        i = self.start + worker
+        while True:
+            first = self.seed + i * self.batch_size
+            if first < VAL_SEED + VAL_LAYOUTS and first + self.batch_size > VAL_SEED:
+                raise ValueError(f"training batch {i} would draw layouts {first}.. of the held-out ones ({VAL_SEED}..)")
+            samples = grounding_samples(self.level, self.batch_size, seed=first,
+                                        image_size=self.frame_size, naming=self.naming)
+            yield as_batch(samples)
+            i += workers
+
+
+def as_batch(samples: GroundingSamples) -> dict[str, Any]:
+    """The tensors a :class:`GroundingPretrainModule` step reads from ``samples``."""
+    return {
+        "image": torch.from_numpy(samples.frames),
+        "mission": list(samples.missions),
+        "target_pixel": torch.from_numpy(samples.target_pixels),
+        "waypoint_pixel": torch.from_numpy(samples.waypoint_pixels),
+        "heading": torch.from_numpy(samples.waypoints[:, 2].copy()),
+    }
+
+
+class GroundingDataModule(pl.LightningDataModule):
+    """Generated grounding samples of one level: a fresh stream for training, fixed held-out layouts to validate.
+
+    Args:
+        level: A BabyAI level with objects to go to (``BabyAI-GoTo-v0``).
+        frame_size: Side of the rendered frames: the world model's image size, so that the processor resizes
+            them exactly as it will for the thinker.
+        batch_size: Samples per step (each batch is one call of the generator).
+        naming: ``level`` names objects as the level does ("go to a red box" when there are several), ``unique``
+            only objects no other shares colour and type with.
+        val_samples: Held-out samples, from layouts ``10,000,000`` on (at most 100,000).
+        seed: First training layout; training batch ``i`` draws from ``seed + i * batch_size`` on, and a resumed
+            run starts at its step's batch.
+        num_workers: DataLoader workers for the training stream (0: generate in the main process).
+    """
+
+    def __init__(self, level: str = "BabyAI-GoTo-v0", frame_size: int = 88, batch_size: int = 32,
+                 naming: Naming = "level", val_samples: int = 400, seed: int = 0, num_workers: int = 0) -> None:
+        super().__init__()
+        check_naming(naming)
+        if batch_size < 1 or not 1 <= val_samples <= VAL_LAYOUTS:
+            raise ValueError(f"GroundingDataModule needs batch_size >= 1 and val_samples >= 1, got {batch_size=} {val_samples=}")
+        self.level, self.frame_size, self.batch_size, self.naming = level, frame_size, batch_size, naming
+        self.val_samples, self.seed, self.num_workers = val_samples, seed, num_workers
+        self.val_set: dict[str, Any] | None = None
+
+    def setup(self, stage: str) -> None:
+        if self.val_set is None:
+            self.val_set = as_batch(grounding_samples(self.level, self.val_samples, seed=VAL_SEED,
+                                                      image_size=self.frame_size, naming=self.naming))
+
+    def train_dataloader(self) -> DataLoader:
+        start = self.trainer.global_step if self.trainer is not None else 0  # restored before the loaders on resume
+        stream = GroundingStream(self.level, self.batch_size, self.frame_size, self.naming, self.seed, start)
+        return DataLoader(stream, batch_size=None, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None
+        v, n, b = self.val_set, self.val_samples, self.batch_size
+        chunks = [{k: x[i : i + b] for k, x in v.items()} for i in range(0, n, b)]
+        return DataLoader(chunks, batch_size=None)
+
+
+class GroundingPretrainModule(pl.LightningModule):
+    """Pretrains a tiny VLM's image tokens to say where an instruction points (see the module docstring).
+
+    Args:
+        vlm: The tiny VLM spec; the thinker that starts from this run must use the same one.
+        prompt: Text shown with the image; ``{instruction}`` is replaced by the mission.
+        text_first: The instruction before the image (a causal LM's image tokens then attend to it).
+        neutral_instruction: Validation also scores this instruction in place of the true one: grounding is
+            the gap between the two.
+        heading_weight: Weight of the heading cross-entropy (the two token cross-entropies weigh 1).
+        lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with linear warm-up and cosine decay.
+    """
+
+    def __init__(self, vlm: TinyVLM = DEFAULT_VLM, prompt: str = "{instruction}", text_first: bool = True,
+                 neutral_instruction: str = "go to the object", heading_weight: float = 1.0, lr: float = 1e-3,
+                 weight_decay: float = 0.0, warmup_steps: int = 100, min_lr_ratio: float = 0.1) -> None:
+        super().__init__()
+        spec = TinyVLM(**vlm) if isinstance(vlm, dict) else vlm
+        self.save_hyperparameters({"vlm": asdict(spec), "prompt": prompt, "text_first": text_first,
+                                   "neutral_instruction": neutral_instruction, "heading_weight": heading_weight,
+                                   "lr": lr, "weight_decay": weight_decay, "warmup_steps": warmup_steps,
+                                   "min_lr_ratio": min_lr_ratio})
+        if "{instruction}" not in prompt:
+            raise ValueError(f"prompt {prompt!r} must contain '{{instruction}}'")
+        self.spec = spec
+        self.vlm, self.processor = build_tiny_vlm(**asdict(spec))
+        self.vlm.train()
+        hidden = self.vlm.config.get_text_config().hidden_size
+        self.norm = nn.LayerNorm(hidden)
+        self.scorer = nn.Linear(hidden, 2)  # the thinker head's grounded pool: 0 object, 1 waypoint token
+        self.heading = nn.Linear(hidden, 4)
+        self._texts: dict[str, str] = {}
+
+    def _text(self, instruction: str) -> str:
+        if instruction not in self._texts:
+            self._texts[instruction] = chat_text(self.processor, self.hparams.prompt, instruction, self.hparams.text_first)
+        return self._texts[instruction]
+
+    def token_scores(self, images: torch.Tensor, missions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, 2, N)`` object / waypoint scores and ``(B, N, 4)`` heading logits of the ``N`` image tokens."""
+        Thinker.check_inputs(images, missions)
+        inputs = processor_inputs(self.processor, images, [self._text(m) for m in missions], self.device, self.vlm.dtype)
+        out = self.vlm(**inputs, output_hidden_states=True, use_cache=False, logits_to_keep=1, return_dict=True)
+        image = inputs["input_ids"] == self.vlm.config.image_token_id
+        h = self.norm(out.hidden_states[-1].float())[image].view(len(images), -1, self.norm.normalized_shape[0])
+        return self.scorer(h).transpose(1, 2), self.heading(h)
+
+    def labels(self, pixels: torch.Tensor, frame_size: int) -> torch.Tensor:
+        """Image token covering each ``(row, col)`` of a ``frame_size`` frame."""
+        s = self.spec
+        return pixel_tokens(pixels, frame_size, s.image_size, s.patch_size, s.merge).to(self.device)
+
+    def _losses(self, batch: dict[str, Any], missions: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        scores, heading = self.token_scores(batch["image"], missions)
+        size = batch["image"].shape[1]
+        obj, way = self.labels(batch["target_pixel"], size), self.labels(batch["waypoint_pixel"], size)
+        if (obj < 0).any() or (way < 0).any():
+            raise ValueError("a grounding label falls outside the image: frames and VLM image size disagree")
+        rows = torch.arange(len(obj), device=self.device)
+        true_heading = batch["heading"].to(self.device)
+        losses = {
+            "object": F.cross_entropy(scores[:, 0], obj),
+            "waypoint": F.cross_entropy(scores[:, 1], way),
+            "heading": F.cross_entropy(heading[rows, way], true_heading),
+        }
+        guess_obj, guess_way = scores[:, 0].argmax(-1), scores[:, 1].argmax(-1)
+        guess_heading = heading[rows, guess_way].argmax(-1)
+        hits = {
+            "object_top1": (guess_obj == obj).float().mean(),
+            "waypoint_top1": (guess_way == way).float().mean(),
+            "waypoint_state_top1": ((guess_way == way) & (guess_heading == true_heading)).float().mean(),
+        }
+        loss = losses["object"] + losses["waypoint"] + self.hparams.heading_weight * losses["heading"]
+        return loss, {**losses, **hits}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, logs = self._losses(batch, batch["mission"])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite grounding loss at step {self.global_step}: {logs}")
+        self.log_dict({"train/loss": loss.detach(), **{f"train/{k}": v.detach() for k, v in logs.items()}},
+                      on_step=True, on_epoch=False, batch_size=len(batch["mission"]))
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        n = len(batch["mission"])
+        for name, missions in (("", batch["mission"]), ("_neutral", [self.hparams.neutral_instruction] * n)):
+            _, logs = self._losses(batch, missions)
+            self.log_dict({f"val/{k}{name}": v for k, v in logs.items() if k.endswith("top1")}, batch_size=n)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        h = self.hparams
+        return adamw_warmup_cosine(self.parameters(), h.lr, h.weight_decay, h.warmup_steps, h.min_lr_ratio,
+                                   self.trainer.estimated_stepping_batches)
+
+    def readout_state(self) -> dict[str, torch.Tensor]:
+        """The read-out's weights as stored in ``grounding.safetensors``."""
+        parts = {"norm": self.norm, "scorer": self.scorer, "heading": self.heading}
+        return {f"{p}.{k}": v.detach().float().contiguous().cpu() for p, m in parts.items() for k, v in m.state_dict().items()}
+
+    def export(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+        """Write the VLM, its processor and the read-out to the directory ``path``, atomically."""
+        with atomic_directory(path) as tmp:
+            self.vlm.save_pretrained(tmp)
+            self.processor.save_pretrained(tmp)
+            save_file(self.readout_state(), tmp / READOUT)
+            config = {"format": FORMAT, "vlm": asdict(self.spec), "prompt": self.hparams.prompt,
+                      "text_first": self.hparams.text_first, **(extra or {})}
+            (tmp / CONFIG).write_text(json.dumps(config, indent=2, default=str))
+        return Path(path)
+
+    @rank_zero_only
+    def on_fit_end(self) -> None:
+        if self.trainer.fast_dev_run:
+            return
+        dm = self.trainer.datamodule
+        extra = {"steps": self.global_step,
+                 "data": {k: getattr(dm, k, None) for k in ("level", "frame_size", "naming", "batch_size", "seed")},
+                 "val": {k: round(float(v), 4) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}}
+        path = self.export(Path(self.trainer.default_root_dir) / "vlm", extra)
+        rank_zero_info(f"grounded VLM exported to {path}")
+
+
+def read_grounded_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``grounding.json`` of a :class:`GroundingPretrainModule` export.
+
+    Raises:
+        FileNotFoundError: no export at ``path``.
+        ValueError: an unknown format.
+    """
+    file = Path(path) / CONFIG
+    if not file.is_file():
+        raise FileNotFoundError(f"No grounded VLM at {str(path)!r}: {file} does not exist")
+    config = json.loads(file.read_text())
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{file} has format {config.get('format')!r}, expected {FORMAT!r}")
+    return config
+
+
+def start_from_grounded(thinker: Thinker, source: str | os.PathLike, spec: TinyVLM) -> None:
+    """Copy a grounded VLM export's weights into ``thinker`` (built from the tiny-VLM ``spec``).
+
+    The VLM is loaded with ``from_pretrained`` and copied whole; the head's grounded pool (the norm of its first
+    layer and its scorer's first two queries, when it has them) starts as the pretraining read-out.
+
+    Raises:
+        ValueError: another VLM spec, prompt or text order than the export's; LoRA adapters on the thinker
+            (a grounded VLM is trained whole: train its weights, ``lora: null``); a head without grounded pooling
+            on the last layer.
+        StateDictMismatchError: the weights do not fit (every differing name listed).
+    """
+    config = read_grounded_config(source)
+    mine = {"vlm": asdict(spec), "prompt": thinker.prompt, "text_first": thinker.text_first}
+    differ = [k for k, v in mine.items() if config.get(k) != v]
+    if differ:
+        raise ValueError(
+            f"init_from={source}: the grounded VLM was trained with other "
+            + ", ".join(f"{k} ({config.get(k)!r}, this thinker {mine[k]!r})" for k in differ)
+        )
+    if isinstance(thinker.vlm, PeftModel):
+        raise ValueError(f"init_from={source}: a grounded VLM starts a thinker without LoRA adapters (lora: null)")
+    head, states = thinker.head, thinker.base_vlm.config.get_text_config().num_hidden_layers + 1
+    if head.scorer is None or head.layers[0] % states != states - 1:
+        raise ValueError(f"init_from={source}: the thinker's head must pool 'grounded' on its first layer -1 to use the read-out")
+    model, _ = load_vlm(source)
+    load_state_dict_strict(thinker.vlm, model.state_dict(), f"init_from={source} (VLM)")
+    readout = load_file(str(Path(source) / READOUT))
+    q = min(head.scorer.out_features, 2)
+    with torch.no_grad():
+        head.norms[0].weight.copy_(readout["norm.weight"])
+        head.norms[0].bias.copy_(readout["norm.bias"])
+        head.scorer.weight[:q].copy_(readout["scorer.weight"][:q])
+        head.scorer.bias[:q].copy_(readout["scorer.bias"][:q])
