@@ -125,3 +125,18 @@ $(GOTO_THINKER)-stage2/thinker/config.json: $(GOTO_THINKER)/thinker/config.json
 results/eval-goto/summary.json: $(GOTO_THINKER)-stage2/thinker/config.json
 	$(PY) -m thinkjepa.cli eval --config recipes/eval/babyai-goto.yaml \
 		--thinker $(GOTO_THINKER)-stage2/thinker --out results/eval-goto $(GOTO_EVAL_ARGS)
+
+# ---- `make goto-cells`: the GoTo thinker from a grounding-pretrained VLM, one token per cell (not yet measured) --
+# The VLM's grounding pretraining needs no world model: `make pretrain-vlm` can run beside the world model's chain.
+GOTO_VLM := checkpoints/vlm/babyai-goto-grounding
+.PHONY: pretrain-vlm goto-cells
+pretrain-vlm: $(GOTO_VLM)/vlm/grounding.json ## grounding pretraining of the GoTo thinker's VLM (no world model; resumes)
+goto-cells: results/eval-goto-cells/summary.json ## the GoTo agent with the thinker started from the pretrained VLM
+
+$(GOTO_VLM)/vlm/grounding.json: | $(STAMP)
+	$(call fit,recipes/vlm/babyai-goto-grounding.yaml,$(GOTO_VLM))
+$(GOTO_THINKER)-cells/thinker/config.json: $(GOTO_WM)-distance/world_model/config.json $(GOTO_VLM)/vlm/grounding.json
+	$(call fit,recipes/thinker/babyai-goto-cells.yaml,$(GOTO_THINKER)-cells)
+results/eval-goto-cells/summary.json: $(GOTO_THINKER)-cells/thinker/config.json
+	$(PY) -m thinkjepa.cli eval --config recipes/eval/babyai-goto.yaml \
+		--thinker $(GOTO_THINKER)-cells/thinker --out results/eval-goto-cells $(GOTO_EVAL_ARGS)

@@ -70,14 +70,16 @@ def _stage(argv: list[str]) -> tuple[str, set[str], str]:
     assert checkpointing["init_args"]["dirpath"] == f"{root_dir}/checkpoints", (
         f"{opts['config']}: the Makefile resumes from <default_root_dir>/checkpoints/last.ckpt"
     )
-    export = "thinker" if "thinker" in recipe["model"]["class_path"] else "world_model"
+    class_path = recipe["model"]["class_path"]
+    export = "vlm" if class_path.endswith("GroundingPretrainModule") else "thinker" if ".thinker." in class_path else "world_model"
     return opts["config"], {p for p in reads if p}, f"{root_dir}/{export}"
 
 
-def test_goto_stages_read_only_what_earlier_stages_wrote(scratch: Path) -> None:
+@pytest.mark.parametrize("target", ["goto", "goto-cells"])
+def test_goto_stages_read_only_what_earlier_stages_wrote(scratch: Path, target: str) -> None:
     written: list[str] = []
     recipes = []
-    for argv in planned_commands(scratch):
+    for argv in planned_commands(scratch, target):
         recipe, reads, writes = _stage(argv)
         missing = {p.removesuffix("/") for p in reads} - {w.removesuffix("/") for w in written}
         assert not missing, f"{recipe} reads {sorted(missing)} before any stage writes it (written: {written})"
@@ -86,8 +88,9 @@ def test_goto_stages_read_only_what_earlier_stages_wrote(scratch: Path) -> None:
     assert len(set(recipes)) == len(recipes), f"a stage runs twice: {recipes}"
     # the chain ends in the evaluation of the stage-2 GoTo thinker against the GoTo world model
     assert recipes[-1] == "recipes/eval/babyai-goto.yaml"
-    assert "recipes/thinker/babyai-goto-stage2.yaml" in recipes and "recipes/wm/babyai-tiny-gpu.yaml" in recipes
-    assert not any("--ckpt_path" in " ".join(a) for a in planned_commands(scratch)), "nothing to resume from here"
+    thinker = {"goto": "recipes/thinker/babyai-goto-stage2.yaml", "goto-cells": "recipes/thinker/babyai-goto-cells.yaml"}
+    assert thinker[target] in recipes and "recipes/wm/babyai-tiny-gpu.yaml" in recipes
+    assert not any("--ckpt_path" in " ".join(a) for a in planned_commands(scratch, target)), "nothing to resume from here"
 
 
 def test_goto_resumes_a_killed_stage_and_skips_finished_ones(scratch: Path) -> None:

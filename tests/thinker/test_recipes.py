@@ -11,7 +11,8 @@ import yaml
 from thinkjepa.cli import train
 from thinkjepa.thinker.checkpoint import save_thinker
 from thinkjepa.thinker.module import ThinkerModule
-from thinkjepa.thinker.vlm import build_tiny_vlm, save_vlm
+from thinkjepa.thinker.pretrain import GroundingPretrainModule
+from thinkjepa.thinker.vlm import TinyVLM, build_tiny_vlm, save_vlm
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "thinker"
 PRETRAINED_FAMILY = {"smolvlm-256m": "idefics3", "qwen2.5-vl-3b": "qwen2_vl"}
@@ -61,7 +62,11 @@ def test_recipe_fast_dev_run(recipe, world_model_dir, dataset_dir, tmp_path, mon
     if config["data"]["init_args"].get("grounding_samples"):  # generating the recipe's tens of thousands takes minutes
         argv += ["--data.init_args.grounding_samples", "64"]
     init_args = config["model"]["init_args"]
-    if init_args.get("init_from"):  # a recipe that starts from another thinker: give it one of its architecture
+    if init_args.get("init_from", "").startswith("checkpoints/vlm/"):  # a grounding-pretrained VLM of its spec
+        start = GroundingPretrainModule(vlm=TinyVLM(**init_args["vlm"]), prompt=init_args["prompt"],
+                                        text_first=init_args["text_first"])
+        argv += ["--model.init_args.init_from", str(start.export(tmp_path / "start"))]
+    elif init_args.get("init_from"):  # a recipe that starts from another thinker: give it one of its architecture
         same = {k: v for k, v in init_args.items() if k not in ("world_model", "init_from")}
         start = ThinkerModule(str(world_model_dir), **same)
         save_thinker(start.thinker, tmp_path / "start", world_model_fingerprint="another-world-model")

@@ -1,0 +1,115 @@
+"""Grounding pretraining: the stream, the labels, learning, the export and a thinker started from it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from thinkjepa.cli import train
+from thinkjepa.data.grounding import grounding_samples
+from thinkjepa.thinker.head import HeadOptions
+from thinkjepa.thinker.module import LossOptions, ThinkerModule
+from thinkjepa.thinker.pretrain import (
+    GroundingDataModule,
+    GroundingPretrainModule,
+    GroundingStream,
+    as_batch,
+    read_grounded_config,
+)
+from thinkjepa.thinker.vlm import TinyVLM, load_vlm
+
+LEVEL = "BabyAI-GoToLocal-v0"
+CELLS = TinyVLM(image_size=88, patch_size=11, merge=1)  # 8 x 8 tokens: one per GoToLocal cell at 88 px
+RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "vlm"
+
+
+def test_stream_is_deterministic_and_a_resumed_stream_continues_with_new_layouts() -> None:
+    def first(stream: GroundingStream, n: int) -> list[dict]:
+        it = iter(stream)
+        return [next(it) for _ in range(n)]
+
+    a = first(GroundingStream(LEVEL, 4, 88, "level", seed=0), 3)
+    b = first(GroundingStream(LEVEL, 4, 88, "level", seed=0, start=2), 1)
+    assert torch.equal(a[2]["image"], b[0]["image"]) and a[2]["mission"] == b[0]["mission"]
+    assert not torch.equal(a[0]["image"], a[1]["image"])
+    assert set(a[0]) == {"image", "mission", "target_pixel", "waypoint_pixel", "heading"}
+    with pytest.raises(ValueError, match="held-out"):
+        first(GroundingStream(LEVEL, 4, 88, "level", seed=10_000_000), 1)
+
+
+def test_labels_are_the_named_objects_and_the_waypoints_cells() -> None:
+    module = GroundingPretrainModule(vlm=CELLS)
+    s = grounding_samples(LEVEL, 16, seed=3, image_size=88, naming="level")
+    batch = as_batch(s)
+    row_major = torch.tensor([1, 8])  # cell (x, y) -> token y * 8 + x
+    assert torch.equal(module.labels(batch["target_pixel"], 88), torch.from_numpy(s.targets) @ row_major)
+    assert torch.equal(module.labels(batch["waypoint_pixel"], 88), torch.from_numpy(s.waypoints[:, :2]) @ row_major)
+    scores, heading = module.token_scores(batch["image"], batch["mission"])
+    assert scores.shape == (16, 2, 64) and heading.shape == (16, 64, 4)
+
+
+def test_pretraining_learns_exports_and_starts_a_thinker(world_model_dir, tmp_path) -> None:
+    torch.manual_seed(0)
+    module = GroundingPretrainModule(vlm=CELLS, warmup_steps=1)
+    batch = as_batch(grounding_samples(LEVEL, 8, seed=5, image_size=88, naming="level"))
+    optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):  # one batch: the read-out must find each sample's object, waypoint and heading
+        loss, logs = module._losses(batch, batch["mission"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append({k: logs[k].item() for k in ("object", "waypoint", "heading")})
+    uniform = torch.log(torch.tensor(64.0)).item()
+    assert losses[0]["object"] == pytest.approx(uniform, rel=0.05)
+    for key in ("object", "waypoint"):
+        assert losses[-1][key] < 0.5 * losses[0][key], key
+
+    dm = GroundingDataModule(LEVEL, frame_size=88, batch_size=4, val_samples=8)
+    trainer = pl.Trainer(max_steps=2, val_check_interval=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path)
+    trainer.fit(module, dm)
+    for key in ("train/object_top1", "val/object_top1", "val/object_top1_neutral", "val/waypoint_state_top1"):
+        assert torch.isfinite(trainer.callback_metrics[key]), key
+    export = tmp_path / "vlm"
+    config = read_grounded_config(export)
+    assert config["vlm"]["merge"] == 1 and config["steps"] == 2 and config["data"]["level"] == LEVEL
+
+    # The export is a save_pretrained VLM: from_pretrained gives the trained weights back.
+    loaded, _ = load_vlm(export)
+    trained = module.vlm.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in loaded.state_dict().items())
+
+    kwargs = dict(vlm=CELLS, lora=None, trainable=(".*",), head=HeadOptions(pooling="grounded", queries=2, layers=(-1, 1)),
+                  text_first=True, loss=LossOptions(grounding_weight=1.0, waypoint_grounding_weight=1.0))
+    thinker = ThinkerModule(str(world_model_dir), init_from=str(export), **kwargs).thinker
+    assert all(torch.equal(v, trained[k]) for k, v in thinker.vlm.state_dict().items())
+    assert torch.equal(thinker.head.norms[0].weight, module.norm.weight)
+    assert torch.equal(thinker.head.scorer.weight, module.scorer.weight)
+    # so the thinker's grounded pool points where the pretrained read-out does
+    images, missions = batch["image"][:2], batch["mission"][:2]
+    hidden, inputs = thinker.encode(images, missions)
+    scores = thinker.head.grounding_scores(hidden, thinker.image_mask(inputs))
+    expected, _ = module.token_scores(images, missions)
+    torch.testing.assert_close(scores[thinker.image_mask(inputs).unsqueeze(1).expand_as(scores)].view(2, 2, -1), expected)
+
+    for change, match in (({"text_first": False}, "text_first"), ({"vlm": TinyVLM(image_size=88, patch_size=11)}, "vlm"),
+                          ({"lora": {"r": 4}}, "LoRA")):
+        with pytest.raises(ValueError, match=match):
+            ThinkerModule(str(world_model_dir), init_from=str(export), **{**kwargs, **change})
+
+
+@pytest.mark.parametrize("recipe", sorted(p.stem for p in RECIPES.glob("*.yaml")))
+def test_recipe_fast_dev_run(recipe, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["thinkjepa"])
+    argv = ["fit", "--config", str(RECIPES / f"{recipe}.yaml"), "--data.init_args.batch_size", "2",
+            "--data.init_args.val_samples", "2", "--trainer.fast_dev_run", "true", "--trainer.logger", "false",
+            "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]
+    cli = train(argv)
+    assert cli.trainer.state.finished and cli.trainer.global_step == 1
+    assert {"train/object_top1", "val/object_top1", "val/waypoint_top1_neutral"} <= set(cli.trainer.callback_metrics)
