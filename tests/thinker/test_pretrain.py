@@ -113,3 +113,29 @@ def test_recipe_fast_dev_run(recipe, tmp_path, monkeypatch) -> None:
     cli = train(argv)
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
     assert {"train/object_top1", "val/object_top1", "val/waypoint_top1_neutral"} <= set(cli.trainer.callback_metrics)
+
+
+class _Batches(pl.Callback):
+    def __init__(self) -> None:
+        self.images: list[torch.Tensor] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.images.append(batch["image"])
+
+
+def test_a_resumed_run_continues_the_stream_where_the_checkpoint_stopped(tmp_path) -> None:
+    def fit(steps: int, ckpt: Path | None = None) -> _Batches:
+        seen = _Batches()
+        trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path, callbacks=[seen])
+        trainer.fit(GroundingPretrainModule(), GroundingDataModule(LEVEL, batch_size=2, val_samples=2), ckpt_path=ckpt)
+        if ckpt is None:
+            trainer.save_checkpoint(tmp_path / "two.ckpt")
+        return seen
+
+    first = fit(2)
+    resumed = fit(4, tmp_path / "two.ckpt")
+    stream = iter(GroundingStream(LEVEL, 2, 88, "level", seed=0))
+    expected = [next(stream)["image"] for _ in range(4)]
+    assert all(torch.equal(a, b) for a, b in zip(first.images, expected[:2], strict=True))
+    assert len(resumed.images) == 2 and all(torch.equal(a, b) for a, b in zip(resumed.images, expected[2:], strict=True))
