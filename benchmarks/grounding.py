@@ -111,15 +111,11 @@ class VLMModel(nn.Module):
 
     def __init__(self, vlm_spec: dict, outputs: int, readout: str = "flat", grid: int = 0) -> None:
         super().__init__()
-        from thinkjepa.thinker.head import PyramidLatentHead
-        from thinkjepa.thinker.thinker import Thinker
         from thinkjepa.thinker.vlm import build_tiny_vlm
 
-        model, processor = build_tiny_vlm(**vlm_spec)
-        head = PyramidLatentHead([-1], model.config.get_text_config().hidden_size, 1, residual=False)
-        self.thinker = Thinker(model, processor, head, text_first=True)  # only for its input preparation
+        model, self.processor = build_tiny_vlm(**vlm_spec)
         self.vlm = model.train()
-        self.image_token = processor.tokenizer.convert_tokens_to_ids("<image>")
+        self.image_token = self.processor.tokenizer.convert_tokens_to_ids("<image>")
         hidden = model.config.get_text_config().hidden_size
         side = vlm_spec["image_size"] // vlm_spec["patch_size"] // vlm_spec.get("merge", 2)  # tokens per side
         self.readout, self.side = readout, side
@@ -136,7 +132,10 @@ class VLMModel(nn.Module):
             self.out = nn.Sequential(nn.Linear(16 * side * side, 256), nn.ReLU(), nn.Linear(256, outputs))
 
     def forward(self, images: torch.Tensor, missions: list[str]) -> torch.Tensor:
-        inputs = self.thinker.prepare(images, missions)
+        from thinkjepa.thinker.thinker import chat_text, processor_inputs
+
+        texts = [chat_text(self.processor, "{instruction}", m, text_first=True) for m in missions]
+        inputs = processor_inputs(self.processor, images, texts, "cpu", self.vlm.dtype)
         hidden = self.vlm(**inputs, output_hidden_states=True, use_cache=False, return_dict=True).hidden_states[-1]
         tokens = hidden[inputs["input_ids"] == self.image_token].view(len(images), -1, hidden.shape[-1])
         if self.readout == "flat":

@@ -135,6 +135,8 @@ def start_from(thinker: Thinker, source: str, spec: TinyVLM | PretrainedVLM | No
     Raises:
         FileNotFoundError: No thinker checkpoint at ``source``.
         StateDictMismatchError: Another VLM or head architecture (every differing name and shape listed).
+        ValueError: A grounded VLM trained with another spec, prompt or text order (see
+            :func:`~thinkjepa.thinker.pretrain.start_from_grounded`).
     """
     if is_grounded_vlm(source):
         if not isinstance(spec, TinyVLM):
