@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -37,6 +39,10 @@ def test_stream_is_deterministic_and_a_resumed_stream_continues_with_new_layouts
     assert torch.equal(a[2]["image"], b[0]["image"]) and a[2]["mission"] == b[0]["mission"]
     assert not torch.equal(a[0]["image"], a[1]["image"])
     assert set(a[0]) == {"image", "mission", "target_pixel", "waypoint_pixel", "heading"}
+    # two DDP ranks take alternate batches of the same sequence, from the resumed step on
+    ranks = [first(GroundingStream(LEVEL, 4, 88, "level", seed=0, start=1, rank=r, world_size=2), 1)[0] for r in (0, 1)]
+    whole = first(GroundingStream(LEVEL, 4, 88, "level", seed=0), 4)
+    assert torch.equal(ranks[0]["image"], whole[2]["image"]) and torch.equal(ranks[1]["image"], whole[3]["image"])
     with pytest.raises(ValueError, match="held-out"):
         first(GroundingStream(LEVEL, 4, 88, "level", seed=10_000_000), 1)
 
@@ -139,3 +145,26 @@ def test_a_resumed_run_continues_the_stream_where_the_checkpoint_stopped(tmp_pat
     expected = [next(stream)["image"] for _ in range(4)]
     assert all(torch.equal(a, b) for a, b in zip(first.images, expected[:2], strict=True))
     assert len(resumed.images) == 2 and all(torch.equal(a, b) for a, b in zip(resumed.images, expected[2:], strict=True))
+
+
+def test_ddp_ranks_train_on_their_own_batches_and_keep_one_model(tmp_path) -> None:
+    dump = tmp_path / "dump"
+    small = {"image_size": 88, "patch_size": 11, "merge": 2, "hidden_size": 64, "num_layers": 2, "vision_hidden_size": 64}
+    cmd = [sys.executable, str(Path(__file__).with_name("ddp_pretrain.py")), str(dump),
+           "--config", str(RECIPES / "babyai-goto-grounding.yaml"), *[f"--model.init_args.vlm.{k}={v}" for k, v in small.items()],
+           "--data.init_args.level", LEVEL, "--data.init_args.batch_size=2", "--data.init_args.val_samples=4",
+           "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.strategy=ddp", "--trainer.devices=2",
+           "--trainer.logger=false", "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
+           f"--trainer.callbacks.init_args.dirpath={tmp_path}/checkpoints"]
+    env = {**os.environ, "THINKJEPA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ranks = [torch.load(dump / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["world_size"] == 2
+    stream = iter(GroundingStream(LEVEL, 2, 88, "level", seed=0))
+    whole = [next(stream)["image"] for _ in range(4)]  # rank r's step k reads batch 2k + r
+    for r in (0, 1):
+        assert all(torch.equal(a, whole[2 * k + r]) for k, a in enumerate(ranks[r]["images"])), r
+    for key, value in ranks[0]["vlm"].items():
+        torch.testing.assert_close(value, ranks[1]["vlm"][key], rtol=0, atol=0, msg=key)
+    assert read_grounded_config(tmp_path / "vlm")["steps"] == 2

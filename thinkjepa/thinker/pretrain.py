@@ -68,28 +68,34 @@ def is_grounded_vlm(path: str | os.PathLike) -> bool:
 class GroundingStream(IterableDataset):
     """Endless batches of fresh grounding samples: batch ``i`` comes from layouts ``seed + i * batch_size`` on.
 
-    ``start`` is the first batch index, so a resumed run continues with layouts it has not seen. Yields dicts
-    with ``image`` (uint8 ``(B, H, W, 3)``), ``mission`` (B strings), ``target_pixel``, ``waypoint_pixel``
-    (``(B, 2)`` row, col) and ``heading`` (``(B,)``, the agent's direction at the waypoint).
+    Under DDP rank ``r`` of ``world_size`` takes every ``world_size``-th batch: its ``k``-th step reads batch
+    ``(start + k) * world_size + r``, so the ranks never share a batch and a run resumed at step ``start``
+    continues with layouts it has not seen (DataLoader workers split a rank's steps round-robin, as the
+    loader reads them). Yields dicts with ``image`` (uint8 ``(B, H, W, 3)``), ``mission`` (B strings),
+    ``target_pixel``, ``waypoint_pixel`` (``(B, 2)`` row, col) and ``heading`` (``(B,)``, the agent's direction
+    at the waypoint).
     """
 
-    def __init__(self, level: str, batch_size: int, frame_size: int, naming: Naming, seed: int, start: int = 0) -> None:
+    def __init__(self, level: str, batch_size: int, frame_size: int, naming: Naming, seed: int, start: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
         super().__init__()
+        if not 0 <= rank < world_size:
+            raise ValueError(f"GroundingStream: rank {rank} is not in [0, world_size={world_size})")
         self.level, self.batch_size, self.frame_size, self.naming = level, batch_size, frame_size, naming
-        self.seed, self.start = seed, start
+        self.seed, self.start, self.rank, self.world_size = seed, start, rank, world_size
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
-        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-        i = self.start + worker
+        workers, step = (info.num_workers, info.id) if info is not None else (1, 0)
         while True:
+            i = (self.start + step) * self.world_size + self.rank
             first = self.seed + i * self.batch_size
             if first < VAL_SEED + VAL_LAYOUTS and first + self.batch_size > VAL_SEED:
                 raise ValueError(f"training batch {i} would draw layouts {first}.. of the held-out ones ({VAL_SEED}..)")
             samples = grounding_samples(self.level, self.batch_size, seed=first,
                                         image_size=self.frame_size, naming=self.naming)
             yield as_batch(samples)
-            i += workers
+            step += workers
 
 
 def as_batch(samples: GroundingSamples) -> dict[str, Any]:
@@ -115,7 +121,7 @@ class GroundingDataModule(pl.LightningDataModule):
             only objects no other shares colour and type with.
         val_samples: Held-out samples, from layouts ``10,000,000`` on (at most 100,000).
         seed: First training layout; training batch ``i`` draws from ``seed + i * batch_size`` on, and a resumed
-            run starts at its step's batch.
+            run starts at its step's batch (see :class:`GroundingStream`; each DDP rank reads its own batches).
         num_workers: DataLoader workers for the training stream (0: generate in the main process).
     """
 
@@ -135,8 +141,11 @@ class GroundingDataModule(pl.LightningDataModule):
                                                       image_size=self.frame_size, naming=self.naming))
 
     def train_dataloader(self) -> DataLoader:
-        start = self.trainer.global_step if self.trainer is not None else 0  # restored before the loaders on resume
-        stream = GroundingStream(self.level, self.batch_size, self.frame_size, self.naming, self.seed, start)
+        t = self.trainer
+        start, rank, world = (t.global_step, t.global_rank, t.world_size) if t is not None else (0, 0, 1)
+        # global_step is restored before the loaders are built, so a resumed run starts at its step's batch
+        stream = GroundingStream(self.level, self.batch_size, self.frame_size, self.naming, self.seed, start,
+                                 rank, world)
         return DataLoader(stream, batch_size=None, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
@@ -173,6 +182,9 @@ class GroundingPretrainModule(pl.LightningModule):
         self.spec = spec
         self.vlm, self.processor = build_tiny_vlm(**asdict(spec))
         self.vlm.train()
+        lm_head = self.vlm.get_output_embeddings()
+        if lm_head is not None and lm_head.weight is not self.vlm.get_input_embeddings().weight:
+            lm_head.requires_grad_(False)  # no loss reads the vocabulary logits (DDP refuses unused parameters)
         hidden = self.vlm.config.get_text_config().hidden_size
         self.norm = nn.LayerNorm(hidden)
         self.scorer = nn.Linear(hidden, 2)  # the thinker head's grounded pool: 0 object, 1 waypoint token
@@ -233,7 +245,8 @@ class GroundingPretrainModule(pl.LightningModule):
         n = len(batch["mission"])
         for name, missions in (("", batch["mission"]), ("_neutral", [self.hparams.neutral_instruction] * n)):
             _, logs = self._losses(batch, missions)
-            self.log_dict({f"val/{k}{name}": v for k, v in logs.items() if k.endswith("top1")}, batch_size=n)
+            self.log_dict({f"val/{k}{name}": v for k, v in logs.items() if k.endswith("top1")}, batch_size=n,
+                          sync_dist=True)  # under DDP each rank validates its share of the chunks
 
     def configure_optimizers(self) -> dict[str, Any]:
         h = self.hparams
