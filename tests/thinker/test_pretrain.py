@@ -168,3 +168,19 @@ def test_ddp_ranks_train_on_their_own_batches_and_keep_one_model(tmp_path) -> No
     for key, value in ranks[0]["vlm"].items():
         torch.testing.assert_close(value, ranks[1]["vlm"][key], rtol=0, atol=0, msg=key)
     assert read_grounded_config(tmp_path / "vlm")["steps"] == 2
+
+
+def test_bad_arguments_are_named(tmp_path) -> None:
+    with pytest.raises(ValueError, match="naming"):
+        GroundingDataModule(naming="nearest")
+    with pytest.raises(ValueError, match="val_samples"):
+        GroundingDataModule(val_samples=0)
+    with pytest.raises(ValueError, match="rank 2"):
+        GroundingStream(LEVEL, 4, 88, "level", seed=0, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="instruction"):
+        GroundingPretrainModule(prompt="go")
+    with pytest.raises(FileNotFoundError, match="No grounded VLM"):
+        read_grounded_config(tmp_path)
+    (tmp_path / "grounding.json").write_text('{"format": "something/else"}')
+    with pytest.raises(ValueError, match="something/else"):
+        read_grounded_config(tmp_path)

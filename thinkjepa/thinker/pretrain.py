@@ -130,7 +130,8 @@ class GroundingDataModule(pl.LightningDataModule):
         super().__init__()
         check_naming(naming)
         if batch_size < 1 or not 1 <= val_samples <= VAL_LAYOUTS:
-            raise ValueError(f"GroundingDataModule needs batch_size >= 1 and val_samples >= 1, got {batch_size=} {val_samples=}")
+            raise ValueError(f"GroundingDataModule needs batch_size >= 1 and 1 <= val_samples <= {VAL_LAYOUTS}, "
+                             f"got {batch_size=} {val_samples=}")
         self.level, self.frame_size, self.batch_size, self.naming = level, frame_size, batch_size, naming
         self.val_samples, self.seed, self.num_workers = val_samples, seed, num_workers
         self.val_set: dict[str, Any] | None = None
