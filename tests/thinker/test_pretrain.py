@@ -103,8 +103,15 @@ def test_pretraining_learns_exports_and_starts_a_thinker(world_model_dir, tmp_pa
     expected, _ = module.token_scores(images, missions)
     torch.testing.assert_close(scores[thinker.image_mask(inputs).unsqueeze(1).expand_as(scores)].view(2, 2, -1), expected)
 
+    # LoRA adapters go on after the copy: they finetune the grounded weights, which start unchanged
+    adapted = ThinkerModule(str(world_model_dir), init_from=str(export), **{**kwargs, "lora": {"r": 4}, "trainable": ()})
+    adapted.thinker.eval(), thinker.eval()
+    torch.testing.assert_close(adapted.thinker.encode(images, missions)[0][-1], thinker.encode(images, missions)[0][-1])
+    assert any("lora_" in n for n, p in adapted.named_parameters() if p.requires_grad)
+
     for change, match in (({"text_first": False}, "text_first"), ({"vlm": TinyVLM(image_size=88, patch_size=11)}, "vlm"),
-                          ({"lora": {"r": 4}}, "LoRA")):
+                          ({"head": HeadOptions(pooling="mean"), "loss": LossOptions()}, "last layer first"),
+                          ({"head": HeadOptions(pooling="grounded", layers=(1, -1)), "loss": LossOptions()}, "last layer first")):
         with pytest.raises(ValueError, match=match):
             ThinkerModule(str(world_model_dir), init_from=str(export), **{**kwargs, **change})
 

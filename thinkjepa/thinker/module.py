@@ -41,7 +41,7 @@ from thinkjepa.thinker.checkpoint import load_thinker, save_thinker, world_model
 from thinkjepa.thinker.head import HeadOptions, PyramidLatentHead
 from thinkjepa.thinker.lora import apply_lora, set_trainable
 from thinkjepa.thinker.metrics import SubgoalMetrics
-from thinkjepa.thinker.pretrain import is_grounded_vlm, start_from_grounded
+from thinkjepa.thinker.pretrain import is_grounded_vlm, load_grounded_readout, load_grounded_vlm
 from thinkjepa.thinker.thinker import Thinker
 from thinkjepa.thinker.vlm import (
     TEXT_MODEL_LORA_TARGETS,
@@ -124,10 +124,8 @@ def _as(cls: type, value: Any) -> Any:
     return cls(**{k: v for k, v in value.items() if k in names})
 
 
-def start_from(thinker: Thinker, source: str, spec: TinyVLM | PretrainedVLM | None = None) -> None:
-    """Copy the VLM (base weights and adapters) and the head of the thinker exported at ``source``, or, when
-    ``source`` is a grounding-pretrained VLM (:mod:`thinkjepa.thinker.pretrain`), its VLM and grounded read-out
-    (:func:`~thinkjepa.thinker.pretrain.start_from_grounded`; ``spec`` must be its tiny-VLM spec).
+def start_from(thinker: Thinker, source: str) -> None:
+    """Copy the VLM (base weights and adapters) and the head of the thinker exported at ``source``.
 
     Which parameters train is left as ``thinker`` declares it. The source's world model is not checked:
     starting from a thinker trained elsewhere is the point.
@@ -135,14 +133,7 @@ def start_from(thinker: Thinker, source: str, spec: TinyVLM | PretrainedVLM | No
     Raises:
         FileNotFoundError: No thinker checkpoint at ``source``.
         StateDictMismatchError: Another VLM or head architecture (every differing name and shape listed).
-        ValueError: A grounded VLM trained with another spec, prompt or text order (see
-            :func:`~thinkjepa.thinker.pretrain.start_from_grounded`).
     """
-    if is_grounded_vlm(source):
-        if not isinstance(spec, TinyVLM):
-            raise ValueError(f"init_from={source} is a grounded tiny VLM: the thinker's vlm must be the same TinyVLM spec")
-        start_from_grounded(thinker, source, spec)
-        return
     saved = load_thinker(source)
     load_state_dict_strict(thinker.vlm, saved.vlm.state_dict(), f"init_from={source} (VLM)")
     load_state_dict_strict(thinker.head, saved.head.state_dict(), f"init_from={source} (head)")
@@ -177,8 +168,9 @@ class ThinkerModule(pl.LightningModule):
         init_from: An exported thinker of the same architecture (VLM, adapters, head) to start from, e.g.
             one trained on another level or against another world model: its weights are copied, its
             world model is not checked (the run retrains the head for this one). Or a grounding-pretrained
-            VLM of the same ``vlm`` spec (:mod:`thinkjepa.thinker.pretrain`): its VLM and grounded read-out
-            are copied. A resumed run's checkpoint still wins.
+            VLM of the same ``vlm`` spec (:mod:`thinkjepa.thinker.pretrain`): its weights are copied before
+            any LoRA adapters go on, and its read-out starts the head's grounded pool. A resumed run's
+            checkpoint still wins.
     """
 
     def __init__(
@@ -247,6 +239,11 @@ class ThinkerModule(pl.LightningModule):
             model, processor = load_vlm(
                 vlm.model_path, dtype=vlm.dtype, processor_kwargs=vlm.processor_kwargs
             )
+        grounded = init_from is not None and is_grounded_vlm(init_from)
+        if grounded:  # before the adapters go on, so that they finetune the grounded weights
+            if not isinstance(vlm, TinyVLM):
+                raise ValueError(f"init_from={init_from} is a grounded tiny VLM: set vlm to its TinyVLM spec")
+            load_grounded_vlm(model, init_from, vlm, prompt, text_first)
         model = apply_lora(model, lora)
         set_trainable(model, trainable)
         text = model.config.get_text_config()
@@ -255,8 +252,10 @@ class ThinkerModule(pl.LightningModule):
         )
         self.thinker = Thinker(model, processor, latent_head, prompt=prompt, world_model=wm,
                                text_first=text_first).train()
-        if init_from is not None:
-            start_from(self.thinker, init_from, vlm)
+        if grounded:
+            load_grounded_readout(latent_head, init_from, text.num_hidden_layers + 1)
+        elif init_from is not None:
+            start_from(self.thinker, init_from)
         self.val_metrics = SubgoalMetrics()
         # Lightning checkpoints hold the trained weights only; on_load_checkpoint checks the key set.
         self.strict_loading = False

@@ -23,8 +23,9 @@ At the end of ``fit`` the run is exported to ``<default_root_dir>/vlm`` (atomica
     grounding.safetensors                             the read-out: ``norm.*``, ``scorer.*``, ``heading.*``
 
 A :class:`~thinkjepa.thinker.module.ThinkerModule` with the same ``vlm`` spec starts from it with
-``init_from: <that directory>``: the VLM's weights are copied and the head's grounded pool (its first layer's
-norm and scorer) starts as this read-out (:func:`start_from_grounded`).
+``init_from: <that directory>``: the VLM's weights are copied before any LoRA adapters go on
+(:func:`load_grounded_vlm`), and the head's grounded pool (its first layer's norm and scorer) starts as this
+read-out (:func:`load_grounded_readout`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
-from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from thinkjepa.checkpoint import atomic_directory, load_state_dict_strict
 from thinkjepa.data.grounding import GroundingSamples, Naming, check_naming, grounding_samples
 from thinkjepa.optim import adamw_warmup_cosine
+from thinkjepa.thinker.head import PyramidLatentHead
 from thinkjepa.thinker.thinker import Thinker, chat_text, processor_inputs
 from thinkjepa.thinker.vlm import TinyVLM, build_tiny_vlm, load_vlm, pixel_tokens
 
@@ -298,33 +299,41 @@ def read_grounded_config(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def start_from_grounded(thinker: Thinker, source: str | os.PathLike, spec: TinyVLM) -> None:
-    """Copy a grounded VLM export's weights into ``thinker`` (built from the tiny-VLM ``spec``).
+def load_grounded_vlm(model: nn.Module, source: str | os.PathLike, spec: TinyVLM, prompt: str, text_first: bool) -> None:
+    """Copy the VLM of a grounded export into ``model``, a bare (no adapters yet) VLM built from ``spec``.
 
-    The VLM is loaded with ``from_pretrained`` and copied whole; the head's grounded pool (the norm of its first
-    layer and its scorer's first two queries, when it has them) starts as the pretraining read-out.
+    The export is loaded with ``from_pretrained``. A thinker applies its LoRA adapters (if any) after this,
+    so the adapters finetune the grounded weights, as they would a pretrained VLM's.
 
     Raises:
-        ValueError: another VLM spec, prompt or text order than the export's; LoRA adapters on the thinker
-            (a grounded VLM is trained whole: train its weights, ``lora: null``); a head without grounded pooling
-            on the last layer.
+        ValueError: the export was trained with another VLM spec, prompt or text order (each one named).
         StateDictMismatchError: the weights do not fit (every differing name listed).
     """
     config = read_grounded_config(source)
-    mine = {"vlm": asdict(spec), "prompt": thinker.prompt, "text_first": thinker.text_first}
+    mine = {"vlm": asdict(spec), "prompt": prompt, "text_first": text_first}
     differ = [k for k, v in mine.items() if config.get(k) != v]
     if differ:
         raise ValueError(
             f"init_from={source}: the grounded VLM was trained with other "
             + ", ".join(f"{k} ({config.get(k)!r}, this thinker {mine[k]!r})" for k in differ)
         )
-    if isinstance(thinker.vlm, PeftModel):
-        raise ValueError(f"init_from={source}: a grounded VLM starts a thinker without LoRA adapters (lora: null)")
-    head, states = thinker.head, thinker.base_vlm.config.get_text_config().num_hidden_layers + 1
-    if head.scorer is None or head.layers[0] % states != states - 1:
-        raise ValueError(f"init_from={source}: the thinker's head must pool 'grounded' on its first layer -1 to use the read-out")
-    model, _ = load_vlm(source)
-    load_state_dict_strict(thinker.vlm, model.state_dict(), f"init_from={source} (VLM)")
+    pretrained, _ = load_vlm(source)
+    load_state_dict_strict(model, pretrained.state_dict(), f"init_from={source} (VLM)")
+
+
+def load_grounded_readout(head: PyramidLatentHead, source: str | os.PathLike, num_states: int) -> None:
+    """Start ``head``'s grounded pool as the export's read-out: the norm of its first layer and its scorer's first
+    two queries (0: the named object, 1: the next waypoint). ``num_states``: the VLM's hidden-state count.
+
+    Raises:
+        ValueError: the head does not pool ``grounded`` on the last layer (``head.layers[0]`` = -1), where the
+            read-out was trained.
+    """
+    if head.scorer is None or head.layers[0] % num_states != num_states - 1:
+        raise ValueError(
+            f"init_from={source}: to start from the grounded read-out the thinker's head must pool 'grounded' with "
+            f"the last layer first (head.layers[0] = -1); it has pooling {head.options.pooling!r}, layers {list(head.layers)}"
+        )
     readout = load_file(str(Path(source) / READOUT))
     q = min(head.scorer.out_features, 2)
     with torch.no_grad():
