@@ -127,7 +127,8 @@ results/eval-goto/summary.json: $(GOTO_THINKER)-stage2/thinker/config.json
 		--thinker $(GOTO_THINKER)-stage2/thinker --out results/eval-goto $(GOTO_EVAL_ARGS)
 
 # ---- `make goto-cells`: the GoTo thinker from a grounding-pretrained VLM, one token per cell (not yet measured) --
-# The VLM's grounding pretraining needs no world model: `make pretrain-vlm` can run beside the world model's chain.
+# The VLM's grounding pretraining needs no world model: `make -j2 goto-cells` runs it beside the world model's
+# chain (on a machine without a GPU add GPU_ARGS="--trainer.accelerator=cpu --data.init_args.num_workers=0").
 GOTO_VLM := checkpoints/vlm/babyai-goto-grounding
 .PHONY: pretrain-vlm goto-cells
 pretrain-vlm: $(GOTO_VLM)/vlm/grounding.json ## grounding pretraining of the GoTo thinker's VLM (no world model; resumes)
