@@ -14,6 +14,7 @@ Three promises, each tested in ``tests/reliability``:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
 import shutil
@@ -80,6 +81,22 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_format_json(directory: str | os.PathLike, name: str, format: str, what: str) -> dict[str, Any]:
+    """The JSON file ``name`` of an export directory, checked to carry ``"format": format``.
+
+    Raises:
+        FileNotFoundError: ``directory`` or the file does not exist (the message calls the export ``what``).
+        ValueError: The file has another ``format``.
+    """
+    file = Path(directory) / name
+    if not file.is_file():
+        raise FileNotFoundError(f"No {what} at {str(directory)!r}: {file} does not exist")
+    config = json.loads(file.read_text())
+    if config.get("format") != format:
+        raise ValueError(f"{file} has format {config.get('format')!r}, expected {format!r}")
+    return config
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -25,7 +25,7 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
-from thinkjepa.checkpoint import atomic_directory
+from thinkjepa.checkpoint import atomic_directory, read_format_json
 from thinkjepa.protocols import WorldModel
 from thinkjepa.thinker.head import PyramidLatentHead
 from thinkjepa.thinker.lora import base_model
@@ -103,13 +103,7 @@ def read_thinker_config(path: str | os.PathLike) -> dict[str, Any]:
         FileNotFoundError: ``path`` or its ``config.json`` does not exist.
         ValueError: The file is not a thinker checkpoint of a known format.
     """
-    file = Path(path) / "config.json"
-    if not file.is_file():
-        raise FileNotFoundError(f"No thinker checkpoint at {str(path)!r}: {file} does not exist")
-    config = json.loads(file.read_text())
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{file} has format {config.get('format')!r}, expected {FORMAT!r}")
-    return config
+    return read_format_json(path, "config.json", FORMAT, "thinker checkpoint")
 
 
 def world_model_fingerprint(world_model: WorldModel) -> str:

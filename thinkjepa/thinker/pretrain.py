@@ -45,12 +45,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from thinkjepa.checkpoint import atomic_directory, load_state_dict_strict
+from thinkjepa.checkpoint import atomic_directory, load_state_dict_strict, read_format_json
 from thinkjepa.data.grounding import GroundingSamples, Naming, check_naming, grounding_samples
 from thinkjepa.optim import adamw_warmup_cosine
 from thinkjepa.thinker.head import PyramidLatentHead
 from thinkjepa.thinker.thinker import Thinker, chat_text, processor_inputs
-from thinkjepa.thinker.vlm import TinyVLM, build_tiny_vlm, load_vlm, pixel_tokens
+from thinkjepa.thinker.vlm import TinyVLM, build_tiny_vlm, load_vlm, pixel_tokens, save_vlm
 
 FORMAT = "thinkjepa.grounded_vlm/1"
 DEFAULT_VLM = TinyVLM()
@@ -263,8 +263,7 @@ class GroundingPretrainModule(pl.LightningModule):
     def export(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
         """Write the VLM, its processor and the read-out to the directory ``path``, atomically."""
         with atomic_directory(path) as tmp:
-            self.vlm.save_pretrained(tmp)
-            self.processor.save_pretrained(tmp)
+            save_vlm(self.vlm, self.processor, tmp)
             save_file(self.readout_state(), tmp / READOUT)
             config = {"format": FORMAT, "vlm": asdict(self.spec), "prompt": self.hparams.prompt,
                       "text_first": self.hparams.text_first, **(extra or {})}
@@ -290,13 +289,7 @@ def read_grounded_config(path: str | os.PathLike) -> dict[str, Any]:
         FileNotFoundError: no export at ``path``.
         ValueError: an unknown format.
     """
-    file = Path(path) / CONFIG
-    if not file.is_file():
-        raise FileNotFoundError(f"No grounded VLM at {str(path)!r}: {file} does not exist")
-    config = json.loads(file.read_text())
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{file} has format {config.get('format')!r}, expected {FORMAT!r}")
-    return config
+    return read_format_json(path, CONFIG, FORMAT, "grounded VLM")
 
 
 def load_grounded_vlm(model: nn.Module, source: str | os.PathLike, spec: TinyVLM, prompt: str, text_first: bool) -> None:
