@@ -136,8 +136,8 @@ goto-cells: results/eval-goto-cells/summary.json ## the GoTo agent with the thin
 
 $(GOTO_VLM)/vlm/grounding.json: | $(STAMP)
 	$(call fit,recipes/vlm/babyai-goto-grounding.yaml,$(GOTO_VLM))
-$(GOTO_THINKER)-cells/thinker/config.json: $(GOTO_WM)-distance/world_model/config.json $(GOTO_VLM)/vlm/grounding.json
+$(GOTO_THINKER)-cells/thinker/config.json: $(GOTO_WM)/world_model/config.json $(GOTO_VLM)/vlm/grounding.json
 	$(call fit,recipes/thinker/babyai-goto-cells.yaml,$(GOTO_THINKER)-cells)
-results/eval-goto-cells/summary.json: $(GOTO_THINKER)-cells/thinker/config.json
+results/eval-goto-cells/summary.json: $(GOTO_THINKER)-cells/thinker/config.json $(GOTO_WM)-distance/world_model/config.json
 	$(PY) -m thinkjepa.cli eval --config recipes/eval/babyai-goto.yaml \
 		--thinker $(GOTO_THINKER)-cells/thinker --out results/eval-goto-cells $(GOTO_EVAL_ARGS)
