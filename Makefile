@@ -130,13 +130,16 @@ results/eval-goto/summary.json: $(GOTO_THINKER)-stage2/thinker/config.json
 # The VLM's grounding pretraining needs no world model: `make -j2 goto-cells` runs it beside the world model's
 # chain (on a machine without a GPU add GPU_ARGS="--trainer.accelerator=cpu --data.init_args.num_workers=0").
 GOTO_VLM := checkpoints/vlm/babyai-goto-grounding
+GOTO_ROUTER := checkpoints/vlm/babyai-goto-router
 .PHONY: pretrain-vlm goto-cells
-pretrain-vlm: $(GOTO_VLM)/vlm/grounding.json ## grounding pretraining of the GoTo thinker's VLM (no world model; resumes)
+pretrain-vlm: $(GOTO_ROUTER)/vlm/grounding.json ## grounding pretraining of the GoTo thinker's VLM, 2 phases (no world model; resumes)
 goto-cells: results/eval-goto-cells/summary.json ## the GoTo agent with the thinker started from the pretrained VLM
 
 $(GOTO_VLM)/vlm/grounding.json: | $(STAMP)
 	$(call fit,recipes/vlm/babyai-goto-grounding.yaml,$(GOTO_VLM))
-$(GOTO_THINKER)-cells/thinker/config.json: $(GOTO_WM)/world_model/config.json $(GOTO_VLM)/vlm/grounding.json
+$(GOTO_ROUTER)/vlm/grounding.json: $(GOTO_VLM)/vlm/grounding.json
+	$(call fit,recipes/vlm/babyai-goto-router.yaml,$(GOTO_ROUTER))
+$(GOTO_THINKER)-cells/thinker/config.json: $(GOTO_WM)/world_model/config.json $(GOTO_ROUTER)/vlm/grounding.json
 	$(call fit,recipes/thinker/babyai-goto-cells.yaml,$(GOTO_THINKER)-cells)
 results/eval-goto-cells/summary.json: $(GOTO_THINKER)-cells/thinker/config.json $(GOTO_WM)-distance/world_model/config.json
 	$(PY) -m thinkjepa.cli eval --config recipes/eval/babyai-goto.yaml \

@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+import yaml
 
 from thinkjepa.cli import train
 from thinkjepa.data.grounding import grounding_samples
@@ -123,6 +124,10 @@ def test_recipe_fast_dev_run(recipe, tmp_path, monkeypatch) -> None:
     argv = ["fit", "--config", str(RECIPES / f"{recipe}.yaml"), "--data.init_args.batch_size", "2",
             "--data.init_args.val_samples", "2", "--trainer.fast_dev_run", "true", "--trainer.logger", "false",
             "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]
+    init = yaml.safe_load((RECIPES / f"{recipe}.yaml").read_text())["model"]["init_args"]
+    if init.get("init_from"):  # a later phase: give it an earlier phase's export of the same VLM
+        start = GroundingPretrainModule(vlm=TinyVLM(**init["vlm"]), prompt=init["prompt"], text_first=init["text_first"])
+        argv += ["--model.init_args.init_from", str(start.export(tmp_path / "start"))]
     cli = train(argv)
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
     assert {"train/object_top1", "val/object_top1", "val/waypoint_top1_neutral"} <= set(cli.trainer.callback_metrics)
@@ -175,6 +180,51 @@ def test_ddp_ranks_train_on_their_own_batches_and_keep_one_model(tmp_path) -> No
     for key, value in ranks[0]["vlm"].items():
         torch.testing.assert_close(value, ranks[1]["vlm"][key], rtol=0, atol=0, msg=key)
     assert read_grounded_config(tmp_path / "vlm")["steps"] == 2
+
+
+def test_a_router_phase_starts_from_phase_one_and_its_thinker_scores_as_it_does(world_model_dir, tmp_path) -> None:
+    torch.manual_seed(0)
+    phase1 = GroundingPretrainModule(vlm=CELLS)
+    with torch.no_grad():
+        phase1.scorer.weight.normal_()  # so that a copied scorer row differs from a fresh one
+    first = phase1.export(tmp_path / "phase1")
+    router = {"channels": 8, "depth": 3, "dilated": True}
+    phase2 = GroundingPretrainModule(vlm=CELLS, router=router, init_from=str(first))
+    assert all(torch.equal(v, phase1.vlm.state_dict()[k]) for k, v in phase2.vlm.state_dict().items())
+    assert torch.equal(phase2.scorer.weight, phase1.scorer.weight[:1]) and phase2.heading is None
+
+    batch = as_batch(grounding_samples(LEVEL, 8, seed=5, image_size=88, naming="level"))
+    scores, heading = phase2.token_scores(batch["image"], batch["mission"])
+    assert scores.shape == (8, 2, 64) and heading.shape == (8, 64, 4)
+    optimizer = torch.optim.Adam(phase2.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):  # the router learns this batch's waypoints and headings
+        loss, logs = phase2._losses(batch, batch["mission"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append({k: logs[k].item() for k in ("waypoint", "heading")})
+    for key in ("waypoint", "heading"):
+        assert losses[-1][key] < 0.5 * losses[0][key], key
+    second = phase2.export(tmp_path / "phase2")
+    assert read_grounded_config(second)["router"] == router
+
+    head = HeadOptions(pooling="grounded", queries=2, layers=(-1, 1), router=router)
+    kwargs = dict(vlm=CELLS, lora=None, trainable=(".*",), head=head, text_first=True,
+                  loss=LossOptions(grounding_weight=1.0, waypoint_grounding_weight=1.0))
+    thinker = ThinkerModule(str(world_model_dir), init_from=str(second), **kwargs).thinker
+    images, missions = batch["image"][:2], batch["mission"][:2]
+    hidden, inputs = thinker.encode(images, missions)
+    mask = thinker.image_mask(inputs)
+    got = thinker.head.grounding_scores(hidden, mask)[mask.unsqueeze(1).expand(-1, 2, -1)].view(2, 2, -1)
+    torch.testing.assert_close(got, phase2.token_scores(images, missions)[0])
+
+    for other, match in ((HeadOptions(pooling="grounded", queries=2, layers=(-1, 1)), "GridRouter"),
+                         (HeadOptions(pooling="grounded", queries=2, layers=(-1, 1), router={"channels": 16}), "GridRouter")):
+        with pytest.raises(ValueError, match=match):
+            ThinkerModule(str(world_model_dir), init_from=str(second), **{**kwargs, "head": other})
+    with pytest.raises(ValueError, match="GridRouter"):  # phase 2 with other router options than the export's
+        GroundingPretrainModule(vlm=CELLS, router={"channels": 16}, init_from=str(second))
 
 
 def test_bad_arguments_are_named(tmp_path) -> None:

@@ -64,7 +64,7 @@ def test_recipe_fast_dev_run(recipe, world_model_dir, dataset_dir, tmp_path, mon
     init_args = config["model"]["init_args"]
     if init_args.get("init_from", "").startswith("checkpoints/vlm/"):  # a grounding-pretrained VLM of its spec
         start = GroundingPretrainModule(vlm=TinyVLM(**init_args["vlm"]), prompt=init_args["prompt"],
-                                        text_first=init_args["text_first"])
+                                        text_first=init_args["text_first"], router=init_args["head"].get("router"))
         argv += ["--model.init_args.init_from", str(start.export(tmp_path / "start"))]
     elif init_args.get("init_from"):  # a recipe that starts from another thinker: give it one of its architecture
         same = {k: v for k, v in init_args.items() if k not in ("world_model", "init_from")}

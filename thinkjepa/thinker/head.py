@@ -10,7 +10,10 @@ Design decisions:
   layer is pooled with the softmax of each scorer's scores. Trained with grounding losses
   (:class:`~thinkjepa.thinker.module.ThinkerModule`), query 0 reads the token that shows the object the
   instruction names and query 1 (if any) the token where the agent will stand at the subgoal: the
-  instruction picks *where*, the head turns it into the subgoal latent.
+  instruction picks *where*, the head turns it into the subgoal latent. With ``router`` set, query 1 is scored
+  by a convolutional :class:`~thinkjepa.thinker.router.GridRouter` over the image-token grid (fed every
+  token and its query-0 logit), which can work out the route to the named object that a linear read-out of
+  one token cannot; its features at the chosen cell join the pooled ones.
 * **Residual on the current latent** (``residual=True``): ``z* = z_t + Δ`` with ``z_t`` the frozen world
   model's target-encoder latent of the current frame, and ``Δ = MLP([pooled, LN(z_t)])``. The MLP's last
   layer starts at zero, so an untrained head *is* the "copy the current latent" baseline, and training only
@@ -28,6 +31,8 @@ from typing import Literal
 
 import torch
 from torch import nn
+
+from thinkjepa.thinker.router import GridRouter, RouterOptions
 
 Pooling = Literal["mean", "attention", "last", "grounded"]
 
@@ -49,6 +54,11 @@ class HeadOptions:
     queries: int = 1
     """``grounded`` pooling only: how many scorers pool the image tokens (0: the named object, 1: the
     subgoal's agent cell; each can be taught by its own grounding loss)."""
+    router: dict | None = None
+    """``grounded`` pooling with 2 queries only: score the second query (the subgoal's agent cell) with a
+    :class:`~thinkjepa.thinker.router.GridRouter` over the image-token grid instead of a linear scorer, given as
+    its :class:`~thinkjepa.thinker.router.RouterOptions` (``{}`` for the defaults); its features at that cell
+    join the pooled ones."""
 
 
 class _AttentionPool(nn.Module):
@@ -76,6 +86,8 @@ class PyramidLatentHead(nn.Module):
         hidden_dim: Width of the MLP.
         residual: Output ``z_current + Δ`` (needs ``z_current`` in :meth:`forward`) instead of a plain MLP.
         queries: Scorers of the ``grounded`` pool (must be 1 for the other poolings).
+        router: :class:`~thinkjepa.thinker.router.RouterOptions` fields: the second of 2 grounded queries is
+            scored by a :class:`~thinkjepa.thinker.router.GridRouter` (see :class:`HeadOptions`).
     """
 
     def __init__(
@@ -87,6 +99,7 @@ class PyramidLatentHead(nn.Module):
         hidden_dim: int = 256,
         residual: bool = True,
         queries: int = 1,
+        router: dict | None = None,
     ) -> None:
         super().__init__()
         if not layers:
@@ -95,20 +108,29 @@ class PyramidLatentHead(nn.Module):
             raise ValueError(f"pooling must be 'mean', 'attention', 'last' or 'grounded', got {pooling!r}")
         if queries < 1 or (queries > 1 and pooling != "grounded"):
             raise ValueError(f"queries={queries}: the grounded pool takes 1 or more, every other pooling exactly 1")
+        if router is not None and (pooling != "grounded" or queries != 2):
+            raise ValueError(
+                f"head.router scores the second of 2 grounded queries: it needs pooling='grounded' and queries=2, "
+                f"got pooling={pooling!r}, queries={queries}"
+            )
         self.layers = tuple(int(i) for i in layers)
         self.hidden_size, self.latent_dim, self.residual = hidden_size, latent_dim, residual
-        self.options = HeadOptions(self.layers, pooling, hidden_dim, residual, queries)
+        router = None if router is None else asdict(RouterOptions(**router))
+        self.options = HeadOptions(self.layers, pooling, hidden_dim, residual, queries, router)
         self.norms = nn.ModuleList(nn.LayerNorm(hidden_size) for _ in self.layers)
         self.pools = (
             nn.ModuleList(_AttentionPool(hidden_size) for _ in self.layers)
             if pooling == "attention"
             else None
         )
-        self.scorer = nn.Linear(hidden_size, queries) if pooling == "grounded" else None
+        linear = queries - 1 if router is not None else queries  # the router scores the last query
+        self.scorer = nn.Linear(hidden_size, linear) if pooling == "grounded" else None
         if self.scorer is not None:  # an untrained scorer pools the image tokens evenly
             nn.init.zeros_(self.scorer.weight)
             nn.init.zeros_(self.scorer.bias)
+        self.router = GridRouter(hidden_size, **router) if router is not None else None
         in_dim = queries * len(self.layers) * hidden_size + (latent_dim if residual else 0)
+        in_dim += router["channels"] if router is not None else 0
         self.latent_norm = nn.LayerNorm(latent_dim) if residual else None
         self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, latent_dim))
         if residual:  # an untrained residual head copies the current latent
@@ -130,13 +152,33 @@ class PyramidLatentHead(nn.Module):
         Raises:
             ValueError: the head's pooling is not ``grounded``, or a sample has no image token.
         """
+        return self._ground(hidden_states, image_mask)[0]
+
+    def _ground(
+        self, hidden_states: Sequence[torch.Tensor], image_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`grounding_scores` and, with a router, its ``(B, S, channels)`` features (0 off the image)."""
         if self.scorer is None:
             raise ValueError(f"grounding_scores needs pooling='grounded', this head pools by {self.options.pooling!r}")
         image_mask = image_mask.bool()
         if not image_mask.any(dim=1).all():
             raise ValueError("grounded pooling: a sample has no image token in image_mask")
         h = self.norms[0](hidden_states[self.layers[0]].float())  # (B, S, H)
-        return self.scorer(h).transpose(1, 2).masked_fill(~image_mask.unsqueeze(1), float("-inf"))
+        scores = self.scorer(h)  # (B, S, Q or Q-1)
+        features = None
+        if self.router is not None:
+            b, s = image_mask.shape
+            counts = image_mask.sum(dim=1)
+            if not (counts == counts[0]).all():
+                raise ValueError(f"head.router: samples have different numbers of image tokens ({counts.tolist()})")
+            n = int(counts[0])
+            way, _, feats = self.router(h[image_mask].view(b, n, -1), scores[..., 0][image_mask].view(b, n))
+            routed = scores.new_zeros(b, s)
+            routed[image_mask] = way.flatten()
+            features = h.new_zeros(b, s, feats.shape[-1])
+            features[image_mask] = feats.flatten(0, 1)
+            scores = torch.cat([scores, routed.unsqueeze(-1)], dim=-1)
+        return scores.transpose(1, 2).masked_fill(~image_mask.unsqueeze(1), float("-inf")), features
 
     def forward(
         self,
@@ -160,10 +202,12 @@ class PyramidLatentHead(nn.Module):
         if any(not -n <= i < n for i in self.layers):
             raise ValueError(f"Head layers {list(self.layers)} out of range for {n} hidden-state tensors")
         mask = attention_mask.bool()  # (B, S)
+        routed = None
         if self.options.pooling == "grounded":
             if image_mask is None:
                 raise ValueError("grounded pooling needs image_mask (which tokens are the image's)")
-            weights = self.grounding_scores(hidden_states, image_mask.bool() & mask).softmax(dim=-1)  # (B, Q, S)
+            scores, routed = self._ground(hidden_states, image_mask.bool() & mask)
+            weights = scores.softmax(dim=-1)  # (B, Q, S)
         elif self.options.pooling == "last":  # one-hot on the last valid token, whichever side is padded
             positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
             weights = (positions == positions.masked_fill(~mask, -1).amax(dim=1, keepdim=True)).float()[:, None]
@@ -175,7 +219,9 @@ class PyramidLatentHead(nn.Module):
             pooled.append(
                 self.pools[k](h, mask) if self.pools is not None else torch.einsum("bqs,bsh->bqh", weights, h).flatten(1)
             )
-        features = torch.cat(pooled, dim=-1)  # (B, L*Q*H)
+        if routed is not None:  # the router's features where it sends the agent
+            pooled.append(torch.einsum("bs,bsc->bc", weights[:, -1], routed))
+        features = torch.cat(pooled, dim=-1)  # (B, L*Q*H [+ channels])
         if not self.residual:
             return self.mlp(features)
         if z_current is None:

@@ -49,6 +49,7 @@ from thinkjepa.checkpoint import atomic_directory, load_state_dict_strict, read_
 from thinkjepa.data.grounding import GroundingSamples, Naming, check_naming, grounding_samples
 from thinkjepa.optim import adamw_warmup_cosine
 from thinkjepa.thinker.head import PyramidLatentHead
+from thinkjepa.thinker.router import GridRouter, RouterOptions
 from thinkjepa.thinker.thinker import Thinker, chat_text, processor_inputs
 from thinkjepa.thinker.vlm import TinyVLM, build_tiny_vlm, load_vlm, pixel_tokens, save_vlm
 
@@ -168,17 +169,30 @@ class GroundingPretrainModule(pl.LightningModule):
             the gap between the two.
         heading_weight: Weight of the heading cross-entropy (the two token cross-entropies weigh 1).
         lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with linear warm-up and cosine decay.
+        router: :class:`~thinkjepa.thinker.router.RouterOptions` fields: score the waypoint (and read its heading)
+            with a :class:`~thinkjepa.thinker.router.GridRouter` over the token grid instead of linearly per
+            token; the thinker's head then needs the same ``head.router``.
+        init_from: A grounded export to start from: its VLM and read-out (norm, the object scorer, and the
+            waypoint scorer / heading / router where this run has the same kind). A router this run adds to
+            an export without one starts fresh.
+        schedule_steps: Length of the cosine schedule, if not the run's ``max_steps`` (a run stopped part way
+            through a longer schedule is reproduced by setting both).
     """
 
     def __init__(self, vlm: TinyVLM = DEFAULT_VLM, prompt: str = "{instruction}", text_first: bool = True,
                  neutral_instruction: str = "go to the object", heading_weight: float = 1.0, lr: float = 1e-3,
-                 weight_decay: float = 0.0, warmup_steps: int = 100, min_lr_ratio: float = 0.1) -> None:
+                 weight_decay: float = 0.0, warmup_steps: int = 100, min_lr_ratio: float = 0.1,
+                 router: dict | None = None, init_from: str | None = None, schedule_steps: int | None = None) -> None:
         super().__init__()
         spec = TinyVLM(**vlm) if isinstance(vlm, dict) else vlm
+        router = None if router is None else asdict(RouterOptions(**router))
+        if schedule_steps is not None and schedule_steps < 1:
+            raise ValueError(f"schedule_steps must be >= 1 or None, got {schedule_steps}")
         self.save_hyperparameters({"vlm": asdict(spec), "prompt": prompt, "text_first": text_first,
                                    "neutral_instruction": neutral_instruction, "heading_weight": heading_weight,
                                    "lr": lr, "weight_decay": weight_decay, "warmup_steps": warmup_steps,
-                                   "min_lr_ratio": min_lr_ratio})
+                                   "min_lr_ratio": min_lr_ratio, "router": router, "init_from": init_from,
+                                   "schedule_steps": schedule_steps})
         if "{instruction}" not in prompt:
             raise ValueError(f"prompt {prompt!r} must contain '{{instruction}}'")
         self.spec = spec
@@ -189,9 +203,14 @@ class GroundingPretrainModule(pl.LightningModule):
             lm_head.requires_grad_(False)  # no loss reads the vocabulary logits (DDP refuses unused parameters)
         hidden = self.vlm.config.get_text_config().hidden_size
         self.norm = nn.LayerNorm(hidden)
-        self.scorer = nn.Linear(hidden, 2)  # the thinker head's grounded pool: 0 object, 1 waypoint token
-        self.heading = nn.Linear(hidden, 4)
+        # The thinker head's grounded pool: query 0 the object's token, query 1 the waypoint's (linear or routed).
+        self.scorer = nn.Linear(hidden, 1 if router is not None else 2)
+        self.router = GridRouter(hidden, **router) if router is not None else None
+        self.heading = nn.Linear(hidden, 4) if router is None else None  # the router reads the heading itself
         self._texts: dict[str, str] = {}
+        if init_from is not None:
+            load_grounded_vlm(self.vlm, init_from, spec, prompt, text_first)
+            copy_readout(init_from, self.norm, self.scorer, self.router, self.heading)
 
     def _text(self, instruction: str) -> str:
         if instruction not in self._texts:
@@ -205,7 +224,11 @@ class GroundingPretrainModule(pl.LightningModule):
         out = self.vlm(**inputs, output_hidden_states=True, use_cache=False, logits_to_keep=1, return_dict=True)
         image = inputs["input_ids"] == self.vlm.config.image_token_id
         h = self.norm(out.hidden_states[-1].float())[image].view(len(images), -1, self.norm.normalized_shape[0])
-        return self.scorer(h).transpose(1, 2), self.heading(h)
+        if self.router is None:
+            return self.scorer(h).transpose(1, 2), self.heading(h)
+        obj = self.scorer(h)[..., 0]
+        way, heading, _ = self.router(h, obj)
+        return torch.stack([obj, way], dim=1), heading
 
     def labels(self, pixels: torch.Tensor, frame_size: int) -> torch.Tensor:
         """Image token covering each ``(row, col)`` of a ``frame_size`` frame."""
@@ -253,11 +276,12 @@ class GroundingPretrainModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         h = self.hparams
         return adamw_warmup_cosine(self.parameters(), h.lr, h.weight_decay, h.warmup_steps, h.min_lr_ratio,
-                                   self.trainer.estimated_stepping_batches)
+                                   h.get("schedule_steps") or self.trainer.estimated_stepping_batches)
 
     def readout_state(self) -> dict[str, torch.Tensor]:
         """The read-out's weights as stored in ``grounding.safetensors``."""
-        parts = {"norm": self.norm, "scorer": self.scorer, "heading": self.heading}
+        parts = {"norm": self.norm, "scorer": self.scorer, "heading": self.heading, "router": self.router}
+        parts = {name: part for name, part in parts.items() if part is not None}
         return {f"{p}.{k}": v.detach().float().contiguous().cpu() for p, m in parts.items() for k, v in m.state_dict().items()}
 
     def export(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
@@ -266,7 +290,7 @@ class GroundingPretrainModule(pl.LightningModule):
             save_vlm(self.vlm, self.processor, tmp)
             save_file(self.readout_state(), tmp / READOUT)
             config = {"format": FORMAT, "vlm": asdict(self.spec), "prompt": self.hparams.prompt,
-                      "text_first": self.hparams.text_first, **(extra or {})}
+                      "text_first": self.hparams.text_first, "router": self.hparams.get("router"), **(extra or {})}
             (tmp / CONFIG).write_text(json.dumps(config, indent=2, default=str))
         return Path(path)
 
@@ -314,23 +338,44 @@ def load_grounded_vlm(model: nn.Module, source: str | os.PathLike, spec: TinyVLM
     load_state_dict_strict(model, pretrained.state_dict(), f"init_from={source} (VLM)")
 
 
+def copy_readout(source: str | os.PathLike, norm: nn.LayerNorm, scorer: nn.Linear, router: GridRouter | None,
+                 heading: nn.Linear | None = None) -> None:
+    """Copy a grounded export's read-out into these modules: the norm, the scorer's first rows (as many as both
+    have: 0 the object, 1 a linear waypoint query), the router and the heading read-out where both have one.
+    A router here with none in the export starts fresh.
+
+    Raises:
+        ValueError: the export routes waypoints and these modules do not, or with other router options.
+    """
+    config, readout = read_grounded_config(source), load_file(str(Path(source) / READOUT))
+    theirs, mine = config.get("router"), None if router is None else asdict(router.options)
+    if theirs is not None and theirs != mine:
+        raise ValueError(
+            f"init_from={source}: its waypoint query is a GridRouter with {theirs}; set the same router options "
+            f"here (got {mine})"
+        )
+    q = min(scorer.out_features, readout["scorer.weight"].shape[0])
+    with torch.no_grad():
+        norm.load_state_dict({k[5:]: v for k, v in readout.items() if k.startswith("norm.")})
+        scorer.weight[:q].copy_(readout["scorer.weight"][:q])
+        scorer.bias[:q].copy_(readout["scorer.bias"][:q])
+    for name, module in (("router", router if theirs is not None else None), ("heading", heading)):
+        state = {k[len(name) + 1:]: v for k, v in readout.items() if k.startswith(name + ".")}
+        if module is not None and state:
+            load_state_dict_strict(module, state, f"init_from={source} ({name})")
+
+
 def load_grounded_readout(head: PyramidLatentHead, source: str | os.PathLike, num_states: int) -> None:
-    """Start ``head``'s grounded pool as the export's read-out: the norm of its first layer and its scorer's first
-    two queries (0: the named object, 1: the next waypoint). ``num_states``: the VLM's hidden-state count.
+    """Start ``head``'s grounded pool as the export's read-out (:func:`copy_readout`: the norm of its first layer,
+    the object scorer and the waypoint query, linear or routed). ``num_states``: the VLM's hidden-state count.
 
     Raises:
         ValueError: the head does not pool ``grounded`` on the last layer (``head.layers[0]`` = -1), where the
-            read-out was trained.
+            read-out was trained, or its router does not match the export's.
     """
     if head.scorer is None or head.layers[0] % num_states != num_states - 1:
         raise ValueError(
             f"init_from={source}: to start from the grounded read-out the thinker's head must pool 'grounded' with "
             f"the last layer first (head.layers[0] = -1); it has pooling {head.options.pooling!r}, layers {list(head.layers)}"
         )
-    readout = load_file(str(Path(source) / READOUT))
-    q = min(head.scorer.out_features, 2)
-    with torch.no_grad():
-        head.norms[0].weight.copy_(readout["norm.weight"])
-        head.norms[0].bias.copy_(readout["norm.bias"])
-        head.scorer.weight[:q].copy_(readout["scorer.weight"][:q])
-        head.scorer.bias[:q].copy_(readout["scorer.bias"][:q])
+    copy_readout(source, head.norms[0], head.scorer, head.router)
