@@ -15,12 +15,18 @@ where the agent stands at the next waypoint — plus a 4-way linear read-out of 
 cross-entropy of each query over the image tokens against the true token, and of the heading at the true
 waypoint token. The instruction comes before the image (``text_first``) so that every image token attends to it.
 
+With ``router`` the waypoint query and the heading come from a :class:`~thinkjepa.thinker.router.GridRouter`
+over the token grid instead: on GoTo the linear read-out learned the object but not the route (the next
+waypoint as often with a neutral instruction as with the true one), the router learned it within 200 steps.
+``init_from`` starts such a phase from an earlier phase's export.
+
 At the end of ``fit`` the run is exported to ``<default_root_dir>/vlm`` (atomically):
 
     config.json, model.safetensors, processor files   the VLM in ``save_pretrained`` layout (loads with
                                                       :func:`~thinkjepa.thinker.vlm.load_vlm`)
     grounding.json                                    format, the tiny-VLM spec, prompt, text order, level
-    grounding.safetensors                             the read-out: ``norm.*``, ``scorer.*``, ``heading.*``
+    grounding.safetensors                             the read-out: ``norm.*``, ``scorer.*``, and ``heading.*``
+                                                      or ``router.*``
 
 A :class:`~thinkjepa.thinker.module.ThinkerModule` with the same ``vlm`` spec starts from it with
 ``init_from: <that directory>``: the VLM's weights are copied before any LoRA adapters go on
