@@ -14,6 +14,7 @@ import yaml
 
 from thinkjepa.cli import train
 from thinkjepa.data.grounding import grounding_samples
+from thinkjepa.thinker.checkpoint import load_thinker, save_thinker, world_model_fingerprint
 from thinkjepa.thinker.head import HeadOptions
 from thinkjepa.thinker.module import LossOptions, ThinkerModule
 from thinkjepa.thinker.pretrain import (
@@ -218,6 +219,15 @@ def test_a_router_phase_starts_from_phase_one_and_its_thinker_scores_as_it_does(
     mask = thinker.image_mask(inputs)
     got = thinker.head.grounding_scores(hidden, mask)[mask.unsqueeze(1).expand(-1, 2, -1)].view(2, 2, -1)
     torch.testing.assert_close(got, phase2.token_scores(images, missions)[0])
+    # a thinker checkpoint keeps the router: the reloaded thinker proposes the same subgoals
+    module = ThinkerModule(str(world_model_dir), init_from=str(second), **kwargs)
+    torch.nn.init.normal_(module.thinker.head.mlp[-1].weight)  # a trained head: z* depends on what it pools
+    save_thinker(module.thinker, tmp_path / "thinker", world_model_fingerprint=world_model_fingerprint(module.thinker.world_model))
+    loaded = load_thinker(tmp_path / "thinker", world_model=module.thinker.world_model)
+    assert loaded.head.router is not None
+    module.thinker.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.propose(images, missions), module.thinker.propose(images, missions))
 
     for other, match in ((HeadOptions(pooling="grounded", queries=2, layers=(-1, 1)), "GridRouter"),
                          (HeadOptions(pooling="grounded", queries=2, layers=(-1, 1), router={"channels": 16}), "GridRouter")):
