@@ -39,7 +39,7 @@ def main() -> None:
     batch = as_batch(s)
     waypoint = module.labels(batch["waypoint_pixel"], size)
     target = module.labels(batch["target_pixel"], size)
-    final = torch.as_tensor((abs(s.waypoints[:, :2] - s.targets).sum(1) == 1))  # next to the object
+    final = torch.as_tensor(abs(s.waypoints[:, :2] - s.targets).sum(1) == 1)  # next to the object
     groups = {"all": torch.ones_like(final), "final approach": final, "door crossing": ~final,
               "door, object token first": ~final & (target < waypoint), "door, object token later": ~final & (target > waypoint)}
     table = {}
