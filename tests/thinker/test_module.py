@@ -102,7 +102,8 @@ def test_grounding_loss_teaches_the_pool_to_point_at_the_named_object(world_mode
     for _ in range(40):  # the grounding terms alone, on one batch: each query must learn its own token
         hidden, inputs = module.thinker.encode(batch["image"], batch["mission"])
         mask = module.thinker.image_mask(inputs)
-        terms = [module._grounding_loss(hidden, mask, batch[key], 88, query)[0]
+        scores = module.thinker.head.grounding_scores(hidden, mask)
+        terms = [module._grounding_loss(scores[:, query], mask, batch[key], 88)[0]
                  for query, key in enumerate(("target_pixel", "waypoint_pixel"))]
         optimizer.zero_grad()
         sum(terms).backward()
@@ -135,7 +136,9 @@ def test_one_token_per_cell_grounds_on_cells_and_round_trips(world_model_dir, da
     losses = []
     for _ in range(30):
         hidden, inputs = module.thinker.encode(batch["image"], batch["mission"])
-        loss, _ = module._grounding_loss(hidden, module.thinker.image_mask(inputs), batch["target_pixel"], 88)
+        mask = module.thinker.image_mask(inputs)
+        loss, _ = module._grounding_loss(module.thinker.head.grounding_scores(hidden, mask)[:, 0], mask,
+                                         batch["target_pixel"], 88)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -323,17 +323,23 @@ class ThinkerModule(pl.LightningModule):
         energy = (z - target).pow(2).sum(-1).mean()
         loss = energy
         logs = {"train/energy": energy.detach()}
-        for query, (weight, key, name) in enumerate(
-            [
-                (self.loss_options.grounding_weight, "target_pixel", "grounding"),
-                (self.loss_options.waypoint_grounding_weight, "waypoint_pixel", "waypoint_grounding"),
-            ]
-        ):
-            if weight > 0 and key in batch:
-                term, accuracy = self._grounding_loss(hidden, image_mask, batch[key], batch["image"].shape[1], query)
-                if term is not None:
-                    loss = loss + weight * term
-                    logs.update({f"train/{name}": term.detach(), f"train/{name}_top1": accuracy})
+        grounding = [
+            (query, weight, key, name)
+            for query, (weight, key, name) in enumerate(
+                [
+                    (self.loss_options.grounding_weight, "target_pixel", "grounding"),
+                    (self.loss_options.waypoint_grounding_weight, "waypoint_pixel", "waypoint_grounding"),
+                ]
+            )
+            if weight > 0 and key in batch
+        ]
+        # once for every query (a routed head runs its router here)
+        scores = self.thinker.head.grounding_scores(hidden, image_mask) if grounding else None
+        for query, weight, key, name in grounding:
+            term, accuracy = self._grounding_loss(scores[:, query], image_mask, batch[key], batch["image"].shape[1])
+            if term is not None:
+                loss = loss + weight * term
+                logs.update({f"train/{name}": term.detach(), f"train/{name}_top1": accuracy})
         if self.loss_options.infonce_weight > 0:
             d2 = (z.unsqueeze(1) - target.unsqueeze(0)).pow(2).sum(-1)  # (B, B)
             # In units of the batch's mean squared target-target distance, so τ does not depend on the
@@ -358,18 +364,17 @@ class ThinkerModule(pl.LightningModule):
 
     def _grounding_loss(
         self,
-        hidden: tuple[torch.Tensor, ...],
+        scores: torch.Tensor,
         image_mask: torch.Tensor,
         pixels: torch.Tensor,
         frame_size: int,
-        query: int = 0,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Cross-entropy of one grounded query's scores over image tokens against the token covering ``pixels``."""
+        """Cross-entropy of one grounded query's ``scores`` (``(B, S)``, the head's ``grounding_scores`` row,
+        -inf off the image) over image tokens against the token covering ``pixels``."""
         token = self.grounding_labels(pixels, frame_size)
         known = token >= 0
         if not known.any():
             return None, None
-        scores = self.thinker.head.grounding_scores(hidden, image_mask)[:, query]  # (B, S), -inf off the image
         n_image = int(image_mask[0].sum())
         per_token = scores[image_mask].view(len(scores), n_image)[known]  # (K, N_image), in token order
         loss = F.cross_entropy(per_token, token[known])
