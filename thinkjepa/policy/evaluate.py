@@ -50,7 +50,7 @@ from thinkjepa.policy.hierarchical import HierarchicalPolicy
 from thinkjepa.policy.mpc import PlanningCost
 from thinkjepa.policy.plots import frame_grid, plot_success_by_length, save_png, subgoal_sheet
 from thinkjepa.policy.stats import EpisodeResult, from_json, markdown_table, summarize, to_json
-from thinkjepa.policy.subgoals import OracleSubgoals, ThinkerSubgoals
+from thinkjepa.policy.subgoals import OracleSubgoals, ReachableSubgoals, ThinkerSubgoals
 
 MODES = ("bot", "flat", "hierarchical", "oracle")
 
@@ -227,9 +227,10 @@ class ChunkRunner:
     """Runs :class:`Chunk` s with one set of models and settings, in this process or in a worker."""
 
     def __init__(self, world_model, thinker, planner: Planner, cost: PlanningCost, max_steps: int, patience: int,
-                 requery_every: int, oracle_gap: int | None) -> None:
+                 requery_every: int, oracle_gap: int | None, snap_depth: int = 0, follow_paths: bool = False) -> None:
         self.world_model, self.thinker, self.planner, self.cost = world_model, thinker, planner, cost
         self.max_steps, self.patience, self.requery_every, self.oracle_gap = max_steps, patience, requery_every, oracle_gap
+        self.snap_depth, self.follow_paths = snap_depth, follow_paths
         self.space = navigation_space()
 
     def policy(self, mode: str, reach_threshold: float, seed: int) -> FlatPolicy | HierarchicalPolicy:
@@ -238,8 +239,12 @@ class ChunkRunner:
         if mode == "flat":
             return FlatPolicy(wm, self.planner, self.space, cost=self.cost, seed=seed)
         subgoals = ThinkerSubgoals(self.thinker) if mode == "hierarchical" else OracleSubgoals(wm, self.oracle_gap)
+        snap = mode == "hierarchical" and self.snap_depth > 0
+        if snap:
+            subgoals = ReachableSubgoals(subgoals, wm, self.space, self.snap_depth, merge=reach_threshold)
         return HierarchicalPolicy(wm, subgoals, self.planner, self.space, reach_threshold=reach_threshold,
-                                  patience=self.patience, requery_every=self.requery_every, cost=self.cost, seed=seed)
+                                  patience=self.patience, requery_every=self.requery_every, cost=self.cost, seed=seed,
+                                  follow_paths=snap and self.follow_paths)
 
     def __call__(self, chunk: Chunk) -> tuple[list[EpisodeResult], list[np.ndarray]]:
         policy = self.policy(chunk.mode, chunk.reach_threshold, chunk.start)
@@ -287,11 +292,17 @@ def _digest(directory: str) -> str:
     return h.hexdigest()
 
 
-def _chunk_settings(chunk: Chunk, common: dict[str, Any], thinker_digest: str | None) -> dict[str, Any]:
-    """Everything a chunk's episodes depend on, as stored beside its results (after a JSON round trip)."""
-    return json.loads(json.dumps({**common, "level": chunk.level, "mode": chunk.mode, "seeds": [d.seed for d in chunk.demos],
-            "reach_threshold": None if chunk.mode == "flat" else chunk.reach_threshold,
-            "thinker": thinker_digest if chunk.mode == "hierarchical" else None}))
+def _chunk_settings(chunk: Chunk, common: dict[str, Any], thinker_digest: str | None, snap_depth: int = 0,
+                    follow_paths: bool = False) -> dict[str, Any]:
+    """Everything a chunk's episodes depend on, as stored beside its results (after a JSON round trip).
+    ``snap_depth`` and ``follow_paths`` are recorded for hierarchical chunks only: they change nothing else."""
+    settings = {**common, "level": chunk.level, "mode": chunk.mode, "seeds": [d.seed for d in chunk.demos],
+                "reach_threshold": None if chunk.mode == "flat" else chunk.reach_threshold,
+                "thinker": thinker_digest if chunk.mode == "hierarchical" else None}
+    if chunk.mode == "hierarchical":
+        settings["snap_depth"] = snap_depth
+        settings["follow_paths"] = bool(follow_paths and snap_depth)
+    return json.loads(json.dumps(settings))
 
 
 def _saved_chunk(path: Path, settings: dict[str, Any], stale: str = "error") -> list[EpisodeResult] | None:
@@ -341,6 +352,8 @@ def evaluate(
     patience: int = 4,
     requery_every: int = 8,
     oracle_gap: int | None = None,
+    snap_depth: int = 0,
+    follow_paths: bool = False,
     cost: PlanningCost | None = None,
     out: str = "results/eval",
     log_episodes: int = 2,
@@ -367,6 +380,11 @@ def evaluate(
         requery_every: Thinker query budget in steps.
         oracle_gap: The oracle's subgoals: door crossings and the final approach (``None``, the
             thinker's training label), or also a waypoint every ``oracle_gap`` shortest-path steps.
+        snap_depth: Move each thinker subgoal to the nearest latent the world model predicts within
+            this many actions (:class:`~thinkjepa.policy.subgoals.ReachableSubgoals`, states merged
+            within the reach threshold); 0 uses the thinker's z* as it is. Hierarchical mode only.
+        follow_paths: With ``snap_depth``: execute the action path the world model predicts reaches
+            each snapped subgoal instead of planning toward it (re-query when it is done).
         cost: The planning cost shared by every agent (:class:`~thinkjepa.policy.mpc.PlanningCost`;
             default: the world model's goal-distance head if it has one, plus latent L2).
         out: Output directory. Finished chunks already there (same settings) are reused.
@@ -398,8 +416,11 @@ def evaluate(
     cost = cost or PlanningCost()
     cost.metric(wm)  # ... or a cost this world model cannot provide
     planner = planner or CEMPlanner(horizon=6, num_samples=128, iterations=6, num_elites=16)
+    if snap_depth < 0:
+        raise ValueError(f"snap_depth must be >= 0, got {snap_depth}")
     settings = {"planner": planner, "cost": cost, "max_steps": max_steps, "patience": patience,
-                "requery_every": requery_every, "oracle_gap": oracle_gap}
+                "requery_every": requery_every, "oracle_gap": oracle_gap, "snap_depth": snap_depth,
+                "follow_paths": follow_paths}
     from thinkjepa.worldmodel.export import fingerprint
 
     common = {"world_model": fingerprint(wm), "device": device, "planner_class": type(planner).__qualname__,
@@ -428,7 +449,7 @@ def evaluate(
                 chunk = Chunk(level, mode, start, tuple(light[start : start + num_envs]), threshold,
                               keep_frames=log_episodes if start == 0 else 0)
                 path = out_dir / "episodes" / level / f"{mode}-{start:07d}.json"
-                paths[mode, start] = path, _chunk_settings(chunk, common, thinker_digest)
+                paths[mode, start] = path, _chunk_settings(chunk, common, thinker_digest, snap_depth, follow_paths)
                 saved = _saved_chunk(*paths[mode, start], stale=stale)
                 if saved is None:
                     todo.append(chunk)

@@ -8,6 +8,13 @@ queried only when one of these happens for an episode, and the reason is recorde
 * ``unreachable`` — the distance to z* has not improved for ``patience`` steps;
 * ``budget``      — ``requery_every`` steps have passed since the last query.
 
+With ``follow_paths`` the subgoal source also says how to get there
+(:class:`~thinkjepa.policy.subgoals.ReachableSubgoals`: the action path the world model predicts
+reaches the snapped subgoal) and the policy executes that path instead of planning; the subgoal
+counts as ``reached`` when the path is done (or the latent is within ``reach_threshold`` earlier).
+A path action seen to change nothing (a wall, a closed door the model thought open) ends the path as
+``unreachable``; the next search from there leaves that action out.
+
 Each episode has an :class:`EpisodeTrace` (subgoal queries with their reasons, predicted and
 actual distances, thinker/planner wall time) so an evaluation can say *why* an episode failed.
 """
@@ -72,6 +79,7 @@ class HierarchicalPolicy:
         cost: What the planner minimises (:class:`~thinkjepa.policy.mpc.PlanningCost`); subgoals count
             as reached by latent L2 whatever it is.
         seed: Planner seed.
+        follow_paths: Execute the subgoal source's paths (``subgoals.paths``) instead of planning.
     """
 
     def __init__(
@@ -85,7 +93,12 @@ class HierarchicalPolicy:
         requery_every: int = 8,
         cost: PlanningCost | None = None,
         seed: int = 0,
+        follow_paths: bool = False,
     ) -> None:
+        if follow_paths and not hasattr(subgoals, "paths"):
+            raise ValueError(f"follow_paths needs a subgoal source that gives paths (ReachableSubgoals), got "
+                             f"{type(subgoals).__name__}")
+        self.follow_paths = follow_paths
         self.world_model = world_model
         self.subgoals = subgoals
         self.mpc = LatentMPC(world_model, planner, space, cost, seed)
@@ -156,6 +169,7 @@ class HierarchicalPolicy:
         self.stalled = torch.zeros(b, dtype=torch.long)
         self.since_query = torch.zeros(b, dtype=torch.long)
         self.traces = [EpisodeTrace() for _ in range(b)]
+        self.path_blocked = torch.zeros(b, dtype=torch.bool)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray | torch.Tensor, active: np.ndarray | None = None) -> np.ndarray | int:
@@ -166,7 +180,10 @@ class HierarchicalPolicy:
         if len(rows) != images.shape[0]:
             raise ValueError(f"got {images.shape[0]} observations for {len(rows)} active episodes")
         z_tgt = self.world_model.target_encode(images)
+        z = self.world_model.encode(images)
         dist = torch.linalg.vector_norm(z_tgt - self.goal[rows], dim=-1).cpu()
+        if self.follow_paths:
+            self._blocked_actions(rows, z)
 
         reasons = self._query_reasons(rows, dist)
         ask = [i for i, reason in enumerate(reasons) if reason]
@@ -179,6 +196,7 @@ class HierarchicalPolicy:
                 self.goal[r] = new[j]
                 self.has_goal[r] = True
                 self.best[r], self.stalled[r], self.since_query[r] = float("inf"), 0, 0
+                self.path_blocked[r] = False
                 self.traces[r].queries.append((self.traces[r].steps, reasons[i]))
                 self.traces[r].subgoals.append(new[j].detach().cpu())
                 self.traces[r].thinker_seconds += per_episode
@@ -189,8 +207,10 @@ class HierarchicalPolicy:
         self.stalled[rows] = torch.where(improved, 0, self.stalled[rows] + 1)
         self.since_query[rows] += 1
 
-        z = self.world_model.encode(images)
-        actions, cost = self.mpc.act(z, self.goal[rows], rows.to(z.device))
+        if self.follow_paths:
+            actions, cost = self._path_actions(rows, z, dist)
+        else:
+            actions, cost = self.mpc.act(z, self.goal[rows], rows.to(z.device))
         for i, r in enumerate(rows.tolist()):
             trace = self.traces[r]
             trace.steps += 1
@@ -199,6 +219,43 @@ class HierarchicalPolicy:
         out = actions.cpu().numpy()
         return int(out[0]) if self._single else out
 
+    def _blocked_actions(self, rows: torch.Tensor, z: torch.Tensor) -> None:
+        """Actions seen to change nothing from each episode's current latent (the MPC's
+        :class:`~thinkjepa.policy.mpc.ObservedNoOps`): a path that would take one next ends here, and
+        the source leaves them out of its next search (``subgoals.blocked``)."""
+        noops = self.mpc.noops
+        noops.observe(rows, z)
+        mask = noops.mask(rows, z, self.mpc.space.n).cpu()
+        self.subgoals.blocked = {}
+        for i, r in enumerate(rows.tolist()):
+            blocked = set(mask[i].nonzero()[:, 0].tolist())
+            self.subgoals.blocked[r] = blocked
+            last = noops.last[r]
+            if last is not None and bool((last[0] - z[i]).abs().max() <= noops.tol):
+                self.subgoals.paths[r] = []  # the last step went nowhere: the subgoal is not where the path led
+                self.path_blocked[r] = True
+
+    def _path_actions(self, rows: torch.Tensor, z: torch.Tensor, dist: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next action of each episode's path (cost: the current distance to the subgoal); planning
+        for an episode whose path is empty (its source found no other reachable state)."""
+        actions = torch.empty(len(rows), dtype=torch.long)
+        cost = dist.clone()
+        plan = []
+        for i, r in enumerate(rows.tolist()):
+            path = self.subgoals.paths.get(r)
+            if path:
+                actions[i] = path.pop(0)
+            else:
+                plan.append(i)
+        walk = torch.as_tensor([i for i in range(len(rows)) if i not in plan], dtype=torch.long)
+        self.mpc.noops.executed(rows[walk], z[walk.to(z.device)], actions[walk])
+        if plan:
+            sub = torch.as_tensor(plan)
+            planned, planned_cost = self.mpc.act(z[sub.to(z.device)], self.goal[rows[sub]], rows[sub].to(z.device))
+            actions[sub], cost[sub] = planned.cpu(), planned_cost.cpu()
+        return actions, cost
+
     def _query_reasons(self, rows: torch.Tensor, dist: torch.Tensor) -> list[str | None]:
         reasons: list[str | None] = []
         for i, r in enumerate(rows.tolist()):
@@ -206,6 +263,8 @@ class HierarchicalPolicy:
                 reasons.append("start")
             elif dist[i] < self.reach_threshold:
                 reasons.append("reached")
+            elif self.follow_paths:  # a path ends within the source's look-ahead: no patience, no budget
+                reasons.append("unreachable" if self.path_blocked[r] else None if self.subgoals.paths.get(r) else "reached")
             elif self.stalled[r] >= self.patience:
                 reasons.append("unreachable")
             elif self.since_query[r] >= self.requery_every:

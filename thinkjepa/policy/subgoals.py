@@ -8,16 +8,22 @@ current batch, given their current frames.
   is trained on) from the true environment state and encodes it with the world model's target
   encoder — a perfect thinker. Its success rate is the upper bound that separates thinker errors
   from world-model and planner errors.
+* :class:`ReachableSubgoals` wraps either: it replaces each proposed z* by the nearest latent the
+  world model predicts the agent can reach within a few actions (:func:`reachable_latents`). A
+  regressed z* is never exactly a state's latent; the snapped one is, so the planner's cost is
+  evaluated where it was trained and "reached" means what it says.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from thinkjepa.data.collect import WaypointFrames
+from thinkjepa.planning.spaces import DiscreteSpace
 from thinkjepa.protocols import Thinker, WorldModel
 
 
@@ -70,3 +76,128 @@ class OracleSubgoals:
             labeler = WaypointFrames(self.envs[r], self.max_gap)
             frames.append(labeler.frames[labeler.label()])
         return self.world_model.target_encode(torch.as_tensor(np.stack(frames), device=images.device))
+
+
+def _distinct(latents: torch.Tensor, merge: float) -> torch.Tensor:
+    """Indices of a greedy subset of ``latents (N, D)`` no two of which lie within ``merge`` (L2)."""
+    close = torch.cdist(latents, latents) <= merge
+    taken = torch.zeros(len(latents), dtype=torch.bool, device=latents.device)
+    keep = []
+    for i in range(len(latents)):
+        if not taken[i]:
+            keep.append(i)
+            taken |= close[i]
+    return torch.tensor(keep, dtype=torch.long, device=latents.device)
+
+
+class ReachableStates(NamedTuple):
+    """States found by :func:`reachable_latents`: their latents and how to get there."""
+
+    latents: torch.Tensor  # (M, D) target-space latents, the current state first
+    paths: list[tuple[int, ...]]  # the action ids that reach each (the current state: ())
+
+
+@torch.no_grad()
+def reachable_latents(
+    world_model: WorldModel,
+    start: torch.Tensor,
+    start_target: torch.Tensor,
+    actions: Sequence[int],
+    depth: int,
+    merge: float,
+    max_states: int = 4096,
+    blocked: Sequence[int] = (),
+) -> ReachableStates:
+    """The distinct latents the world model predicts within ``depth`` actions of one state.
+
+    Breadth-first: every action from every state of the last layer, one predictor step each; a
+    predicted latent within ``merge`` of one already found is the same state reached another way
+    (turning left then right, toggling a wall) and is dropped, so the layers stay as small as the
+    set of poses within reach instead of growing as ``len(actions) ** depth``.
+
+    Args:
+        world_model: Supplies ``rollout`` (a one-latent history is enough; longer ones are padded).
+        start: ``(D,)`` the current context latent (what rollouts start from).
+        start_target: ``(D,)`` the current target latent (layer 0 of the result).
+        actions: The action ids expanded at each layer.
+        depth: Layers of actions.
+        merge: L2 under which two latents count as the same state.
+        max_states: Stop expanding once this many states are found (a ``merge`` too small for the
+            model's prediction noise would otherwise grow the layers exponentially).
+        blocked: Actions not taken from the start state (seen to change nothing there).
+
+    Returns:
+        :class:`ReachableStates`: ``(M, D)`` target-space latents, ``M >= 1``, the current state
+        first, and the action path the world model predicts reaches each.
+    """
+    if depth < 0 or merge <= 0:
+        raise ValueError(f"reachable_latents needs depth >= 0 and merge > 0, got depth={depth}, merge={merge}")
+    found = [start_target[None]]
+    paths: list[tuple[int, ...]] = [()]
+    frontier, frontier_paths = start[None], paths
+    ids = torch.as_tensor(list(actions), dtype=torch.long, device=start.device)
+    for layer in range(depth):
+        n = len(frontier)
+        nxt = world_model.rollout(frontier.repeat_interleave(len(ids), 0), ids.repeat(n)[:, None])[:, -1]
+        new = torch.cdist(nxt, torch.cat(found)).min(1).values > merge
+        if layer == 0 and blocked:
+            new &= ~torch.isin(ids, torch.as_tensor(list(blocked), dtype=torch.long, device=ids.device))
+        keep = new.nonzero()[:, 0]
+        if not len(keep):
+            break
+        keep = keep[_distinct(nxt[keep], merge)]
+        frontier = nxt[keep]
+        frontier_paths = [frontier_paths[j // len(ids)] + (int(ids[j % len(ids)]),) for j in keep.tolist()]
+        found.append(frontier)
+        paths = paths + frontier_paths
+        if len(paths) >= max_states:
+            break
+    return ReachableStates(torch.cat(found), paths)
+
+
+class ReachableSubgoals:
+    """Another source's subgoals, each moved to the nearest latent the world model can reach.
+
+    For each proposal, :func:`reachable_latents` from the episode's current frame, then the one
+    nearest (L2) the proposed z*, other than the current state (a subgoal the agent already stands on
+    would be "reached" at once, every step, with the thinker seeing the same frame). A subgoal farther
+    than ``depth`` actions becomes the reachable state nearest to it, a waypoint on the way, and is
+    re-proposed once that is reached.
+
+    Args:
+        source: The subgoal source wrapped (:class:`ThinkerSubgoals`, :class:`OracleSubgoals`).
+        world_model: The world model the planner uses.
+        space: The planner's discrete action space (its allowed ids are expanded).
+        depth: Actions of look-ahead.
+        merge: L2 under which two predicted latents are one state (e.g. the reach threshold).
+    """
+
+    def __init__(self, source, world_model: WorldModel, space: DiscreteSpace, depth: int, merge: float) -> None:
+        if not isinstance(space, DiscreteSpace):
+            raise ValueError(f"ReachableSubgoals enumerates actions: it needs a DiscreteSpace, got {type(space).__name__}")
+        if depth < 1:
+            raise ValueError(f"ReachableSubgoals needs depth >= 1, got {depth}")
+        self.source, self.world_model, self.space, self.depth, self.merge = source, world_model, space, depth, merge
+        self.name = source.name
+        self.gaps: list[float] = []  # ‖z* − snapped‖ of every proposal, for diagnostics
+        self.paths: dict[int, list[int]] = {}  # episode row -> actions predicted to reach its snapped subgoal
+        self.blocked: dict[int, set[int]] = {}  # episode row -> actions known to do nothing from where it is
+
+    def reset(self, instructions: Sequence[str], envs: Sequence | None = None) -> None:
+        self.source.reset(instructions, envs)
+        self.paths, self.blocked = {}, {}
+
+    @torch.no_grad()
+    def propose(self, rows: Sequence[int], images: torch.Tensor) -> torch.Tensor:
+        wanted = self.source.propose(rows, images)
+        start, start_target = self.world_model.encode(images), self.world_model.target_encode(images)
+        out = torch.empty_like(wanted)
+        for i in range(len(wanted)):
+            states, paths = reachable_latents(self.world_model, start[i], start_target[i], self.space.allowed_ids,
+                                              self.depth, self.merge, blocked=self.blocked.get(int(rows[i]), ()))
+            first = 1 if len(states) > 1 else 0  # the next subgoal is not where the agent is
+            gap, k = torch.cdist(wanted[i : i + 1], states[first:])[0].min(0)
+            out[i] = states[first + int(k)]
+            self.paths[int(rows[i])] = list(paths[first + int(k)])
+            self.gaps.append(float(gap))
+        return out

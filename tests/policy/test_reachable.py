@@ -1,0 +1,155 @@
+"""Snapping a proposed subgoal onto the states the world model can reach."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from thinkjepa.planning.spaces import BoxSpace, DiscreteSpace
+from thinkjepa.policy.subgoals import ReachableSubgoals, reachable_latents
+
+
+class Corridor(nn.Module):
+    """Cells 0..9 of a corridor, latent = (10 * cell, noise): action 0 stays, 1 steps left, 2 steps right,
+    3 is an action the space forbids (jumps 5). Each predicted step adds a little noise in the second
+    coordinate, so one cell reached along two paths gives two slightly different latents."""
+
+    latent_dim = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))
+        self.calls = 0
+
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        z = z0[:, -1] if z0.ndim == 3 else z0
+        out = []
+        for t in range(actions.shape[1]):
+            move = torch.tensor([0.0, -10.0, 10.0, 50.0])[actions[:, t]]
+            cell = (z[:, 0] + move).clamp(0, 90)
+            z = torch.stack([cell, z[:, 1] + 0.01 * (actions[:, t] + 1)], dim=1)
+            out.append(z)
+        return torch.stack(out, dim=1)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:  # an "image" here is its cell number
+        return torch.stack([10 * images.reshape(len(images), -1)[:, 0].float(), torch.zeros(len(images))], dim=1)
+
+    target_encode = encode
+
+
+SPACE = DiscreteSpace(4, allowed=(0, 1, 2))
+
+
+def cells(latents: torch.Tensor) -> list[int]:
+    return [round(float(x) / 10) for x in latents[:, 0]]
+
+
+def test_reachable_latents_are_the_distinct_states_within_depth():
+    wm = Corridor()
+    start = wm.encode(torch.tensor([4]))[0]
+    states, paths = reachable_latents(wm, start, start, SPACE.allowed_ids, depth=3, merge=1.0)
+    assert cells(states)[0] == 4 and paths[0] == ()  # the current state first
+    assert sorted(cells(states)) == [1, 2, 3, 4, 5, 6, 7]  # each cell once, not 3 ** 3 paths
+    assert wm.calls == 3  # one predictor call per layer
+    for state, path in zip(states, paths, strict=True):  # the shortest way there, as the model predicts it
+        cell = cells(state[None])[0]
+        assert len(path) == abs(cell - 4) and cell == 4 + path.count(2) - path.count(1)
+        if path:
+            torch.testing.assert_close(state, wm.rollout(start[None], torch.tensor([path]))[0, -1])
+    edge = wm.encode(torch.tensor([0]))[0]  # at the wall "left" changes nothing: merged with staying
+    assert sorted(cells(reachable_latents(wm, edge, edge, SPACE.allowed_ids, depth=2, merge=1.0).latents)) == [0, 1, 2]
+    # a merge radius under the model's noise keeps every path apart: the cap stops the growth
+    every = reachable_latents(wm, start, start, SPACE.allowed_ids, depth=6, merge=1e-4).latents
+    capped = reachable_latents(wm, start, start, SPACE.allowed_ids, depth=6, merge=1e-4, max_states=20).latents
+    assert len(every) > len(capped) >= 20 > 7
+
+
+def test_subgoals_snap_to_the_nearest_reachable_state_other_than_the_current_one():
+    wm = Corridor()
+
+    class Proposes:
+        name = "fixed"
+
+        def __init__(self, goals):
+            self.goals = goals
+
+        def reset(self, instructions, envs=None):
+            self.reset_with = list(instructions)
+
+        def propose(self, rows, images):
+            return self.goals[list(rows)]
+
+    goals = torch.tensor([[62.0, 0.7], [40.0, 0.0], [95.0, 0.0]])  # near cell 6; on the agent; far right
+    source = Proposes(goals)
+    snap = ReachableSubgoals(source, wm, SPACE, depth=2, merge=1.0)
+    snap.reset(["a", "b", "c"])
+    assert source.reset_with == ["a", "b", "c"] and snap.name == "fixed"
+    out = snap.propose([0, 1, 2], torch.tensor([4, 4, 4]))
+    assert cells(out) == [6, 3, 6]  # exactly a predicted state; not cell 4 itself; the farthest on the way
+    assert out[0, 1] > 0  # the latent the world model predicts, not the proposal
+    assert snap.gaps[0] == pytest.approx(float(torch.linalg.vector_norm(goals[0] - out[0])))
+    assert cells(snap.propose([2], torch.tensor([4]))) == [6]
+
+
+def test_reachable_subgoals_reject_what_they_cannot_enumerate():
+    wm = Corridor()
+    with pytest.raises(ValueError, match="needs a DiscreteSpace, got BoxSpace"):
+        ReachableSubgoals(None, wm, BoxSpace(low=-1.0, high=1.0, dim=2), depth=2, merge=1.0)
+    with pytest.raises(ValueError, match="depth >= 1, got 0"):
+        ReachableSubgoals(None, wm, SPACE, depth=0, merge=1.0)
+    start = torch.zeros(2)
+    with pytest.raises(ValueError, match="merge > 0"):
+        reachable_latents(wm, start, start, (0, 1), depth=1, merge=0.0)
+
+
+class Proposes:
+    """A subgoal source that always proposes the same latent."""
+
+    name = "fixed"
+
+    def __init__(self, goal: torch.Tensor) -> None:
+        self.goal = goal
+
+    def reset(self, instructions, envs=None) -> None:
+        pass
+
+    def propose(self, rows, images) -> torch.Tensor:
+        return self.goal.expand(len(rows), -1)
+
+
+def walk(policy, start: int, wall: int, steps: int) -> list[int]:
+    """Act in the true corridor, where ``wall`` is a cell the world model does not know is a wall."""
+    cell, taken = start, []
+    policy.reset("go right")
+    for _ in range(steps):
+        action = policy.act(torch.tensor([[[[cell]]]]))
+        taken.append(action)
+        nxt = min(max(cell + {0: 0, 1: -1, 2: 1}[action], 0), 9)
+        cell = cell if nxt == wall else nxt
+    return taken
+
+
+def test_following_paths_walks_to_each_snapped_subgoal_without_planning():
+    from thinkjepa.planning.cem import CEMPlanner
+    from thinkjepa.policy import HierarchicalPolicy
+
+    wm = Corridor()
+    source = ReachableSubgoals(Proposes(torch.tensor([[60.0, 0.0]])), wm, SPACE, depth=2, merge=1.0)
+    planner = CEMPlanner(horizon=2, num_samples=8, iterations=1, num_elites=2)
+    policy = HierarchicalPolicy(wm, source, planner, SPACE, reach_threshold=1e-3, follow_paths=True)
+    assert walk(policy, start=2, wall=99, steps=4) == [2, 2, 2, 2]  # 2 -> 4 -> 6, two subgoals of two steps
+    assert [r for _, r in policy.traces[0].queries] == ["start", "reached"]
+    assert policy.planner_seconds == 0  # the paths were followed, not planned
+
+    # a wall at 7 the model does not know: the blocked step ends the path as unreachable, and the
+    # search from there leaves "right" out instead of walking into the wall again
+    source = ReachableSubgoals(Proposes(torch.tensor([[90.0, 0.0]])), wm, SPACE, depth=2, merge=1.0)
+    policy = HierarchicalPolicy(wm, source, planner, SPACE, reach_threshold=1e-3, follow_paths=True)
+    taken = walk(policy, start=5, wall=7, steps=3)
+    assert taken[:2] == [2, 2] and taken[2] != 2
+    assert [r for _, r in policy.traces[0].queries] == ["start", "unreachable"]
+
+    with pytest.raises(ValueError, match="follow_paths needs a subgoal source that gives paths"):
+        HierarchicalPolicy(wm, Proposes(torch.zeros(1, 2)), planner, SPACE, follow_paths=True)
