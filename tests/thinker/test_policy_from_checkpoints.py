@@ -12,6 +12,7 @@ from thinkjepa.planning.cem import CEMPlanner
 from thinkjepa.policy import HierarchicalPolicy
 from thinkjepa.policy.evaluate import calibrate_reach_threshold, demonstrate
 from thinkjepa.policy.hierarchical import CALIBRATION_SEED
+from thinkjepa.policy.subgoals import ReachableSubgoals
 from thinkjepa.thinker.checkpoint import save_thinker, world_model_fingerprint
 from thinkjepa.worldmodel import save_world_model
 
@@ -52,6 +53,20 @@ def test_three_lines_load_a_policy_that_acts_in_the_level(checkpoints, world_mod
     assert policy.reach_threshold > 0
     given = HierarchicalPolicy.from_checkpoints(world_model=wm_dir, thinker=thinker, reach_threshold=0.25)
     assert given.reach_threshold == 0.25
+
+    # snapped: the thinker's z* is moved onto a state the world model predicts within two actions; this
+    # untrained predictor is the identity (every action predicts no change), so that is the current state
+    snapped = HierarchicalPolicy.from_checkpoints(world_model=wm_dir, thinker=thinker, planner=small_planner(),
+                                                  reach_threshold=0.25, snap_depth=2)
+    assert isinstance(snapped.subgoals, ReachableSubgoals)
+    assert (snapped.subgoals.depth, snapped.subgoals.merge) == (2, 0.25)
+    obs, info = make_env(LEVEL, image_size=world_model.image_size).reset(seed=0)
+    snapped.reset(info["mission"])
+    snapped.act(obs)
+    with torch.no_grad():
+        here = snapped.world_model.target_encode(torch.as_tensor(obs)[None])[0]
+    torch.testing.assert_close(snapped.traces[0].subgoals[0], here)
+    assert snapped.subgoals.paths == {0: []} and len(snapped.subgoals.gaps) == 1  # the snap ran, found no move
 
 
 def test_a_thinker_of_another_world_model_is_refused_naming_both(checkpoints, world_model, tmp_path) -> None:

@@ -32,7 +32,7 @@ from thinkjepa.planning.base import Planner
 from thinkjepa.planning.cem import CEMPlanner
 from thinkjepa.planning.spaces import ActionSpace
 from thinkjepa.policy.mpc import LatentMPC, PlanningCost
-from thinkjepa.policy.subgoals import ThinkerSubgoals
+from thinkjepa.policy.subgoals import ReachableSubgoals, ThinkerSubgoals
 from thinkjepa.protocols import WorldModel
 
 CALIBRATION_SEED = 9_000_000  # bot episodes that calibrate a loaded policy's reach threshold (no other use)
@@ -117,6 +117,7 @@ class HierarchicalPolicy:
         reach_threshold: float | None = None,
         level: str = "BabyAI-GoToLocal-v0",
         calibration_episodes: int = 20,
+        snap_depth: int = 0,
         **kwargs,
     ) -> HierarchicalPolicy:
         """Load a world model and a thinker trained against it, and check that they fit.
@@ -134,6 +135,9 @@ class HierarchicalPolicy:
                 cell is a quarter of a GoToLocal cell), so name the level the policy will act in.
             level: The BabyAI level the calibration episodes come from.
             calibration_episodes: How many.
+            snap_depth: Move each thinker subgoal onto the nearest state the world model predicts within
+                this many actions (:class:`~thinkjepa.policy.subgoals.ReachableSubgoals`, states merged
+                within the reach threshold); 0 (default) plans toward the thinker's z* as it is.
             **kwargs: Further :class:`HierarchicalPolicy` arguments (patience, cost, seed...).
 
         Raises:
@@ -153,7 +157,10 @@ class HierarchicalPolicy:
                 reach_threshold = calibrate_reach_threshold(wm, demos)
         planner = planner or CEMPlanner(horizon=6, num_samples=128, iterations=6, num_elites=16)
         space = space or navigation_space()
-        return cls(wm, ThinkerSubgoals(th), planner, space, reach_threshold=reach_threshold, **kwargs)
+        subgoals = ThinkerSubgoals(th)
+        if snap_depth:
+            subgoals = ReachableSubgoals(subgoals, wm, space, snap_depth, merge=reach_threshold)
+        return cls(wm, subgoals, planner, space, reach_threshold=reach_threshold, **kwargs)
 
     def reset(self, instructions: str | list[str], envs: list | None = None) -> None:
         """Start episodes: one instruction (single episode) or a list (a batch of episodes)."""
