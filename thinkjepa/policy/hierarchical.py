@@ -228,8 +228,8 @@ class HierarchicalPolicy:
 
     def _blocked_actions(self, rows: torch.Tensor, z: torch.Tensor) -> None:
         """Actions seen to change nothing from each episode's current latent (the MPC's
-        :class:`~thinkjepa.policy.mpc.ObservedNoOps`): a path that would take one next ends here, and
-        the source leaves them out of its next search (``subgoals.blocked``)."""
+        :class:`~thinkjepa.policy.mpc.ObservedNoOps`), which the source leaves out of its next search
+        (``subgoals.blocked``); an episode whose last step changed nothing ends its path as unreachable."""
         noops = self.mpc.noops
         noops.observe(rows, z)
         mask = noops.mask(rows, z, self.mpc.space.n).cpu()
