@@ -86,8 +86,9 @@ def test_goto_stages_read_only_what_earlier_stages_wrote(scratch: Path, target: 
         written.append(writes)
         recipes.append(recipe)
     assert len(set(recipes)) == len(recipes), f"a stage runs twice: {recipes}"
-    # the chain ends in the evaluation of the stage-2 GoTo thinker against the GoTo world model
-    assert recipes[-1] == "recipes/eval/babyai-goto.yaml"
+    # the chain ends in the evaluation of its GoTo thinker against the GoTo world model
+    evaluation = {"goto": "recipes/eval/babyai-goto.yaml", "goto-cells": "recipes/eval/babyai-goto-snap.yaml"}
+    assert recipes[-1] == evaluation[target]
     thinker = {"goto": "recipes/thinker/babyai-goto-stage2.yaml", "goto-cells": "recipes/thinker/babyai-goto-cells.yaml"}
     assert thinker[target] in recipes and "recipes/wm/babyai-tiny-gpu.yaml" in recipes
     assert not any("--ckpt_path" in " ".join(a) for a in planned_commands(scratch, target)), "nothing to resume from here"
