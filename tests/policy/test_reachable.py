@@ -93,6 +93,24 @@ def test_subgoals_snap_to_the_nearest_reachable_state_other_than_the_current_one
     assert cells(snap.propose([2], torch.tensor([4]))) == [6]
 
 
+def test_tabu_proposes_the_next_nearest_state_when_asked_again_from_the_same_frame():
+    wm = Corridor()
+    source = Proposes(torch.tensor([[62.0, 0.0]]))
+    frame4, frame5 = torch.tensor([4]), torch.tensor([5])
+    plain = ReachableSubgoals(source, wm, SPACE, depth=2, merge=1.0)
+    plain.reset(["a"])
+    assert [cells(plain.propose([0], frame4))[0] for _ in range(3)] == [6, 6, 6]  # the same answer forever
+    tabu = ReachableSubgoals(source, wm, SPACE, depth=2, merge=1.0, tabu=True)
+    tabu.reset(["a"])
+    assert [cells(tabu.propose([0], frame4))[0] for _ in range(3)] == [6, 5, 3]  # then the next nearest
+    assert cells(tabu.propose([0], frame5)) == [6]  # another frame: nothing ruled out there
+    for _ in range(5):  # every state in reach already proposed from here: the nearest again
+        last = cells(tabu.propose([0], frame4))[0]
+    assert last == 6
+    tabu.reset(["a"])  # a new episode forgets
+    assert cells(tabu.propose([0], frame4)) == [6]
+
+
 def test_reachable_subgoals_reject_what_they_cannot_enumerate():
     wm = Corridor()
     with pytest.raises(ValueError, match="needs a DiscreteSpace, got BoxSpace"):

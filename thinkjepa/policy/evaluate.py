@@ -227,10 +227,11 @@ class ChunkRunner:
     """Runs :class:`Chunk` s with one set of models and settings, in this process or in a worker."""
 
     def __init__(self, world_model, thinker, planner: Planner, cost: PlanningCost, max_steps: int, patience: int,
-                 requery_every: int, oracle_gap: int | None, snap_depth: int = 0, follow_paths: bool = False) -> None:
+                 requery_every: int, oracle_gap: int | None, snap_depth: int = 0, follow_paths: bool = False,
+                 snap_tabu: bool = False) -> None:
         self.world_model, self.thinker, self.planner, self.cost = world_model, thinker, planner, cost
         self.max_steps, self.patience, self.requery_every, self.oracle_gap = max_steps, patience, requery_every, oracle_gap
-        self.snap_depth, self.follow_paths = snap_depth, follow_paths
+        self.snap_depth, self.follow_paths, self.snap_tabu = snap_depth, follow_paths, snap_tabu
         self.space = navigation_space()
 
     def policy(self, mode: str, reach_threshold: float, seed: int) -> FlatPolicy | HierarchicalPolicy:
@@ -241,7 +242,8 @@ class ChunkRunner:
         subgoals = ThinkerSubgoals(self.thinker) if mode == "hierarchical" else OracleSubgoals(wm, self.oracle_gap)
         snap = mode == "hierarchical" and self.snap_depth > 0
         if snap:
-            subgoals = ReachableSubgoals(subgoals, wm, self.space, self.snap_depth, merge=reach_threshold)
+            subgoals = ReachableSubgoals(subgoals, wm, self.space, self.snap_depth, merge=reach_threshold,
+                                         tabu=self.snap_tabu)
         return HierarchicalPolicy(wm, subgoals, self.planner, self.space, reach_threshold=reach_threshold,
                                   patience=self.patience, requery_every=self.requery_every, cost=self.cost, seed=seed,
                                   follow_paths=snap and self.follow_paths)
@@ -293,15 +295,17 @@ def _digest(directory: str) -> str:
 
 
 def _chunk_settings(chunk: Chunk, common: dict[str, Any], thinker_digest: str | None, snap_depth: int = 0,
-                    follow_paths: bool = False) -> dict[str, Any]:
+                    follow_paths: bool = False, snap_tabu: bool = False) -> dict[str, Any]:
     """Everything a chunk's episodes depend on, as stored beside its results (after a JSON round trip).
-    ``snap_depth`` and ``follow_paths`` are recorded for hierarchical chunks only: they change nothing else."""
+    The snapping settings are recorded for hierarchical chunks only: they change nothing else."""
     settings = {**common, "level": chunk.level, "mode": chunk.mode, "seeds": [d.seed for d in chunk.demos],
                 "reach_threshold": None if chunk.mode == "flat" else chunk.reach_threshold,
                 "thinker": thinker_digest if chunk.mode == "hierarchical" else None}
     if chunk.mode == "hierarchical":
         settings["snap_depth"] = snap_depth
         settings["follow_paths"] = bool(follow_paths and snap_depth)
+        if snap_tabu and snap_depth:  # recorded only when on: chunks run before it existed stay valid
+            settings["snap_tabu"] = True
     return json.loads(json.dumps(settings))
 
 
@@ -354,6 +358,7 @@ def evaluate(
     oracle_gap: int | None = None,
     snap_depth: int = 0,
     follow_paths: bool = False,
+    snap_tabu: bool = False,
     cost: PlanningCost | None = None,
     out: str = "results/eval",
     log_episodes: int = 2,
@@ -385,6 +390,8 @@ def evaluate(
             within the reach threshold); 0 uses the thinker's z* as it is. Hierarchical mode only.
         follow_paths: With ``snap_depth``: execute the action path the world model predicts reaches
             each snapped subgoal instead of planning toward it (re-query when it is done).
+        snap_tabu: With ``snap_depth``: never snap twice to the same state from the same frame of an
+            episode (a re-query from where the last subgoal proved unreachable gets the next nearest).
         cost: The planning cost shared by every agent (:class:`~thinkjepa.policy.mpc.PlanningCost`;
             default: the world model's goal-distance head if it has one, plus latent L2).
         out: Output directory. Finished chunks already there (same settings) are reused.
@@ -420,7 +427,7 @@ def evaluate(
         raise ValueError(f"snap_depth must be >= 0, got {snap_depth}")
     settings = {"planner": planner, "cost": cost, "max_steps": max_steps, "patience": patience,
                 "requery_every": requery_every, "oracle_gap": oracle_gap, "snap_depth": snap_depth,
-                "follow_paths": follow_paths}
+                "follow_paths": follow_paths, "snap_tabu": snap_tabu}
     from thinkjepa.worldmodel.export import fingerprint
 
     common = {"world_model": fingerprint(wm), "device": device, "planner_class": type(planner).__qualname__,
@@ -449,7 +456,7 @@ def evaluate(
                 chunk = Chunk(level, mode, start, tuple(light[start : start + num_envs]), threshold,
                               keep_frames=log_episodes if start == 0 else 0)
                 path = out_dir / "episodes" / level / f"{mode}-{start:07d}.json"
-                paths[mode, start] = path, _chunk_settings(chunk, common, thinker_digest, snap_depth, follow_paths)
+                paths[mode, start] = path, _chunk_settings(chunk, common, thinker_digest, snap_depth, follow_paths, snap_tabu)
                 saved = _saved_chunk(*paths[mode, start], stale=stale)
                 if saved is None:
                     todo.append(chunk)

@@ -164,20 +164,28 @@ class ReachableSubgoals:
     than ``depth`` actions becomes the reachable state nearest to it, a waypoint on the way, and is
     re-proposed once that is reached.
 
+    A thinker asked again from the same frame answers the same; with ``tabu`` a state already proposed
+    from (within ``merge`` of) this frame in this episode is not proposed from it again — the next
+    nearest is — unless every reachable state was.
+
     Args:
         source: The subgoal source wrapped (:class:`ThinkerSubgoals`, :class:`OracleSubgoals`).
         world_model: The world model the planner uses.
         space: The planner's discrete action space (its allowed ids are expanded).
         depth: Actions of look-ahead.
         merge: L2 under which two predicted latents are one state (e.g. the reach threshold).
+        tabu: Do not propose a state twice from the same frame of an episode.
     """
 
-    def __init__(self, source, world_model: WorldModel, space: DiscreteSpace, depth: int, merge: float) -> None:
+    def __init__(self, source, world_model: WorldModel, space: DiscreteSpace, depth: int, merge: float,
+                 tabu: bool = False) -> None:
         if not isinstance(space, DiscreteSpace):
             raise ValueError(f"ReachableSubgoals enumerates actions: it needs a DiscreteSpace, got {type(space).__name__}")
         if depth < 1:
             raise ValueError(f"ReachableSubgoals needs depth >= 1, got {depth}")
         self.source, self.world_model, self.space, self.depth, self.merge = source, world_model, space, depth, merge
+        self.tabu = tabu
+        self.proposed: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # row -> (frame, subgoal) pairs
         self.name = source.name
         self.gaps: list[float] = []  # ‖z* − snapped‖ of every proposal, for diagnostics
         self.paths: dict[int, list[int]] = {}  # episode row -> actions predicted to reach its snapped subgoal
@@ -185,7 +193,7 @@ class ReachableSubgoals:
 
     def reset(self, instructions: Sequence[str], envs: Sequence | None = None) -> None:
         self.source.reset(instructions, envs)
-        self.paths, self.blocked = {}, {}
+        self.paths, self.blocked, self.proposed = {}, {}, {}
 
     @torch.no_grad()
     def propose(self, rows: Sequence[int], images: torch.Tensor) -> torch.Tensor:
@@ -195,9 +203,20 @@ class ReachableSubgoals:
         for i in range(len(wanted)):
             states, paths = reachable_latents(self.world_model, start[i], start_target[i], self.space.allowed_ids,
                                               self.depth, self.merge, blocked=self.blocked.get(int(rows[i]), ()))
-            first = 1 if len(states) > 1 else 0  # the next subgoal is not where the agent is
-            gap, k = torch.cdist(wanted[i : i + 1], states[first:])[0].min(0)
-            out[i] = states[first + int(k)]
-            self.paths[int(rows[i])] = list(paths[first + int(k)])
-            self.gaps.append(float(gap))
+            r = int(rows[i])
+            far = torch.cdist(wanted[i : i + 1], states)[0]
+            far[0] = float("inf") if len(states) > 1 else far[0]  # the next subgoal is not where the agent is
+            if self.tabu:
+                here = start_target[i]
+                before = [g for h, g in self.proposed.get(r, []) if float(torch.linalg.vector_norm(h - here)) <= self.merge]
+                if before:
+                    taken = torch.cdist(states, torch.stack(before)).min(1).values <= self.merge
+                    if not bool(taken[far.isfinite()].all()):
+                        far = far.masked_fill(taken, float("inf"))
+            k = int(far.argmin())
+            out[i] = states[k]
+            self.paths[r] = list(paths[k])
+            self.gaps.append(float(far[k]))
+            if self.tabu:
+                self.proposed.setdefault(r, []).append((start_target[i].clone(), states[k].clone()))
         return out
