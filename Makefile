@@ -133,7 +133,7 @@ GOTO_VLM := checkpoints/vlm/babyai-goto-grounding
 GOTO_ROUTER := checkpoints/vlm/babyai-goto-router
 .PHONY: pretrain-vlm goto-cells
 pretrain-vlm: $(GOTO_ROUTER)/vlm/grounding.json ## grounding pretraining of the GoTo thinker's VLM, 2 phases (no world model; resumes)
-goto-cells: results/eval-goto-cells-snap/summary.json ## the GoTo agent with the thinker started from the pretrained VLM
+goto-cells: results/eval-goto-cells-tabu/summary.json ## the GoTo agent with the thinker started from the pretrained VLM
 
 $(GOTO_VLM)/vlm/grounding.json: | $(STAMP)
 	$(call fit,recipes/vlm/babyai-goto-grounding.yaml,$(GOTO_VLM))
@@ -144,7 +144,8 @@ $(GOTO_THINKER)-cells/thinker/config.json: $(GOTO_WM)/world_model/config.json $(
 results/eval-goto-cells/summary.json: $(GOTO_THINKER)-cells/thinker/config.json $(GOTO_WM)-distance/world_model/config.json
 	$(PY) -m thinkjepa.cli eval --config recipes/eval/babyai-goto.yaml \
 		--thinker $(GOTO_THINKER)-cells/thinker --out results/eval-goto-cells $(GOTO_EVAL_ARGS)
-# what `goto-cells` reports: latent L2 weighted 10 in every agent's cost, the thinker's subgoals snapped onto reachable states
-results/eval-goto-cells-snap/summary.json: $(GOTO_THINKER)-cells/thinker/config.json $(GOTO_WM)-distance/world_model/config.json
+# what `goto-cells` reports: latent L2 weighted 10 in every agent's cost, the thinker's subgoals snapped onto reachable
+# states, never the same one twice from the same frame
+results/eval-goto-cells-tabu/summary.json: $(GOTO_THINKER)-cells/thinker/config.json $(GOTO_WM)-distance/world_model/config.json
 	$(PY) -m thinkjepa.cli eval --config recipes/eval/babyai-goto-snap.yaml \
 		--thinker $(GOTO_THINKER)-cells/thinker $(GOTO_EVAL_ARGS)
