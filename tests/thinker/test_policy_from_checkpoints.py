@@ -57,9 +57,9 @@ def test_three_lines_load_a_policy_that_acts_in_the_level(checkpoints, world_mod
     # snapped: the thinker's z* is moved onto a state the world model predicts within two actions; this
     # untrained predictor is the identity (every action predicts no change), so that is the current state
     snapped = HierarchicalPolicy.from_checkpoints(world_model=wm_dir, thinker=thinker, planner=small_planner(),
-                                                  reach_threshold=0.25, snap_depth=2)
+                                                  reach_threshold=0.25, snap_depth=2, snap_tabu=True)
     assert isinstance(snapped.subgoals, ReachableSubgoals)
-    assert (snapped.subgoals.depth, snapped.subgoals.merge) == (2, 0.25)
+    assert (snapped.subgoals.depth, snapped.subgoals.merge, snapped.subgoals.tabu) == (2, 0.25, True)
     obs, info = make_env(LEVEL, image_size=world_model.image_size).reset(seed=0)
     snapped.reset(info["mission"])
     snapped.act(obs)

@@ -118,6 +118,7 @@ class HierarchicalPolicy:
         level: str = "BabyAI-GoToLocal-v0",
         calibration_episodes: int = 20,
         snap_depth: int = 0,
+        snap_tabu: bool = False,
         **kwargs,
     ) -> HierarchicalPolicy:
         """Load a world model and a thinker trained against it, and check that they fit.
@@ -138,6 +139,8 @@ class HierarchicalPolicy:
             snap_depth: Move each thinker subgoal onto the nearest state the world model predicts within
                 this many actions (:class:`~thinkjepa.policy.subgoals.ReachableSubgoals`, states merged
                 within the reach threshold); 0 (default) plans toward the thinker's z* as it is.
+            snap_tabu: With ``snap_depth``: never the same snapped state twice from the same frame of an
+                episode (the GoTo evaluation's setting, ``recipes/eval/babyai-goto-snap.yaml``).
             **kwargs: Further :class:`HierarchicalPolicy` arguments (patience, cost, seed...).
 
         Raises:
@@ -159,7 +162,7 @@ class HierarchicalPolicy:
         space = space or navigation_space()
         subgoals = ThinkerSubgoals(th)
         if snap_depth:
-            subgoals = ReachableSubgoals(subgoals, wm, space, snap_depth, merge=reach_threshold)
+            subgoals = ReachableSubgoals(subgoals, wm, space, snap_depth, merge=reach_threshold, tabu=snap_tabu)
         return cls(wm, subgoals, planner, space, reach_threshold=reach_threshold, **kwargs)
 
     def reset(self, instructions: str | list[str], envs: list | None = None) -> None:
