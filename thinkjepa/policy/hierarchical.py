@@ -234,14 +234,12 @@ class HierarchicalPolicy:
         :class:`~thinkjepa.policy.mpc.ObservedNoOps`), which the source leaves out of its next search
         (``subgoals.blocked``); an episode whose last step changed nothing ends its path as unreachable."""
         noops = self.mpc.noops
-        noops.observe(rows, z)
+        unchanged = noops.observe(rows, z)
         mask = noops.mask(rows, z, self.mpc.space.n).cpu()
         self.subgoals.blocked = {}
         for i, r in enumerate(rows.tolist()):
-            blocked = set(mask[i].nonzero()[:, 0].tolist())
-            self.subgoals.blocked[r] = blocked
-            last = noops.last[r]
-            if last is not None and bool((last[0] - z[i]).abs().max() <= noops.tol):
+            self.subgoals.blocked[r] = set(mask[i].nonzero()[:, 0].tolist())
+            if unchanged[i]:
                 self.subgoals.paths[r] = []  # the last step went nowhere: the subgoal is not where the path led
                 self.path_blocked[r] = True
 
@@ -251,14 +249,15 @@ class HierarchicalPolicy:
         for an episode whose path is empty (its source found no other reachable state)."""
         actions = torch.empty(len(rows), dtype=torch.long)
         cost = dist.clone()
-        plan = []
+        walk, plan = [], []
         for i, r in enumerate(rows.tolist()):
             path = self.subgoals.paths.get(r)
             if path:
                 actions[i] = path.pop(0)
+                walk.append(i)
             else:
                 plan.append(i)
-        walk = torch.as_tensor([i for i in range(len(rows)) if i not in plan], dtype=torch.long)
+        walk = torch.as_tensor(walk, dtype=torch.long)
         self.mpc.noops.executed(rows[walk], z[walk.to(z.device)], actions[walk])
         if plan:
             sub = torch.as_tensor(plan)

@@ -159,12 +159,19 @@ class ObservedNoOps:
     def _same(self, a: torch.Tensor, b: torch.Tensor) -> bool:
         return bool((a - b).abs().max() <= self.tol)
 
-    def observe(self, rows: torch.Tensor, z: torch.Tensor) -> None:
-        """New latents ``z (R, D)`` of episodes ``rows``: remember the last action if it changed nothing."""
+    def observe(self, rows: torch.Tensor, z: torch.Tensor) -> list[bool]:
+        """New latents ``z (R, D)`` of episodes ``rows``: remember the last action if it changed nothing.
+
+        Returns:
+            For each of ``rows``, whether its last action changed nothing.
+        """
+        unchanged = []
         for i, r in enumerate(rows.tolist()):
             last = self.last[r]
-            if last is not None and self._same(last[0], z[i]):
+            unchanged.append(last is not None and self._same(last[0], z[i]))
+            if unchanged[-1]:
                 self.seen[r].append(last)
+        return unchanged
 
     def executed(self, rows: torch.Tensor, z: torch.Tensor, actions: torch.Tensor) -> None:
         """Episodes ``rows`` take ``actions (R,)`` from latents ``z (R, D)``."""

@@ -201,9 +201,9 @@ class ReachableSubgoals:
         start, start_target = self.world_model.encode(images), self.world_model.target_encode(images)
         out = torch.empty_like(wanted)
         for i in range(len(wanted)):
-            states, paths = reachable_latents(self.world_model, start[i], start_target[i], self.space.allowed_ids,
-                                              self.depth, self.merge, blocked=self.blocked.get(int(rows[i]), ()))
             r = int(rows[i])
+            states, paths = reachable_latents(self.world_model, start[i], start_target[i], self.space.allowed_ids,
+                                              self.depth, self.merge, blocked=self.blocked.get(r, ()))
             far = torch.cdist(wanted[i : i + 1], states)[0]
             far[0] = float("inf") if len(states) > 1 else far[0]  # the next subgoal is not where the agent is
             if self.tabu:
