@@ -134,6 +134,8 @@ GOTO_ROUTER := checkpoints/vlm/babyai-goto-router
 .PHONY: pretrain-vlm goto-cells
 pretrain-vlm: $(GOTO_ROUTER)/vlm/grounding.json ## grounding pretraining of the GoTo thinker's VLM, 2 phases (no world model; resumes)
 goto-cells: results/eval-goto-cells-tabu/summary.json ## the GoTo agent with the thinker started from the pretrained VLM
+.PHONY: goto-cells-gpu
+goto-cells-gpu: results/eval-goto-cells-gpu/summary.json ## goto-cells' thinker continued on a GPU (3138 more steps), evaluated the same way
 
 $(GOTO_VLM)/vlm/grounding.json: | $(STAMP)
 	$(call fit,recipes/vlm/babyai-goto-grounding.yaml,$(GOTO_VLM))
@@ -149,3 +151,8 @@ results/eval-goto-cells/summary.json: $(GOTO_THINKER)-cells/thinker/config.json 
 results/eval-goto-cells-tabu/summary.json: $(GOTO_THINKER)-cells/thinker/config.json $(GOTO_WM)-distance/world_model/config.json
 	$(PY) -m thinkjepa.cli eval --config recipes/eval/babyai-goto-snap.yaml \
 		--thinker $(GOTO_THINKER)-cells/thinker $(GOTO_EVAL_ARGS)
+$(GOTO_THINKER)-cells-gpu/thinker/config.json: $(GOTO_THINKER)-cells/thinker/config.json
+	$(call fit,recipes/thinker/babyai-goto-cells-gpu.yaml,$(GOTO_THINKER)-cells-gpu,$(GPU_ARGS))
+results/eval-goto-cells-gpu/summary.json: $(GOTO_THINKER)-cells-gpu/thinker/config.json $(GOTO_WM)-distance/world_model/config.json
+	$(PY) -m thinkjepa.cli eval --config recipes/eval/babyai-goto-snap.yaml \
+		--thinker $(GOTO_THINKER)-cells-gpu/thinker --out results/eval-goto-cells-gpu $(GOTO_EVAL_ARGS)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from thinker_helpers import IMAGE_SIZE
 
 from thinkjepa.data.episodes import EpisodeStore
+from thinkjepa.data.grounding import grounding_samples
 from thinkjepa.thinker.data import SubgoalDataset, ThinkerDataModule, split_episodes
 
 
@@ -125,3 +127,20 @@ def test_grounding_samples_follow_the_naming_asked_for(dataset_dir) -> None:
     assert any(m.startswith("go to a ") for m in missions["level"])
     with pytest.raises(ValueError, match="grounding_naming must be 'unique' or 'level'"):
         ThinkerDataModule(str(dataset_dir), grounding_naming="nearest")
+
+
+def test_grounding_chunks_are_seeded_parts_made_in_parallel(dataset_dir, monkeypatch) -> None:
+    level = "BabyAI-GoTo-v0"
+    parts = [grounding_samples(level, n, seed=7_000 + 1_000_000 * k, image_size=IMAGE_SIZE, with_subgoals=True)
+             for k, n in enumerate((4, 3, 3))]
+    monkeypatch.setattr("os.cpu_count", lambda: 2)  # two processes make three parts
+    dm = ThinkerDataModule(str(dataset_dir), val_fraction=0.25, grounding_samples=10, grounding_levels=[level],
+                           grounding_seed=7_000, grounding_chunks=3)
+    dm.setup("fit")
+    got = dm.train_set.samples_extra
+    assert got.seeds[0] == 7_000 and {1_007_000, 2_007_000} <= set(got.seeds.tolist())
+    np.testing.assert_array_equal(got.frames, np.concatenate([p.frames for p in parts]))
+    np.testing.assert_array_equal(got.subgoal_frames, np.concatenate([p.subgoal_frames for p in parts]))
+    assert got.missions == [m for p in parts for m in p.missions]
+    with pytest.raises(ValueError, match="grounding_chunks must be >= 1"):
+        ThinkerDataModule(str(dataset_dir), grounding_chunks=0)

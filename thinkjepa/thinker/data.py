@@ -17,6 +17,8 @@ episode. Latents are not computed here: the world model belongs to the Lightning
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -230,6 +232,10 @@ class ThinkerDataModule(pl.LightningDataModule):
         grounding_seed: Reset seed of the first generated layout (far from collection and evaluation seeds).
         grounding_naming: How they name objects (:func:`~thinkjepa.data.grounding.grounding_samples`):
             ``unique`` ("go to the red ball") or ``level`` (as BabyAI does, "a red ball" when there are several).
+        grounding_chunks: Draw each level's samples as this many independently seeded parts, generated in
+            parallel processes (one per CPU at most). Part ``k`` (counting over levels, then parts) starts
+            at layout ``grounding_seed + 1_000_000 * k``, so the samples depend on this number but never on
+            how many processes made them; ``1`` draws each level in one go in this process.
     """
 
     def __init__(
@@ -250,6 +256,7 @@ class ThinkerDataModule(pl.LightningDataModule):
         grounding_levels: list[str] | None = None,
         grounding_seed: int = 50_000_000,
         grounding_naming: Naming = "unique",
+        grounding_chunks: int = 1,
     ) -> None:
         super().__init__()
         self.root, self.subgoal_source, self.batch_size = root, subgoal_source, batch_size
@@ -261,7 +268,10 @@ class ThinkerDataModule(pl.LightningDataModule):
         self.counterfactuals_per_frame, self.counterfactual_every = counterfactuals_per_frame, counterfactual_every
         if grounding_samples < 0:
             raise ValueError(f"grounding_samples must be >= 0, got {grounding_samples}")
+        if grounding_chunks < 1:
+            raise ValueError(f"grounding_chunks must be >= 1, got {grounding_chunks}")
         self.grounding_samples, self.grounding_seed = grounding_samples, grounding_seed
+        self.grounding_chunks = grounding_chunks
         check_naming(grounding_naming, "grounding_naming")  # now, not only when setup() generates them
         self.grounding_naming = grounding_naming
         self.grounding_levels = None if grounding_levels is None else list(grounding_levels)
@@ -308,12 +318,20 @@ class ThinkerDataModule(pl.LightningDataModule):
     def _grounding(self, dataset_levels: list[str], image_size: int) -> GroundingSamples:
         levels = self.grounding_levels or dataset_levels
         parts = [
-            grounding_samples(level, n, seed=self.grounding_seed + 1_000_000 * i, image_size=image_size,
-                              with_subgoals=True, naming=self.grounding_naming)
-            for i, (level, n) in enumerate(zip(levels, _even_split(self.grounding_samples, len(levels)), strict=True))
+            (level, n)
+            for level, per_level in zip(levels, _even_split(self.grounding_samples, len(levels)), strict=True)
+            for n in _even_split(per_level, self.grounding_chunks)
+        ]
+        jobs = [
+            (level, n, self.grounding_seed + 1_000_000 * k, image_size, self.grounding_naming)
+            for k, (level, n) in enumerate(parts)
             if n
         ]
-        return GroundingSamples.concatenate(parts)
+        processes = min(len(jobs), os.cpu_count() or 1)
+        if processes <= 1:
+            return GroundingSamples.concatenate([_grounding_part(job) for job in jobs])
+        with multiprocessing.get_context("fork").Pool(processes) as pool:  # layouts are CPU-bound Python
+            return GroundingSamples.concatenate(pool.map(_grounding_part, jobs))
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
@@ -329,6 +347,12 @@ class ThinkerDataModule(pl.LightningDataModule):
         return DataLoader(
             self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers
         )
+
+
+def _grounding_part(job: tuple[str, int, int, int, Naming]) -> GroundingSamples:
+    """One seeded part of the generated grounding samples (a process pool's task)."""
+    level, n, seed, image_size, naming = job
+    return grounding_samples(level, n, seed=seed, image_size=image_size, with_subgoals=True, naming=naming)
 
 
 def _even_split(total: int, parts: int) -> list[int]:
