@@ -235,7 +235,8 @@ class ThinkerDataModule(pl.LightningDataModule):
         grounding_chunks: Draw each level's samples as this many independently seeded parts, generated in
             parallel processes (one per CPU at most). Part ``k`` (counting over levels, then parts) starts
             at layout ``grounding_seed + 1_000_000 * k``, so the samples depend on this number but never on
-            how many processes made them; ``1`` draws each level in one go in this process.
+            how many processes made them; ``1`` draws one part per level. Parts of more than one level or
+            chunk are made in forked processes (one per CPU at most), a single part in this process.
     """
 
     def __init__(
