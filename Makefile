@@ -131,10 +131,9 @@ results/eval-goto/summary.json: $(GOTO_THINKER)-stage2/thinker/config.json
 # chain (on a machine without a GPU add GPU_ARGS="--trainer.accelerator=cpu --data.init_args.num_workers=0").
 GOTO_VLM := checkpoints/vlm/babyai-goto-grounding
 GOTO_ROUTER := checkpoints/vlm/babyai-goto-router
-.PHONY: pretrain-vlm goto-cells
+.PHONY: pretrain-vlm goto-cells goto-cells-gpu
 pretrain-vlm: $(GOTO_ROUTER)/vlm/grounding.json ## grounding pretraining of the GoTo thinker's VLM, 2 phases (no world model; resumes)
 goto-cells: results/eval-goto-cells-tabu/summary.json ## the GoTo agent with the thinker started from the pretrained VLM
-.PHONY: goto-cells-gpu
 goto-cells-gpu: results/eval-goto-cells-gpu/summary.json ## goto-cells' thinker continued on a GPU (3138 more steps), evaluated the same way
 
 $(GOTO_VLM)/vlm/grounding.json: | $(STAMP)

@@ -205,7 +205,8 @@ class ReachableSubgoals:
             states, paths = reachable_latents(self.world_model, start[i], start_target[i], self.space.allowed_ids,
                                               self.depth, self.merge, blocked=self.blocked.get(r, ()))
             far = torch.cdist(wanted[i : i + 1], states)[0]
-            far[0] = float("inf") if len(states) > 1 else far[0]  # the next subgoal is not where the agent is
+            if len(states) > 1:
+                far[0] = float("inf")  # the next subgoal is not where the agent is
             if self.tabu:
                 here = start_target[i]
                 before = [g for h, g in self.proposed.get(r, []) if float(torch.linalg.vector_norm(h - here)) <= self.merge]

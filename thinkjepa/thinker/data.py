@@ -232,11 +232,10 @@ class ThinkerDataModule(pl.LightningDataModule):
         grounding_seed: Reset seed of the first generated layout (far from collection and evaluation seeds).
         grounding_naming: How they name objects (:func:`~thinkjepa.data.grounding.grounding_samples`):
             ``unique`` ("go to the red ball") or ``level`` (as BabyAI does, "a red ball" when there are several).
-        grounding_chunks: Draw each level's samples as this many independently seeded parts, generated in
-            parallel processes (one per CPU at most). Part ``k`` (counting over levels, then parts) starts
-            at layout ``grounding_seed + 1_000_000 * k``, so the samples depend on this number but never on
-            how many processes made them; ``1`` draws one part per level. Parts of more than one level or
-            chunk are made in forked processes (one per CPU at most), a single part in this process.
+        grounding_chunks: Draw each level's samples as this many independently seeded parts. Part ``k``
+            (counting over levels, then parts) starts at layout ``grounding_seed + 1_000_000 * k``, so the
+            samples depend on this number but never on how many processes made them; ``1`` draws one part
+            per level. Several parts are made in forked processes (one per CPU at most), one in this process.
     """
 
     def __init__(
