@@ -77,81 +77,22 @@ lint: $(STAMP) ## ruff
 clean: ## remove build outputs (keeps .venv, data and checkpoints)
 	rm -rf build *.egg-info .pytest_cache .ruff_cache
 
-# ---- `make goto`: the GoTo agent end to end -----------------------------------------------------------
-# Every stage of the best GoTo agent as a file target, in dependency order: a stage whose export exists
-# (episodes.json, world_model/config.json, thinker/config.json) is skipped, and a killed training stage
-# resumes from its last.ckpt. The recipes name each other's outputs; tests/test_pipeline.py checks that each
-# stage reads only what an earlier stage wrote. Stage 1 of the world model wants a GPU (3.5 min on an
-# H200); GPU_ARGS="--trainer.accelerator=cpu" runs it on CPU instead (hours). The CPU stages after it take
-# about 7 h on 2 cores (the README gives each one's time). `make -n goto` lists what is left to do.
-GPU_ARGS ?=
-GOTO_EVAL_ARGS ?= --modes '[bot, flat, oracle, hierarchical]' --workers 2
-# $(call fit,recipe,run dir[,extra args]): train, resuming from the run's last.ckpt when one is there
-fit = $(PY) -m thinkjepa.cli fit --config $(1) $(3) \
-	$(if $(wildcard $(2)/checkpoints/last.ckpt),--ckpt_path=$(2)/checkpoints/last.ckpt)
+# ---- released agents: checkpoints/release/<name>/, loaded with HierarchicalPolicy.from_release("<name>") ----------
+# A release recipe (recipes/release/*.yaml) lists every stage from data collection to the thinker. `make release-goto`
+# runs the stages not yet in checkpoints/release/babyai-goto/ and publishes each export there as it finishes
+# (RELEASE_ARGS="--commit true" also commits it), so a rebuild carries on from the last committed stage. Stages
+# whose recipe wants a GPU refuse to start without one; RELEASE_ARGS="--cpu true" runs them on the CPU (hours).
+# `thinkjepa release status babyai-goto` lists each stage's wall time, hardware and peak memory;
+# `thinkjepa release park babyai-goto <stage>` keeps an unfinished stage's checkpoint in the release to commit it.
+RELEASE_ARGS ?=
+RELEASES ?= babyai-goto babyai-gotolocal
+.PHONY: release-goto release-gotolocal eval-release
 
-TINY_DATA := $(foreach d,babyai-tiny babyai-tiny-dynamics babyai-tiny-explore,data/$(d)/episodes.json)
-GPU_WM    := checkpoints/wm/babyai-gpu
-GOTO_WM   := checkpoints/wm/babyai-goto
-WAYPOINT  := checkpoints/thinker/babyai-waypoint
-GOTO_THINKER := checkpoints/thinker/babyai-goto
+release-goto: $(STAMP) ## rebuild the released GoTo agent from nothing, stage by stage (resumes)
+	$(PY) -m thinkjepa.cli release build recipes/release/babyai-goto.yaml $(RELEASE_ARGS)
 
-.PHONY: goto
-goto: results/eval-goto/summary.json ## the GoTo agent end to end: data, world model, thinker, evaluation
+release-gotolocal: $(STAMP) ## rebuild the released GoToLocal agent (shares stage 1 with babyai-goto)
+	$(PY) -m thinkjepa.cli release build recipes/release/babyai-gotolocal.yaml $(RELEASE_ARGS)
 
-data/%/episodes.json: | $(STAMP)
-	$(PY) -m thinkjepa.cli collect --config recipes/data/$*.yaml
-
-$(GPU_WM)/world_model/config.json: data/babyai-gpu/episodes.json
-	$(call fit,recipes/wm/babyai-tiny-gpu.yaml,$(GPU_WM),$(GPU_ARGS))
-$(GPU_WM)-stage2/world_model/config.json: $(GPU_WM)/world_model/config.json $(TINY_DATA)
-	$(call fit,recipes/predictor/babyai-gpu.yaml,$(GPU_WM)-stage2)
-$(GPU_WM)-distance/world_model/config.json: $(GPU_WM)-stage2/world_model/config.json
-	$(call fit,recipes/distance/babyai-gpu.yaml,$(GPU_WM)-distance)
-$(WAYPOINT)/thinker/config.json: $(GPU_WM)-distance/world_model/config.json data/babyai-tiny/episodes.json
-	$(call fit,recipes/thinker/babyai-waypoint.yaml,$(WAYPOINT))
-
-$(GOTO_WM)/world_model/config.json: $(GPU_WM)/world_model/config.json data/babyai-goto/episodes.json
-	$(call fit,recipes/wm/babyai-goto-finetune.yaml,$(GOTO_WM))
-$(GOTO_WM)-stage2/world_model/config.json: $(GOTO_WM)/world_model/config.json
-	$(call fit,recipes/predictor/babyai-goto.yaml,$(GOTO_WM)-stage2)
-$(GOTO_WM)-distance/world_model/config.json: $(GOTO_WM)-stage2/world_model/config.json
-	$(call fit,recipes/distance/babyai-goto.yaml,$(GOTO_WM)-distance)
-$(GOTO_THINKER)/thinker/config.json: $(GOTO_WM)-distance/world_model/config.json $(WAYPOINT)/thinker/config.json
-	$(call fit,recipes/thinker/babyai-goto.yaml,$(GOTO_THINKER))
-$(GOTO_THINKER)-stage2/thinker/config.json: $(GOTO_THINKER)/thinker/config.json
-	$(call fit,recipes/thinker/babyai-goto-stage2.yaml,$(GOTO_THINKER)-stage2)
-
-results/eval-goto/summary.json: $(GOTO_THINKER)-stage2/thinker/config.json
-	$(PY) -m thinkjepa.cli eval --config recipes/eval/babyai-goto.yaml \
-		--thinker $(GOTO_THINKER)-stage2/thinker --out results/eval-goto $(GOTO_EVAL_ARGS)
-
-# ---- `make goto-cells`: the GoTo thinker from a grounding-pretrained VLM, one token per cell ------------------
-# The VLM's grounding pretraining needs no world model: `make -j2 goto-cells` runs it beside the world model's
-# chain (on a machine without a GPU add GPU_ARGS="--trainer.accelerator=cpu --data.init_args.num_workers=0").
-GOTO_VLM := checkpoints/vlm/babyai-goto-grounding
-GOTO_ROUTER := checkpoints/vlm/babyai-goto-router
-.PHONY: pretrain-vlm goto-cells goto-cells-gpu
-pretrain-vlm: $(GOTO_ROUTER)/vlm/grounding.json ## grounding pretraining of the GoTo thinker's VLM, 2 phases (no world model; resumes)
-goto-cells: results/eval-goto-cells-tabu/summary.json ## the GoTo agent with the thinker started from the pretrained VLM
-goto-cells-gpu: results/eval-goto-cells-gpu/summary.json ## goto-cells' thinker continued on a GPU (3138 more steps), evaluated the same way
-
-$(GOTO_VLM)/vlm/grounding.json: | $(STAMP)
-	$(call fit,recipes/vlm/babyai-goto-grounding.yaml,$(GOTO_VLM))
-$(GOTO_ROUTER)/vlm/grounding.json: $(GOTO_VLM)/vlm/grounding.json
-	$(call fit,recipes/vlm/babyai-goto-router.yaml,$(GOTO_ROUTER))
-$(GOTO_THINKER)-cells/thinker/config.json: $(GOTO_WM)/world_model/config.json $(GOTO_ROUTER)/vlm/grounding.json
-	$(call fit,recipes/thinker/babyai-goto-cells.yaml,$(GOTO_THINKER)-cells)
-results/eval-goto-cells/summary.json: $(GOTO_THINKER)-cells/thinker/config.json $(GOTO_WM)-distance/world_model/config.json
-	$(PY) -m thinkjepa.cli eval --config recipes/eval/babyai-goto.yaml \
-		--thinker $(GOTO_THINKER)-cells/thinker --out results/eval-goto-cells $(GOTO_EVAL_ARGS)
-# what `goto-cells` reports: latent L2 weighted 10 in every agent's cost, the thinker's subgoals snapped onto reachable
-# states, never the same one twice from the same frame
-results/eval-goto-cells-tabu/summary.json: $(GOTO_THINKER)-cells/thinker/config.json $(GOTO_WM)-distance/world_model/config.json
-	$(PY) -m thinkjepa.cli eval --config recipes/eval/babyai-goto-snap.yaml \
-		--thinker $(GOTO_THINKER)-cells/thinker $(GOTO_EVAL_ARGS)
-$(GOTO_THINKER)-cells-gpu/thinker/config.json: $(GOTO_THINKER)-cells/thinker/config.json
-	$(call fit,recipes/thinker/babyai-goto-cells-gpu.yaml,$(GOTO_THINKER)-cells-gpu,$(GPU_ARGS))
-results/eval-goto-cells-gpu/summary.json: $(GOTO_THINKER)-cells-gpu/thinker/config.json $(GOTO_WM)-distance/world_model/config.json
-	$(PY) -m thinkjepa.cli eval --config recipes/eval/babyai-goto-snap.yaml \
-		--thinker $(GOTO_THINKER)-cells-gpu/thinker --out results/eval-goto-cells-gpu $(GOTO_EVAL_ARGS)
+eval-release: $(STAMP) ## the released agents' table: bot / flat / hierarchical, 100 fresh-seed episodes each
+	$(foreach r,$(RELEASES),$(PY) -m thinkjepa.cli release evaluate $(r) --workers 2 $(ARGS) &&) true

@@ -5,6 +5,7 @@
     thinkjepa eval ...                                        evaluate policies (see thinkjepa.policy)
     thinkjepa probe --world_model PATH                        pose probe of a world model's latent space
     thinkjepa score-thinker --thinker PATH --world_model PATH  a saved thinker's held-out metrics per level
+    thinkjepa release build|status|park|verify|evaluate ...   released agents (see thinkjepa.release)
 
 Training runs are LightningCLI runs: the model and data classes come from the recipe's
 ``class_path``, every ``__init__`` argument is a config key, unknown keys are errors, and the
@@ -59,9 +60,27 @@ def _score_thinker(argv: list[str]) -> None:
     auto_cli(score_thinker, args=argv, as_positional=False)
 
 
+def _release(argv: list[str]) -> None:
+    from jsonargparse import CLI
+
+    from thinkjepa.policy.release_eval import evaluate_release
+    from thinkjepa.release.build import build, park, status
+
+    def verify(name: str, root: str | None = None) -> None:
+        """Check every file of a release against its manifest's SHA-256 (an error names each that differs)."""
+        from thinkjepa.release import Release
+
+        release = Release.open(name, root=root)
+        print(f"{release.name}: {len(release.manifest['files'])} files match {release.path / 'MANIFEST.json'}")
+
+    CLI({"build": build, "status": status, "park": park, "verify": verify, "evaluate": evaluate_release},
+        args=argv, as_positional=True)
+
+
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "collect": _collect,
     "eval": _eval,
+    "release": _release,
     "probe": _probe,
     "score-thinker": _score_thinker,
 }

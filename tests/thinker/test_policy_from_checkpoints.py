@@ -10,8 +10,8 @@ from thinker_helpers import tiny_thinker, tiny_world_model
 from thinkjepa.envs.babyai import NAV_ACTIONS, make_env
 from thinkjepa.planning.cem import CEMPlanner
 from thinkjepa.policy import HierarchicalPolicy
-from thinkjepa.policy.evaluate import calibrate_reach_threshold, demonstrate
-from thinkjepa.policy.hierarchical import CALIBRATION_SEED
+from thinkjepa.policy.demos import CALIBRATION_SEED, calibrate_reach_threshold, demonstrate
+from thinkjepa.policy.settings import AgentSettings
 from thinkjepa.policy.subgoals import ReachableSubgoals
 from thinkjepa.thinker.checkpoint import save_thinker, world_model_fingerprint
 from thinkjepa.worldmodel import save_world_model
@@ -28,14 +28,19 @@ def checkpoints(tmp_path_factory, world_model):
     return str(wm_dir), str(thinker)
 
 
-def small_planner() -> CEMPlanner:
-    return CEMPlanner(horizon=2, num_samples=8, iterations=1, num_elites=2)
+SMALL_PLANNER = {"class_path": "thinkjepa.planning.cem.CEMPlanner",
+                 "init_args": {"horizon": 2, "num_samples": 8, "iterations": 1, "num_elites": 2}}
+
+
+def small(**settings) -> AgentSettings:
+    return AgentSettings(planner=SMALL_PLANNER, **settings)
 
 
 def test_three_lines_load_a_policy_that_acts_in_the_level(checkpoints, world_model) -> None:
     wm_dir, thinker = checkpoints
-    policy = HierarchicalPolicy.from_checkpoints(world_model=wm_dir, thinker=thinker, planner=small_planner(),
-                                                 level=LEVEL, calibration_episodes=4)
+    policy = HierarchicalPolicy.from_checkpoints(world_model=wm_dir, thinker=thinker, settings=small(level=LEVEL),
+                                                 calibration_episodes=4)
+    assert isinstance(policy.mpc.planner, CEMPlanner) and policy.mpc.planner.horizon == 2
     env = make_env(LEVEL, image_size=world_model.image_size)
     obs, info = env.reset(seed=0)
     policy.reset(info["mission"])
@@ -51,13 +56,14 @@ def test_three_lines_load_a_policy_that_acts_in_the_level(checkpoints, world_mod
     demos = [demonstrate(LEVEL, CALIBRATION_SEED + i, world_model.image_size) for i in range(4)]
     assert policy.reach_threshold == pytest.approx(calibrate_reach_threshold(world_model, demos))
     assert policy.reach_threshold > 0
-    given = HierarchicalPolicy.from_checkpoints(world_model=wm_dir, thinker=thinker, reach_threshold=0.25)
+    given = HierarchicalPolicy.from_checkpoints(world_model=wm_dir, thinker=thinker,
+                                                settings=small(reach_threshold=0.25))
     assert given.reach_threshold == 0.25
 
     # snapped: the thinker's z* is moved onto a state the world model predicts within two actions; this
     # untrained predictor is the identity (every action predicts no change), so that is the current state
-    snapped = HierarchicalPolicy.from_checkpoints(world_model=wm_dir, thinker=thinker, planner=small_planner(),
-                                                  reach_threshold=0.25, snap_depth=2, snap_tabu=True)
+    snapped = HierarchicalPolicy.from_checkpoints(world_model=wm_dir, thinker=thinker,
+                                                  settings=small(reach_threshold=0.25, snap_depth=2, snap_tabu=True))
     assert isinstance(snapped.subgoals, ReachableSubgoals)
     assert (snapped.subgoals.depth, snapped.subgoals.merge, snapped.subgoals.tabu) == (2, 0.25, True)
     obs, info = make_env(LEVEL, image_size=world_model.image_size).reset(seed=0)
@@ -74,14 +80,14 @@ def test_a_thinker_of_another_world_model_is_refused_naming_both(checkpoints, wo
     other = tiny_world_model(seed=1)
     with pytest.raises(ValueError, match=f"{world_model_fingerprint(other)}.*{world_model_fingerprint(world_model)}"):
         HierarchicalPolicy.from_checkpoints(world_model=str(save_world_model(other, tmp_path / "other")),
-                                            thinker=thinker, reach_threshold=1.0)
+                                            thinker=thinker, settings=small(reach_threshold=1.0))
 
 
 def test_calibration_depends_on_the_level(checkpoints, world_model) -> None:
     wm_dir, thinker = checkpoints
     local = HierarchicalPolicy.from_checkpoints(world_model=wm_dir, thinker=thinker, calibration_episodes=3)
     goto = HierarchicalPolicy.from_checkpoints(world_model=wm_dir, thinker=thinker, calibration_episodes=3,
-                                               level="BabyAI-GoToRedBallGrey-v0")
+                                               settings=AgentSettings(level="BabyAI-GoToRedBallGrey-v0"))
     assert np.isfinite([local.reach_threshold, goto.reach_threshold]).all()
     assert local.reach_threshold != goto.reach_threshold
     assert torch.is_grad_enabled()  # calibrating does not switch autograd off for the caller

@@ -41,54 +41,18 @@ import torch
 from tqdm.auto import tqdm
 
 from thinkjepa.checkpoint import atomic_write_text
-from thinkjepa.data.collect import record_episode
 from thinkjepa.envs.babyai import is_success, make_env, navigation_space
 from thinkjepa.planning.base import Planner
 from thinkjepa.planning.cem import CEMPlanner
+from thinkjepa.policy.demos import Demo, calibrate_reach_threshold, demonstrate
 from thinkjepa.policy.flat import FlatPolicy
 from thinkjepa.policy.hierarchical import HierarchicalPolicy
 from thinkjepa.policy.mpc import PlanningCost
 from thinkjepa.policy.plots import frame_grid, plot_success_by_length, save_png, subgoal_sheet
+from thinkjepa.policy.settings import AgentSettings
 from thinkjepa.policy.stats import EpisodeResult, from_json, markdown_table, summarize, to_json
-from thinkjepa.policy.subgoals import OracleSubgoals, ReachableSubgoals, ThinkerSubgoals
 
 MODES = ("bot", "flat", "hierarchical", "oracle")
-
-
-@dataclass
-class Demo:
-    """The bot's demonstration of one seeded episode."""
-
-    seed: int
-    mission: str
-    success: bool
-    steps: int
-    goal_frame: np.ndarray | None
-    frames: np.ndarray | None
-
-
-def demonstrate(level: str, seed: int, image_size: int) -> Demo:
-    env = make_env(level, image_size=image_size)
-    try:
-        rec = record_episode(env, seed, epsilon=0.0)
-        if isinstance(rec, str):
-            _, info = env.reset(seed=seed)
-            return Demo(seed, info["mission"], False, 0, None, None)
-        return Demo(seed, rec.mission, True, rec.num_steps, rec.frames[-1], rec.frames)
-    finally:
-        env.close()
-
-
-def calibrate_reach_threshold(world_model, demos: Sequence[Demo], fraction: float = 0.5) -> float:
-    """``fraction`` × the median latent distance between consecutive frames of the demonstrations."""
-    steps = []
-    for d in demos:
-        if d.frames is not None and len(d.frames) > 1:
-            z = world_model.target_encode(torch.as_tensor(d.frames[:32]))
-            steps.append(torch.linalg.vector_norm(z[1:] - z[:-1], dim=-1))
-    if not steps:
-        raise ValueError("cannot calibrate reach_threshold: no demonstration has two frames; pass it explicitly")
-    return fraction * float(torch.cat(steps).median())
 
 
 def run_episodes(
@@ -224,45 +188,44 @@ class Chunk:
 
 
 class ChunkRunner:
-    """Runs :class:`Chunk` s with one set of models and settings, in this process or in a worker."""
+    """Runs :class:`Chunk` s with one set of models and settings, in this process or in a worker.
 
-    def __init__(self, world_model, thinker, planner: Planner, cost: PlanningCost, max_steps: int, patience: int,
-                 requery_every: int, oracle_gap: int | None, snap_depth: int = 0, follow_paths: bool = False,
-                 snap_tabu: bool = False) -> None:
-        self.world_model, self.thinker, self.planner, self.cost = world_model, thinker, planner, cost
-        self.max_steps, self.patience, self.requery_every, self.oracle_gap = max_steps, patience, requery_every, oracle_gap
-        self.snap_depth, self.follow_paths, self.snap_tabu = snap_depth, follow_paths, snap_tabu
+    Args:
+        world_model: The world model every agent plans with.
+        thinker: The hierarchical agent's thinker (``None`` without that mode).
+        planner: The planner instance (its settings are recorded with every chunk).
+        settings: The agents' settings; each chunk supplies its calibrated reach threshold.
+    """
+
+    def __init__(self, world_model, thinker, planner: Planner, settings: AgentSettings) -> None:
+        self.world_model, self.thinker, self.planner, self.settings = world_model, thinker, planner, settings
         self.space = navigation_space()
 
     def policy(self, mode: str, reach_threshold: float, seed: int) -> FlatPolicy | HierarchicalPolicy:
         """A fresh agent for ``mode`` whose planner is seeded with ``seed`` (the chunk's first episode)."""
-        wm = self.world_model
+        settings = replace(self.settings, reach_threshold=reach_threshold)
         if mode == "flat":
-            return FlatPolicy(wm, self.planner, self.space, cost=self.cost, seed=seed)
-        subgoals = ThinkerSubgoals(self.thinker) if mode == "hierarchical" else OracleSubgoals(wm, self.oracle_gap)
-        snap = mode == "hierarchical" and self.snap_depth > 0
-        if snap:
-            subgoals = ReachableSubgoals(subgoals, wm, self.space, self.snap_depth, merge=reach_threshold,
-                                         tabu=self.snap_tabu)
-        return HierarchicalPolicy(wm, subgoals, self.planner, self.space, reach_threshold=reach_threshold,
-                                  patience=self.patience, requery_every=self.requery_every, cost=self.cost, seed=seed,
-                                  follow_paths=snap and self.follow_paths)
+            return FlatPolicy.from_settings(self.world_model, settings, self.space, seed, self.planner)
+        return HierarchicalPolicy.from_settings(self.world_model, settings, thinker=self.thinker,
+                                                oracle=mode == "oracle", space=self.space, seed=seed,
+                                                planner=self.planner)
 
     def __call__(self, chunk: Chunk) -> tuple[list[EpisodeResult], list[np.ndarray]]:
         policy = self.policy(chunk.mode, chunk.reach_threshold, chunk.start)
         return run_episodes(policy, chunk.mode, chunk.level, chunk.demos, self.world_model.image_size,
-                            self.max_steps, keep_frames=chunk.keep_frames)
+                            self.settings.max_steps, keep_frames=chunk.keep_frames)
 
 
 _WORKER_RUNNER: ChunkRunner | None = None
 
 
-def _start_worker(world_model: str, thinker: str | None, device: str, threads: int, settings: dict[str, Any]) -> None:
+def _start_worker(world_model: str, thinker: str | None, device: str, threads: int, planner: Planner,
+                  settings: AgentSettings) -> None:
     global _WORKER_RUNNER
     torch.set_num_threads(threads)
     torch.set_grad_enabled(False)
     wm, th = _load_models(world_model, thinker, device)
-    _WORKER_RUNNER = ChunkRunner(wm, th, **settings)
+    _WORKER_RUNNER = ChunkRunner(wm, th, planner, settings)
 
 
 def _run_in_worker(chunk: Chunk) -> tuple[list[EpisodeResult], list[np.ndarray]]:
@@ -425,9 +388,9 @@ def evaluate(
     planner = planner or CEMPlanner(horizon=6, num_samples=128, iterations=6, num_elites=16)
     if snap_depth < 0:
         raise ValueError(f"snap_depth must be >= 0, got {snap_depth}")
-    settings = {"planner": planner, "cost": cost, "max_steps": max_steps, "patience": patience,
-                "requery_every": requery_every, "oracle_gap": oracle_gap, "snap_depth": snap_depth,
-                "follow_paths": follow_paths, "snap_tabu": snap_tabu}
+    settings = AgentSettings(level=levels[0], cost=asdict(cost), patience=patience, requery_every=requery_every,
+                             snap_depth=snap_depth, snap_tabu=snap_tabu, follow_paths=follow_paths,
+                             oracle_gap=oracle_gap, max_steps=max_steps)
     from thinkjepa.worldmodel.export import fingerprint
 
     common = {"world_model": fingerprint(wm), "device": device, "planner_class": type(planner).__qualname__,
@@ -435,7 +398,7 @@ def evaluate(
               "requery_every": requery_every, "oracle_gap": oracle_gap}
     thinker_digest = _digest(thinker) if thinker is not None else None
     threads = int(os.environ.get("THINKJEPA_NUM_THREADS") or 1)
-    worker_args = (world_model, thinker, device, threads, settings)
+    worker_args = (world_model, thinker, device, threads, planner, settings)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     from torch.utils.tensorboard import SummaryWriter
@@ -466,7 +429,7 @@ def evaluate(
             print(f"{level}: {sum(map(len, done.values()))} episodes already in {out_dir / 'episodes' / level}")
         bar = tqdm(total=sum(len(c.demos) for c in todo), desc=f"{level} {'/'.join(sorted({c.mode for c in todo}))}",
                    unit="ep")
-        for chunk, res, strips in _run_chunks(todo, lambda: ChunkRunner(wm, th, **settings), workers, worker_args):
+        for chunk, res, strips in _run_chunks(todo, lambda: ChunkRunner(wm, th, planner, settings), workers, worker_args):
             path, chunk_settings = paths[chunk.mode, chunk.start]
             atomic_write_text(path, json.dumps({"settings": chunk_settings, "results": to_json(res)}, indent=1))
             done[chunk.mode, chunk.start] = res

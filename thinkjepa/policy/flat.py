@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from thinkjepa.envs.babyai import navigation_space
 from thinkjepa.planning.base import Planner
 from thinkjepa.planning.spaces import ActionSpace
 from thinkjepa.policy.mpc import LatentMPC, PlanningCost
+from thinkjepa.policy.settings import AgentSettings, release_settings
 from thinkjepa.protocols import WorldModel
+from thinkjepa.release import Release
+from thinkjepa.worldmodel.export import load_world_model
 
 
 class FlatPolicy:
@@ -36,6 +42,23 @@ class FlatPolicy:
         self.mpc = LatentMPC(world_model, planner, space, cost, seed)
         self.world_model = world_model
         self.goals: torch.Tensor | None = None
+
+    @classmethod
+    def from_settings(cls, world_model: WorldModel, settings: AgentSettings, space: ActionSpace | None = None,
+                      seed: int = 0, planner: Planner | None = None) -> FlatPolicy:
+        """The flat agent with ``settings``' planner and cost (the rest of the settings concern subgoals)."""
+        return cls(world_model, planner or settings.make_planner(), space or navigation_space(),
+                   cost=settings.planning_cost(), seed=seed)
+
+    @classmethod
+    def from_release(cls, name: str | Path, device: str = "cpu", root: str | Path | None = None,
+                     **overrides) -> FlatPolicy:
+        """The flat agent of a release: its world model, planner and cost, without the thinker — the
+        comparison the release's hierarchical agent is measured against (hashes checked as in
+        :meth:`~thinkjepa.policy.HierarchicalPolicy.from_release`)."""
+        release = Release.open(name, root=root)
+        settings = release_settings(release, overrides)
+        return cls.from_settings(load_world_model(release.world_model_path, device=device), settings)
 
     @torch.no_grad()
     def reset(self, goal_images: np.ndarray | torch.Tensor) -> None:

@@ -22,20 +22,23 @@ actual distances, thinker/planner wall time) so an evaluation can say *why* an e
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from thinkjepa.envs.babyai import navigation_space
 from thinkjepa.planning.base import Planner
-from thinkjepa.planning.cem import CEMPlanner
 from thinkjepa.planning.spaces import ActionSpace
+from thinkjepa.policy.demos import calibrated_threshold
 from thinkjepa.policy.mpc import LatentMPC, PlanningCost
-from thinkjepa.policy.subgoals import ReachableSubgoals, ThinkerSubgoals
+from thinkjepa.policy.settings import AgentSettings, release_settings
+from thinkjepa.policy.subgoals import OracleSubgoals, ReachableSubgoals, ThinkerSubgoals
 from thinkjepa.protocols import WorldModel
-
-CALIBRATION_SEED = 9_000_000  # bot episodes that calibrate a loaded policy's reach threshold (no other use)
+from thinkjepa.release import Release, ReleaseError
+from thinkjepa.thinker.checkpoint import load_thinker
+from thinkjepa.worldmodel.export import load_world_model
 
 
 @dataclass
@@ -107,63 +110,103 @@ class HierarchicalPolicy:
         self._single = False
 
     @classmethod
+    def from_settings(
+        cls,
+        world_model: WorldModel,
+        settings: AgentSettings,
+        thinker=None,
+        oracle: bool = False,
+        space: ActionSpace | None = None,
+        seed: int = 0,
+        planner: Planner | None = None,
+    ) -> HierarchicalPolicy:
+        """The agent ``settings`` describe, driven by ``thinker`` (or, with ``oracle``, by true waypoints).
+
+        Args:
+            world_model: The world model it plans with.
+            settings: Planner, cost, reach threshold (required), snapping, patience, query budget.
+            thinker: The thinker that proposes subgoals (not with ``oracle``).
+            oracle: Subgoals from the simulator's true state (:class:`OracleSubgoals`; ``reset`` needs
+                the environments).
+            space: The action space (default: BabyAI navigation).
+            seed: The planner's seed.
+            planner: A planner to use instead of building ``settings.planner``.
+        """
+        if settings.reach_threshold is None:
+            raise ValueError("the agent's settings have no reach_threshold: calibrate one "
+                             "(thinkjepa.policy.demos.calibrate_reach_threshold) or pass it")
+        space = space or navigation_space()
+        if oracle:
+            subgoals = OracleSubgoals(world_model, settings.oracle_gap)
+        elif thinker is None:
+            raise ValueError("a hierarchical agent needs a thinker (or oracle=True)")
+        else:
+            subgoals = ThinkerSubgoals(thinker)
+        snap = not oracle and settings.snap_depth > 0
+        if snap:
+            subgoals = ReachableSubgoals(subgoals, world_model, space, settings.snap_depth,
+                                         merge=settings.reach_threshold, tabu=settings.snap_tabu)
+        return cls(world_model, subgoals, planner or settings.make_planner(), space,
+                   reach_threshold=settings.reach_threshold, patience=settings.patience,
+                   requery_every=settings.requery_every, cost=settings.planning_cost(), seed=seed,
+                   follow_paths=snap and settings.follow_paths)
+
+    @classmethod
+    def from_release(cls, name: str | Path, device: str = "cpu", root: str | Path | None = None,
+                     **overrides) -> HierarchicalPolicy:
+        """A released agent by name (``checkpoints/release/<name>``), acting as its numbers were measured.
+
+        The manifest's hashes are checked first: a missing, altered or unlisted file is an error naming
+        it. The planner, cost, snapping, reach threshold and patience are the release's
+        (:class:`~thinkjepa.policy.settings.AgentSettings`); ``overrides`` replace single settings
+        (an ablation, not the released agent).
+
+            policy = HierarchicalPolicy.from_release("babyai-goto")
+            policy.reset("go to the red ball"); action = policy.act(frame)
+
+        Raises:
+            thinkjepa.release.ReleaseError: no such release, an unfinished one, or files that do not match.
+        """
+        release = Release.open(name, root=root)
+        if release.thinker_path is None:
+            raise ReleaseError(f"release {release.name!r} ships no thinker: load it with FlatPolicy.from_release")
+        settings = release_settings(release, overrides)
+        wm = load_world_model(release.world_model_path, device=device)
+        thinker = load_thinker(release.thinker_path, world_model=wm, device=device)
+        return cls.from_settings(wm, settings, thinker=thinker)
+
+    @classmethod
     def from_checkpoints(
         cls,
         world_model: str | Path,
         thinker: str | Path,
-        planner: Planner | None = None,
-        space: ActionSpace | None = None,
+        settings: AgentSettings | None = None,
         device: str = "cpu",
-        reach_threshold: float | None = None,
-        level: str = "BabyAI-GoToLocal-v0",
         calibration_episodes: int = 20,
-        snap_depth: int = 0,
-        snap_tabu: bool = False,
-        **kwargs,
     ) -> HierarchicalPolicy:
-        """Load a world model and a thinker trained against it, and check that they fit.
+        """Load one's own world model and a thinker trained against it, and check that they fit.
 
         Args:
             world_model: An exported world model directory or a Lightning ``.ckpt``.
             thinker: A thinker checkpoint directory.
-            planner: Defaults to categorical CEM (horizon 6, 128 samples, 6 iterations).
-            space: Defaults to BabyAI navigation (left, right, forward, toggle).
+            settings: Planner, cost, snapping, patience... (default: :class:`AgentSettings` defaults,
+                categorical CEM with horizon 6). Without a ``reach_threshold`` one is calibrated as
+                ``thinkjepa eval`` does (half the median one-step latent distance along bot
+                demonstrations) on ``calibration_episodes`` episodes of ``settings.level`` (seeds
+                9,000,000+, apart from training and evaluation seeds): distances differ between levels
+                (a GoTo cell is a quarter of a GoToLocal cell), so name the level the agent will act in.
             device: Where to run.
-            reach_threshold: Latent distance at which a subgoal counts as reached. ``None`` calibrates
-                it as ``thinkjepa eval`` does — half the median one-step latent distance along bot
-                demonstrations — on ``calibration_episodes`` episodes of ``level`` (seeds 9,000,000+,
-                apart from the training and evaluation seeds). Distances differ between levels (a GoTo
-                cell is a quarter of a GoToLocal cell), so name the level the policy will act in.
-            level: The BabyAI level the calibration episodes come from.
-            calibration_episodes: How many.
-            snap_depth: Move each thinker subgoal onto the nearest state the world model predicts within
-                this many actions (:class:`~thinkjepa.policy.subgoals.ReachableSubgoals`, states merged
-                within the reach threshold); 0 (default) plans toward the thinker's z* as it is.
-            snap_tabu: With ``snap_depth``: never the same snapped state twice from the same frame of an
-                episode (the GoTo evaluation's setting, ``recipes/eval/babyai-goto-snap.yaml``).
-            **kwargs: Further :class:`HierarchicalPolicy` arguments (patience, cost, seed...).
+            calibration_episodes: How many episodes calibrate the reach threshold.
 
         Raises:
             ValueError: the thinker was trained against another world model or latent shape.
         """
-        from thinkjepa.envs.babyai import navigation_space
-        from thinkjepa.thinker.checkpoint import load_thinker
-        from thinkjepa.worldmodel.export import load_world_model
-
+        settings = settings or AgentSettings()
         wm = load_world_model(world_model, device=device)
         th = load_thinker(thinker, world_model=wm, device=device)
-        if reach_threshold is None:
-            from thinkjepa.policy.evaluate import calibrate_reach_threshold, demonstrate
-
-            demos = [demonstrate(level, CALIBRATION_SEED + i, wm.image_size) for i in range(calibration_episodes)]
-            with torch.no_grad():
-                reach_threshold = calibrate_reach_threshold(wm, demos)
-        planner = planner or CEMPlanner(horizon=6, num_samples=128, iterations=6, num_elites=16)
-        space = space or navigation_space()
-        subgoals = ThinkerSubgoals(th)
-        if snap_depth:
-            subgoals = ReachableSubgoals(subgoals, wm, space, snap_depth, merge=reach_threshold, tabu=snap_tabu)
-        return cls(wm, subgoals, planner, space, reach_threshold=reach_threshold, **kwargs)
+        if settings.reach_threshold is None:
+            settings = replace(settings, reach_threshold=calibrated_threshold(wm, settings.level, calibration_episodes))
+        return cls.from_settings(wm, settings, thinker=th)
 
     def reset(self, instructions: str | list[str], envs: list | None = None) -> None:
         """Start episodes: one instruction (single episode) or a list (a batch of episodes)."""

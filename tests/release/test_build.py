@@ -1,0 +1,86 @@
+"""`thinkjepa release build`: a chain of real stages (data collection, training) published one at a time,
+resumed from a parked checkpoint, then assembled into an agent that loads by name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from conftest import SMALL_PLANNER
+
+from thinkjepa.policy import FlatPolicy, HierarchicalPolicy
+from thinkjepa.release import Release, ReleaseError
+from thinkjepa.release.build import ReleaseRecipe, build, park, status
+
+
+def chain(tmp_path, steps: int, name: str = "chain") -> str:
+    data = tmp_path / "data"
+    recipe = {
+        "name": name,
+        "description": "a two-stage test chain",
+        "stages": [
+            {"name": "data", "collect": "recipes/data/babyai-tiny.yaml",
+             "args": [f"--out={data}", "--episodes_per_level=[6, 1]"]},
+            {"name": "wm", "fit": "recipes/wm/babyai-tiny.yaml",
+             "args": [f"--trainer.max_steps={steps}", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1",
+                      "--trainer.callbacks.init_args.every_n_train_steps=2", f"--data.init_args.root={data}",
+                      "--data.init_args.batch_size=4"]},
+        ],
+        "agent": {"world_model": "wm", "thinker": None, "eval": "recipes/eval/babyai-tiny.yaml",
+                  "calibration_episodes": 2, "settings": {"planner": SMALL_PLANNER}},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+def test_a_chain_builds_publishes_resumes_and_assembles(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("THINKJEPA_NUM_THREADS", "1")
+    root, work = tmp_path / "releases", tmp_path / "build"
+    first = build(chain(tmp_path, steps=2), root=str(root), work=str(work), until="wm")
+    assert first.stage_done("data") and first.stage_done("wm") and not first.manifest["agent"]
+    wm = first.stage("wm")
+    assert wm["segments"][0]["wall_seconds"] > 0 and wm["segments"][0]["peak_rss_mb"] > 100
+    assert wm["segments"][0]["hardware"] and wm["recipe"] == "recipes/wm/babyai-tiny.yaml"
+    assert (first.path / "stages" / "wm" / "config.json").is_file()
+    Release.open("chain", root=root)  # every published file is in the manifest with its hash
+
+    # an interrupted 4-step run elsewhere: its 2-step checkpoint parked in the release carries it on
+    second = Release.create("resumed", root=root)
+    second.publish_stage("data", first.stage("data"))
+    second.save()
+    (work / "resumed" / "wm" / "checkpoints").mkdir(parents=True)
+    (work / "resumed" / "wm" / "checkpoints" / "last.ckpt").write_bytes(
+        (work / "chain" / "wm" / "checkpoints" / "last.ckpt").read_bytes())
+    parked = park("resumed", "wm", root=str(root), work=str(work))
+    assert parked == root / "resumed" / "resume" / "wm" / "last.ckpt"
+    assert not Release.open("resumed", root=root).stage_done("wm")
+    (work / "resumed").rename(tmp_path / "elsewhere")  # nothing of the first machine's run is left
+    resumed = build(chain(tmp_path, steps=4, name="resumed"), root=str(root), work=str(work))
+    log = (work / "resumed" / "wm.log").read_text()
+    assert "Restoring states from the checkpoint" in log or "Restored all states" in log
+    ckpt = torch.load(work / "resumed" / "wm" / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert ckpt["global_step"] == 4
+    assert not (root / "resumed" / "resume").exists()  # the parked checkpoint left once the export was in
+
+    # assembled: a flat-only agent whose threshold was calibrated, loading by name
+    agent = resumed.manifest["agent"]
+    assert agent["thinker"] is None and agent["settings"]["reach_threshold"] > 0
+    assert agent["settings"]["planner"] == SMALL_PLANNER
+    flat = FlatPolicy.from_release("resumed", root=root)
+    assert flat.mpc.planner.horizon == 2
+    with pytest.raises(ReleaseError, match="ships no thinker"):
+        HierarchicalPolicy.from_release("resumed", root=root)
+    report = status("resumed", root=str(root))
+    assert [r["stage"] for r in report["stages"]] == ["data", "wm"] and not report["problems"]
+    assert json.loads((root / "resumed" / "MANIFEST.json").read_text())["stages"]["wm"]["export"] == "world_model"
+
+
+def test_release_recipes_name_real_recipes_and_earlier_stages(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "bad", "agent": {"world_model": "wm"}, "stages": [
+        {"name": "wm", "fit": "recipes/wm/babyai-tiny.yaml", "inputs": {"model.init_args.init_from": "later"}}]}))
+    with pytest.raises(ValueError, match="reads model.init_args.init_from from 'later'"):
+        ReleaseRecipe.load(bad)

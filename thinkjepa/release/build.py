@@ -1,0 +1,337 @@
+"""Build a release from nothing, one committed stage at a time.
+
+    thinkjepa release build recipes/release/babyai-goto.yaml [--cpu true] [--commit true] [--until STAGE]
+    thinkjepa release status babyai-goto
+    thinkjepa release park babyai-goto wm-stage1      # keep an unfinished stage's checkpoint to commit it
+
+A release recipe (``recipes/release/*.yaml``) lists the chain's stages in order — data collection and
+training recipes, and which earlier stage's export each one reads — then the agent: which exports it is
+made of and the evaluation recipe whose planner, cost and snapping it uses. ``build`` runs what is not
+done yet. Each finished stage's export is copied into the release (``stages/<stage>/``) with its record
+(recipe, overrides, commit, wall time, hardware and peak resident memory of every run segment), so a
+rebuild interrupted here carries on elsewhere from the last committed stage. A training stage resumes
+from its run's ``last.ckpt`` or from one parked in the release (``resume/<stage>/``), which leaves the
+tree when the stage's export is in. When the last stage is done, the agent is assembled: its reach
+threshold is calibrated on bot episodes no evaluation uses, and the intermediate exports are pruned.
+
+A stage whose recipe asks for a GPU refuses to start without one unless ``cpu=True``, which applies the
+stage's ``cpu_args`` (the documented CPU fallback, e.g. fewer steps and no data-loader workers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from thinkjepa.checkpoint import atomic_write_text
+from thinkjepa.release.manifest import REPO, Release, ReleaseError, git_commit, now, release_root
+
+EXPORTS = ("world_model", "thinker", "vlm")  # what a training stage writes into its run directory
+SEGMENTS = "segments.json"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a release's chain.
+
+    Args:
+        name: The stage's name in the release (``stages/<name>``).
+        fit: A training recipe (``thinkjepa fit --config``), or
+        collect: a data recipe (``thinkjepa collect --config``; data is regenerated, never released).
+        inputs: ``{config key: earlier stage}``: the key is set to that stage's export.
+        args: Overrides always passed to the recipe.
+        cpu_args: Overrides that run a GPU recipe on a CPU (``build(cpu=True)``).
+        reuse: Another release whose finished stage of the same name is taken instead of training.
+    """
+
+    name: str
+    fit: str | None = None
+    collect: str | None = None
+    inputs: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
+    cpu_args: list[str] = field(default_factory=list)
+    reuse: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.fit is None) == (self.collect is None):
+            raise ValueError(f"stage {self.name!r}: give exactly one of fit (a training recipe) or collect (a data recipe)")
+
+    @property
+    def recipe(self) -> str:
+        return self.fit or self.collect  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ReleaseRecipe:
+    """A release's chain and agent, as written in ``recipes/release/<name>.yaml``."""
+
+    name: str
+    stages: list[Stage]
+    agent: dict[str, Any]
+    description: str = ""
+    evaluation: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ReleaseRecipe:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+            stages = [Stage(**s) for s in raw.pop("stages")]
+            recipe = cls(stages=stages, **raw)
+        except (TypeError, KeyError) as err:
+            raise ValueError(f"{path}: not a release recipe ({err})") from err
+        names = [s.name for s in stages]
+        for s in stages:
+            for key, source in s.inputs.items():
+                if source not in names[: names.index(s.name)]:
+                    raise ValueError(f"{path}: stage {s.name!r} reads {key} from {source!r}, which is not an earlier stage")
+            if not (REPO / s.recipe).is_file():
+                raise ValueError(f"{path}: stage {s.name!r}: recipe {s.recipe} does not exist")
+        for part in ("world_model", "thinker"):
+            if recipe.agent.get(part) not in (*names, None):
+                raise ValueError(f"{path}: agent.{part} names {recipe.agent.get(part)!r}, which is not a stage")
+        return recipe
+
+
+def hardware() -> str:
+    """The CPU model and the cores this process may use, and the GPU when there is one."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    out = f"{model}, {cores} cores"
+    import torch
+
+    if torch.cuda.is_available():
+        out += f", {torch.cuda.get_device_name(0)}"
+    return out
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """The largest resident high-water mark among ``pid`` and its descendants (MiB; 0 once gone)."""
+    peak, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) / 1024)
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return peak
+
+
+def run_measured(cmd: list[str], log: Path, segments_file: Path | None = None, heartbeat: float = 30.0) -> dict[str, Any]:
+    """Run ``cmd`` (output to ``log``), measuring wall time and peak resident memory.
+
+    With ``segments_file`` the segment is rewritten there every ``heartbeat`` seconds, so a run that is
+    killed still leaves how long it ran and how much memory it took.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(segments_file.read_text()) if segments_file and segments_file.is_file() else []
+    segment = {"started": now(), "wall_seconds": 0.0, "peak_rss_mb": 0.0, "hardware": hardware(),
+               "command": cmd[2:], "returncode": None}
+    start = last_write = time.monotonic()
+    with open(log, "a") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        while True:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=min(heartbeat, 5.0))
+            segment["peak_rss_mb"] = round(max(segment["peak_rss_mb"], _peak_rss_mb(proc.pid)), 1)
+            segment["wall_seconds"] = round(time.monotonic() - start, 1)
+            if proc.returncode is not None:
+                break
+            if segments_file and time.monotonic() - last_write >= heartbeat:
+                atomic_write_text(segments_file, json.dumps([*previous, segment], indent=1))
+                last_write = time.monotonic()
+    # the child's own accounting catches a peak between two polls
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    segment["peak_rss_mb"] = round(max(segment["peak_rss_mb"], children), 1)
+    segment["returncode"] = proc.returncode
+    if segments_file:
+        atomic_write_text(segments_file, json.dumps([*previous, segment], indent=1))
+    return segment
+
+
+def run_dir_args(run_dir: Path) -> list[str]:
+    """Overrides that put a LightningCLI recipe's checkpoints, logs and export under ``run_dir``."""
+    return [f"--trainer.default_root_dir={run_dir}",
+            f"--trainer.logger.init_args.save_dir={run_dir.parent}", f"--trainer.logger.init_args.name={run_dir.name}",
+            f"--trainer.callbacks.init_args.dirpath={run_dir}/checkpoints"]
+
+
+def _wants_gpu(recipe: str) -> bool:
+    trainer = (yaml.safe_load((REPO / recipe).read_text()) or {}).get("trainer", {})
+    return trainer.get("accelerator") in ("gpu", "cuda")
+
+
+def _commit(release: Release, message: str) -> None:
+    rel = os.path.relpath(release.path, REPO)
+    subprocess.run(["git", "add", "-A", "--", rel], cwd=REPO, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", message, "--", rel], cwd=REPO, check=True)
+
+
+def run_stage(release: Release, stage: Stage, work: Path, cpu: bool) -> None:
+    """Run one stage and publish it into ``release`` (raises with the log's path if it fails)."""
+    log = work / f"{stage.name}.log"
+    py = [sys.executable, "-m", "thinkjepa.cli"]
+    base = {"recipe": stage.recipe, "commit": git_commit()}
+    if stage.collect:
+        out = next((a.split("=", 1)[1] for a in stage.args if a.startswith("--out=")),
+                   (yaml.safe_load((REPO / stage.collect).read_text()) or {}).get("out"))
+        if out and (REPO / out / "episodes.json").is_file():
+            print(f"[{release.name}] {stage.name}: {out} is already collected")
+            release.publish_stage(stage.name, {**base, "kind": "collect", "segments": [], "note": "data already there"})
+            return
+        segment = run_measured([*py, "collect", "--config", stage.collect, *stage.args], log)
+        if segment["returncode"] != 0:
+            raise RuntimeError(f"stage {stage.name!r} failed (exit {segment['returncode']}); see {log}")
+        release.publish_stage(stage.name, {**base, "kind": "collect", "args": stage.args, "segments": [segment]})
+        return
+
+    run_dir = work / stage.name
+    args = [f"--{key}={release.stage_export(source)}" for key, source in stage.inputs.items()]
+    args += list(stage.args)
+    if _wants_gpu(stage.recipe):
+        import torch
+
+        if cpu:
+            args += stage.cpu_args
+        elif not torch.cuda.is_available():
+            raise ReleaseError(f"stage {stage.name!r} ({stage.recipe}) trains on a GPU and there is none here; "
+                               f"build with --cpu true to run it on the CPU instead ({' '.join(stage.cpu_args)})")
+    resume = run_dir / "checkpoints" / "last.ckpt"
+    parked = release.path / "resume" / stage.name / "last.ckpt"
+    segments_file = run_dir / SEGMENTS
+    if not resume.is_file() and parked.is_file():
+        resume = parked
+        if not segments_file.is_file():
+            atomic_write_text(segments_file, json.dumps((release.stage(stage.name) or {}).get("segments", []), indent=1))
+    resume_args = [f"--ckpt_path={resume}"] if resume.is_file() else []
+    print(f"[{release.name}] {stage.name}: {stage.recipe}{' (resumed from ' + str(resume) + ')' if resume_args else ''}; "
+          f"log {log}", flush=True)
+    segment = run_measured([*py, "fit", "--config", stage.recipe, *run_dir_args(run_dir), *args, *resume_args],
+                           log, segments_file)
+    if segment["returncode"] != 0:
+        raise RuntimeError(f"stage {stage.name!r} failed (exit {segment['returncode']}); see {log}")
+    exports = [run_dir / e for e in EXPORTS if (run_dir / e).is_dir()]
+    if len(exports) != 1:
+        raise ReleaseError(f"stage {stage.name!r}: expected one export ({', '.join(EXPORTS)}) in {run_dir}, "
+                           f"found {[e.name for e in exports]}")
+    segments = json.loads(segments_file.read_text())
+    release.publish_stage(stage.name, {**base, "kind": "fit", "args": args, "segments": segments}, exports[0])
+
+
+def assemble(release: Release, recipe: ReleaseRecipe) -> None:
+    """Make the agent from the finished chain: parts, settings with a calibrated reach threshold, pruning."""
+    from thinkjepa.policy.demos import calibrated_threshold
+    from thinkjepa.policy.settings import AgentSettings
+    from thinkjepa.worldmodel.export import load_world_model
+
+    agent = recipe.agent
+    settings = AgentSettings.from_eval_recipe(REPO / agent["eval"], **agent.get("settings", {}))
+    if settings.reach_threshold is None:
+        wm = load_world_model(release.stage_export(agent["world_model"]))
+        threshold = calibrated_threshold(wm, settings.level, int(agent.get("calibration_episodes", 100)))
+        settings = AgentSettings.from_dict({**settings.to_dict(), "reach_threshold": round(threshold, 4)})
+    prune = [s.name for s in recipe.stages if s.fit and s.name not in (agent["world_model"], agent.get("thinker"))]
+    release.assemble(agent["world_model"], agent.get("thinker"), settings.to_dict(), prune=prune)
+
+
+def build(recipe: str, root: str | None = None, cpu: bool = False, commit: bool = False, until: str | None = None,
+          work: str = "checkpoints/build") -> Release:
+    """Run every stage of a release recipe that is not done yet, then assemble the agent.
+
+    Args:
+        recipe: A release recipe, ``recipes/release/<name>.yaml``.
+        root: Where releases live (default ``checkpoints/release``).
+        cpu: Run GPU stages on the CPU with their ``cpu_args``.
+        commit: ``git commit`` the release directory after each stage (for long unattended rebuilds).
+        until: Stop after this stage.
+        work: Where training runs write their checkpoints and logs (git-ignored).
+    """
+    spec = ReleaseRecipe.load(recipe)
+    base = Path(root or release_root())
+    try:
+        release = Release.open(spec.name, root=base)
+    except ReleaseError:
+        if (base / spec.name / "MANIFEST.json").exists():
+            raise
+        release = Release.create(spec.name, root=base, description=spec.description)
+        release.manifest["recipe"] = str(recipe)
+        release.save()
+    work_dir = REPO / work / spec.name
+    names = [s.name for s in spec.stages]
+    if until is not None and until not in names:
+        raise ValueError(f"--until {until!r} is not a stage of {recipe} ({', '.join(names)})")
+    for stage in spec.stages:
+        if release.stage_done(stage.name):
+            continue
+        if stage.reuse:
+            other = Release.open(stage.reuse, root=base)
+            if other.stage_done(stage.name) and other.stage(stage.name).get("export", "").startswith("stages/"):
+                record = {**other.stage(stage.name), "reused_from": stage.reuse}
+                release.publish_stage(stage.name, record, other.stage_export(stage.name))
+                release.save()
+                print(f"[{release.name}] {stage.name}: taken from release {stage.reuse!r}")
+                continue
+        run_stage(release, stage, work_dir, cpu)
+        release.save()
+        if commit:
+            wall = sum(s["wall_seconds"] for s in release.stage(stage.name).get("segments", []))
+            _commit(release, f"Release {release.name}: stage {stage.name} ({stage.recipe}, {wall / 60:.0f} min)")
+        if stage.name == until:
+            return release
+    if not release.manifest.get("agent"):
+        assemble(release, spec)
+        if commit:
+            _commit(release, f"Release {release.name}: the agent assembled from its stages")
+    return release
+
+
+def status(name: str, root: str | None = None) -> dict[str, Any]:
+    """Each stage's state and cost, and the release's size (printed as a table)."""
+    release = Release.open(name, root=root, verify=False)
+    problems = release.problems()
+    rows = []
+    for stage, record in release.manifest["stages"].items():
+        segments = record.get("segments", [])
+        rows.append({"stage": stage, "state": "done" if record.get("finished") else "parked",
+                     "wall_min": round(sum(s["wall_seconds"] for s in segments) / 60, 1),
+                     "peak_rss_gb": round(max([s["peak_rss_mb"] for s in segments] or [0]) / 1024, 2),
+                     "hardware": "; ".join(sorted({s["hardware"] for s in segments})), "recipe": record.get("recipe")})
+    for r in rows:
+        print(f"{r['stage']:<18} {r['state']:<7} {r['wall_min']:>7.1f} min  {r['peak_rss_gb']:>5.2f} GB  {r['recipe']}  [{r['hardware']}]")
+    print(f"agent: {'assembled' if release.manifest.get('agent') else 'not yet'}; size {release.size_bytes() / 2**20:.1f} MiB; "
+          f"{'files match the manifest' if not problems else str(len(problems)) + ' files do not match the manifest'}")
+    return {"stages": rows, "agent": bool(release.manifest.get("agent")), "problems": problems,
+            "size_bytes": release.size_bytes()}
+
+
+def park(name: str, stage: str, root: str | None = None, work: str = "checkpoints/build") -> Path:
+    """Copy an unfinished stage's ``last.ckpt`` (and its run segments) into the release, to commit it."""
+    release = Release.open(name, root=root)
+    run_dir = REPO / work / name / stage
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        raise ReleaseError(f"nothing to park: {ckpt} does not exist")
+    segments = json.loads((run_dir / SEGMENTS).read_text()) if (run_dir / SEGMENTS).is_file() else []
+    return release.park(stage, ckpt, segments)
