@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from thinker_helpers import frames, tiny_thinker, tiny_world_model
+from thinker_helpers import KINDS, frames, tiny_thinker, tiny_world_model
 
 from thinkjepa.thinker.checkpoint import load_thinker, save_thinker, world_model_fingerprint
 
@@ -33,7 +33,7 @@ def test_round_trip_in_a_fresh_process_gives_identical_latents(
     world_model, world_model_dir, tmp_path
 ) -> None:
     paths, latents = {}, {}
-    for kind in ("idefics3", "qwen2_vl"):
+    for kind in KINDS:
         thinker = _trained_thinker(kind, world_model)
         latents[kind] = thinker.propose(frames(2), MISSIONS)
         paths[kind] = str(

@@ -8,10 +8,10 @@ import torch
 from thinker_helpers import frames
 
 from thinkjepa.checkpoint import StateDictMismatchError
-from thinkjepa.thinker.checkpoint import load_thinker, save_thinker
+from thinkjepa.thinker.checkpoint import _clean_base_state, load_thinker, save_thinker
 from thinkjepa.thinker.data import ThinkerDataModule
 from thinkjepa.thinker.head import HeadOptions
-from thinkjepa.thinker.module import LossOptions, ThinkerModule
+from thinkjepa.thinker.module import LossOptions, ThinkerModule, start_from
 from thinkjepa.thinker.vlm import TinyVLM
 from thinkjepa.worldmodel import load_world_model
 
@@ -182,3 +182,31 @@ def test_init_from_copies_a_thinker_trained_elsewhere_and_refuses_another_archit
                 init_from=str(tmp_path / "elsewhere"))
     with pytest.raises(FileNotFoundError, match="missing"):
         _module(world_model_dir, init_from=str(tmp_path / "missing"))
+
+
+def test_init_from_a_thinker_with_other_adapters_copies_its_vlm_under_or_into_them(world_model_dir, tmp_path) -> None:
+    """A thinker trained without adapters starts a LoRA run as its frozen base (copied before the adapters go
+    on, which start fresh); a LoRA thinker starts a run without adapters with its adapters merged in."""
+    full = _module(world_model_dir, lora=None)
+    with torch.no_grad():
+        for p in full.thinker.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    save_thinker(full.thinker, tmp_path / "full", world_model_fingerprint="another-world-model")
+    adapted = _module(world_model_dir, init_from=str(tmp_path / "full"))  # the default LoRA adapters
+    base, theirs = _clean_base_state(adapted.thinker.base_vlm), full.thinker.vlm.state_dict()
+    assert base.keys() == theirs.keys() and all(torch.equal(v, theirs[k]) for k, v in base.items())
+    lora_b = [p for n, p in adapted.thinker.named_parameters() if "lora_B" in n]
+    assert lora_b and all(not p.any() for p in lora_b)  # fresh: the adapted thinker starts as the source
+    assert all(torch.equal(v, full.thinker.head.state_dict()[k]) for k, v in adapted.thinker.head.state_dict().items())
+    images, missions = frames(2), ["go to the red ball", "go to a key"]
+    full.thinker.eval(), adapted.thinker.eval()
+    torch.testing.assert_close(adapted.thinker.propose(images, missions), full.thinker.propose(images, missions))
+    with pytest.raises(ValueError, match="trained without LoRA adapters"):  # a base that is not the source's
+        start_from(_module(world_model_dir).thinker, str(tmp_path / "full"))
+
+    with torch.no_grad():
+        for p in lora_b:
+            p.normal_(0, 0.05)
+    save_thinker(adapted.thinker, tmp_path / "adapted", world_model_fingerprint="another-world-model")
+    merged = _module(world_model_dir, lora=None, init_from=str(tmp_path / "adapted")).thinker.eval()
+    torch.testing.assert_close(merged.propose(images, missions), adapted.thinker.propose(images, missions))

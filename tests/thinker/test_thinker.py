@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from thinker_helpers import frames, tiny_thinker, tiny_world_model
+from thinker_helpers import KINDS, frames, tiny_thinker, tiny_world_model
 
 from thinkjepa.protocols import Thinker as ThinkerProtocol
 
 
-@pytest.mark.parametrize("kind", ["idefics3", "qwen2_vl"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_propose_gives_world_model_latents_that_depend_on_the_instruction(kind: str, world_model) -> None:
     thinker = tiny_thinker(kind, world_model).eval()
     assert isinstance(thinker, ThinkerProtocol) and thinker.latent_dim == world_model.latent_dim

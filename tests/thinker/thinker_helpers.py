@@ -12,7 +12,14 @@ from thinkjepa.thinker.vlm import TEXT_MODEL_LORA_TARGETS, build_tiny_vlm
 from thinkjepa.worldmodel import JEPA, EncoderConfig, PredictorConfig
 
 IMAGE_SIZE = 88
-CONNECTOR = {"idefics3": "model.connector", "qwen2_vl": "model.visual.merger"}
+KINDS = ("idefics3", "qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+CONNECTOR = {
+    "idefics3": r"model\.connector",
+    "qwen2_vl": r"model\.visual\.merger",
+    "qwen2_5_vl": r"model\.visual\.merger",
+    "qwen3_vl": r"model\.visual\.(merger|deepstack_merger_list)",  # the deepstack mergers feed the LM too
+}
+"""Per tiny kind, a ``set_trainable`` pattern (``re.search``) for what projects vision features into the LM."""
 
 
 def tiny_world_model(latent_dim: int = 16, seed: int = 0) -> JEPA:

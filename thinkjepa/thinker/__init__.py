@@ -1,8 +1,10 @@
 """The thinker: a LoRA-finetuned VLM + pyramid latent head proposing subgoals in a world model's latent space.
 
-    vlm.py         build a tiny random-init VLM (Idefics3 / Qwen2-VL) or load real weights, locally only
+    vlm.py         build a tiny random-init VLM (Idefics3 / Qwen2-VL / Qwen2.5-VL / Qwen3-VL) or load real
+                   weights, locally only
     tokenizer.py   the word-level BabyAI tokenizer of the tiny VLMs
-    lora.py        LoRA adapters on the language model + declared trainable patterns; all else frozen
+    lora.py        LoRA adapters (language model, optionally vision tower) + declared trainable patterns;
+                   all else frozen
     head.py        PyramidLatentHead: several VLM layers -> z* (residual on the current latent by default)
     thinker.py     Thinker nn.Module: propose(images, instructions) -> z*  (thinkjepa.protocols.Thinker)
     data.py        ThinkerDataModule: (frame, mission, subgoal frame) samples, split by episode
@@ -25,7 +27,9 @@ from thinkjepa.thinker.metrics import SubgoalMetrics, SubgoalRetrieval
 from thinkjepa.thinker.thinker import Thinker
 from thinkjepa.thinker.tokenizer import babyai_missions, train_word_tokenizer
 from thinkjepa.thinker.vlm import (
+    TEXT_AND_VISION_LORA_TARGETS,
     TEXT_MODEL_LORA_TARGETS,
+    VISION_TOWER_LORA_TARGETS,
     PretrainedVLM,
     TinyVLM,
     build_tiny_vlm,
@@ -36,7 +40,9 @@ from thinkjepa.thinker.vlm import (
 )
 
 __all__ = [
+    "TEXT_AND_VISION_LORA_TARGETS",
     "TEXT_MODEL_LORA_TARGETS",
+    "VISION_TOWER_LORA_TARGETS",
     "HeadOptions",
     "PretrainedVLM",
     "PyramidLatentHead",

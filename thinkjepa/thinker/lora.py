@@ -1,10 +1,13 @@
 """What trains in the thinker: LoRA adapters on the language model, plus declared parameter patterns.
 
 Everything else is frozen. The adapters come from a ``peft.LoraConfig`` (by default targeting only the
-language model's linears, :data:`~thinkjepa.thinker.vlm.TEXT_MODEL_LORA_TARGETS`); extra trainable weights
-(e.g. the vision connector of a random-init tiny VLM, which has nothing to be "adapted" from) are named by
-regular expressions searched in the *base model's* parameter names, so the same pattern works with or
-without adapters (``model.connector`` for Idefics3/SmolVLM, ``model.visual.merger`` for Qwen2-VL).
+language model's linears, :data:`~thinkjepa.thinker.vlm.TEXT_MODEL_LORA_TARGETS`; with
+:data:`~thinkjepa.thinker.vlm.TEXT_AND_VISION_LORA_TARGETS` the vision tower's blocks too); extra trainable
+weights (e.g. the vision connector of a random-init tiny VLM, which has nothing to be "adapted" from) are named
+by regular expressions searched in the *base model's* parameter names, so the same pattern works with or
+without adapters (``model.connector`` for Idefics3/SmolVLM, ``model.visual.merger`` for Qwen2-VL and
+Qwen2.5-VL, ``model.visual.(merger|deepstack_merger_list)`` for Qwen3-VL, whose deepstack mergers also feed
+the language model).
 """
 
 from __future__ import annotations

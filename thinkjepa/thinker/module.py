@@ -32,12 +32,17 @@ import torch
 import torch.nn.functional as F
 from jsonargparse import lazy_instance
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
-from peft import LoraConfig
+from peft import LoraConfig, PeftModel
 
 from thinkjepa.checkpoint import load_state_dict_strict
 from thinkjepa.data.latents import encode_fixed_batches, stacked
 from thinkjepa.optim import adamw_warmup_cosine
-from thinkjepa.thinker.checkpoint import load_thinker, save_thinker, world_model_fingerprint
+from thinkjepa.thinker.checkpoint import (
+    _clean_base_state,
+    load_thinker,
+    save_thinker,
+    world_model_fingerprint,
+)
 from thinkjepa.thinker.head import HeadOptions, PyramidLatentHead
 from thinkjepa.thinker.lora import apply_lora, set_trainable
 from thinkjepa.thinker.metrics import SubgoalMetrics
@@ -124,18 +129,41 @@ def _as(cls: type, value: Any) -> Any:
     return cls(**{k: v for k, v in value.items() if k in names})
 
 
-def start_from(thinker: Thinker, source: str) -> None:
+def start_from(thinker: Thinker, source: str, saved: Thinker | None = None) -> None:
     """Copy the VLM (base weights and adapters) and the head of the thinker exported at ``source``.
 
     Which parameters train is left as ``thinker`` declares it. The source's world model is not checked:
-    starting from a thinker trained elsewhere is the point.
+    starting from a thinker trained elsewhere is the point. Where only one of the two has LoRA adapters:
+
+    * the source has them, ``thinker`` not: its adapters are merged into its weights, which are copied;
+    * ``thinker`` has them, the source not: the source's VLM must already be ``thinker``'s base, copied into
+      the bare model before the adapters went on (:class:`ThinkerModule` does, as for a grounded VLM), so that
+      the fresh adapters finetune it; this is checked, and the head is copied.
+
+    Args:
+        thinker: The thinker to fill.
+        source: The exported thinker's directory.
+        saved: That thinker, if already loaded with :func:`~thinkjepa.thinker.checkpoint.load_thinker`.
 
     Raises:
         FileNotFoundError: No thinker checkpoint at ``source``.
         StateDictMismatchError: Another VLM or head architecture (every differing name and shape listed).
+        ValueError: ``thinker`` has adapters, the source none, and its base VLM is not the source's.
     """
-    saved = load_thinker(source)
-    load_state_dict_strict(thinker.vlm, saved.vlm.state_dict(), f"init_from={source} (VLM)")
+    saved = load_thinker(source) if saved is None else saved
+    mine, theirs = isinstance(thinker.vlm, PeftModel), isinstance(saved.vlm, PeftModel)
+    if mine and not theirs:
+        base, state = _clean_base_state(thinker.base_vlm), saved.vlm.state_dict()
+        differ = sorted(k for k in base.keys() | state.keys()
+                        if k not in base or k not in state or not torch.equal(base[k], state[k]))
+        if differ:
+            raise ValueError(
+                f"init_from={source} was trained without LoRA adapters: its VLM must be copied into this thinker's "
+                f"bare VLM before the adapters go on (ThinkerModule does); {len(differ)} weights differ, e.g. {differ[:5]}"
+            )
+    else:
+        vlm = saved.vlm.merge_and_unload() if theirs and not mine else saved.vlm
+        load_state_dict_strict(thinker.vlm, vlm.state_dict(), f"init_from={source} (VLM)")
     load_state_dict_strict(thinker.head, saved.head.state_dict(), f"init_from={source} (head)")
 
 
@@ -167,10 +195,11 @@ class ThinkerModule(pl.LightningModule):
         encode_batch_size: Batch size of the one-off world-model encoding in ``setup``.
         init_from: An exported thinker of the same architecture (VLM, adapters, head) to start from, e.g.
             one trained on another level or against another world model: its weights are copied, its
-            world model is not checked (the run retrains the head for this one). Or a grounding-pretrained
-            VLM of the same ``vlm`` spec (:mod:`thinkjepa.thinker.pretrain`): its weights are copied before
-            any LoRA adapters go on, and its read-out starts the head's grounded pool. A resumed run's
-            checkpoint still wins.
+            world model is not checked (the run retrains the head for this one). One trained without
+            adapters may start a run with ``lora``: its VLM is copied before the adapters go on (see
+            :func:`start_from`). Or a grounding-pretrained VLM of the same ``vlm`` spec
+            (:mod:`thinkjepa.thinker.pretrain`): its weights are copied before any LoRA adapters go on, and
+            its read-out starts the head's grounded pool. A resumed run's checkpoint still wins.
     """
 
     def __init__(
@@ -240,10 +269,16 @@ class ThinkerModule(pl.LightningModule):
                 vlm.model_path, dtype=vlm.dtype, processor_kwargs=vlm.processor_kwargs
             )
         grounded = init_from is not None and is_grounded_vlm(init_from)
-        if grounded:  # before the adapters go on, so that they finetune the grounded weights
+        start = load_thinker(init_from) if init_from is not None and not grounded else None
+        # The VLM to finetune is copied before any adapters go on, so that they finetune it (and an adapter
+        # init that reads the base weights sees these).
+        if grounded:
             if not isinstance(vlm, TinyVLM):
                 raise ValueError(f"init_from={init_from} is a grounded tiny VLM: set vlm to its TinyVLM spec")
             load_grounded_vlm(model, init_from, vlm, prompt, text_first)
+        elif start is not None and lora is not None and not isinstance(start.vlm, PeftModel):
+            # a thinker trained without adapters (e.g. every weight): its VLM is the base of this run's adapters
+            load_state_dict_strict(model, start.vlm.state_dict(), f"init_from={init_from} (VLM)")
         model = apply_lora(model, lora)
         set_trainable(model, trainable)
         text = model.config.get_text_config()
@@ -254,8 +289,8 @@ class ThinkerModule(pl.LightningModule):
                                text_first=text_first).train()
         if grounded:
             load_grounded_readout(latent_head, init_from, text.num_hidden_layers + 1)
-        elif init_from is not None:
-            start_from(self.thinker, init_from)
+        elif start is not None:
+            start_from(self.thinker, init_from, start)
         self.val_metrics = SubgoalMetrics()
         # Lightning checkpoints hold the trained weights only; on_load_checkpoint checks the key set.
         self.strict_loading = False

@@ -3,8 +3,10 @@
 Two sources, one code path afterwards (``AutoModelForImageTextToText`` + the model's processor):
 
 * :class:`TinyVLM` -> :func:`build_tiny_vlm`: a random-init model of a real architecture (Idefics3, the
-  SmolVLM family; or Qwen2-VL) sized for 64x64 BabyAI frames, with a word-level tokenizer trained locally
-  (``tokenizer.py``). Nothing is downloaded, so CI and CPU machines can train it in minutes.
+  SmolVLM family; Qwen2-VL; Qwen2.5-VL; or Qwen3-VL), each an instance of that family's own transformers class
+  with its own processor class, sized for 64x64 BabyAI frames, with a word-level tokenizer trained locally
+  (``tokenizer.py``). Nothing is downloaded, so CI and CPU machines can train it in minutes, and tests of a
+  real-VLM recipe run it with a stand-in of the recipe's own family.
 * :class:`PretrainedVLM` -> :func:`load_vlm`: weights a user already has, from a local directory or the local
   Hugging Face cache, always with ``local_files_only=True`` (this package never downloads).
 
@@ -28,28 +30,52 @@ from transformers import (
     Idefics3Processor,
     PreTrainedModel,
     ProcessorMixin,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLProcessor,
     Qwen2VLConfig,
     Qwen2VLImageProcessor,
     Qwen2VLProcessor,
     Qwen2VLVideoProcessor,
+    Qwen3VLConfig,
+    Qwen3VLProcessor,
+    Qwen3VLVideoProcessor,
 )
 
 from thinkjepa.thinker.tokenizer import train_word_tokenizer
 
-VLMKind = Literal["idefics3", "qwen2_vl"]
+VLMKind = Literal["idefics3", "qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
 
 TEXT_MODEL_LORA_TARGETS = (
     r".*\.(text_model|language_model)\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 )
 """peft ``target_modules`` regex (full match) for the attention and MLP linears of the *language* model only:
-Idefics3/SmolVLM call it ``model.text_model``, Qwen2-VL/Qwen2.5-VL ``model.language_model``; the vision tower
-(``vision_model`` / ``visual``) never matches."""
+Idefics3/SmolVLM call it ``model.text_model``, Qwen2-VL/Qwen2.5-VL/Qwen3-VL ``model.language_model``; the vision
+tower (``vision_model`` / ``visual``) never matches."""
 
+VISION_TOWER_LORA_TARGETS = (
+    r".*\.(vision_model\.encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|mlp\.fc(1|2))"
+    r"|visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2|linear_fc1|linear_fc2|gate_proj|up_proj|down_proj)))"
+)
+"""peft ``target_modules`` regex (full match) for the attention and MLP linears of the *vision tower's* blocks:
+Idefics3's ``model.vision_model.encoder.layers.N`` (``q/k/v/out_proj``, ``fc1/fc2``) and the Qwen families'
+``model.visual.blocks.N`` (``attn.qkv/proj``; MLP ``fc1/fc2`` in Qwen2-VL, ``gate/up/down_proj`` in Qwen2.5-VL,
+``linear_fc1/2`` in Qwen3-VL). The patch embedding, the connector / patch mergers and the language model never
+match."""
+
+TEXT_AND_VISION_LORA_TARGETS = f"(?:{TEXT_MODEL_LORA_TARGETS})|(?:{VISION_TOWER_LORA_TARGETS})"
+"""Both of the above: adapters on the language model's and the vision tower's attention and MLP linears."""
+
+_QWEN_KINDS = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+_QWEN_SPECIAL_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 _TINY_SPECIAL_TOKENS: dict[str, list[str]] = {
     "idefics3": ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"],
-    "qwen2_vl": ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"],
+    **{kind: _QWEN_SPECIAL_TOKENS for kind in _QWEN_KINDS},
 }
-_TINY_IMAGE_PLACEHOLDER = {"idefics3": "<image>", "qwen2_vl": "<|vision_start|><|image_pad|><|vision_end|>"}
+# Every Qwen family shows an image as <|vision_start|>, the image's <|image_pad|> tokens, <|vision_end|>.
+_TINY_IMAGE_PLACEHOLDER = {
+    "idefics3": "<image>",
+    **{kind: "<|vision_start|><|image_pad|><|vision_end|>" for kind in _QWEN_KINDS},
+}
 
 
 def _tiny_chat_template(image_placeholder: str) -> str:
@@ -66,7 +92,7 @@ class TinyVLM:
     """A random-init VLM built from a config (see :func:`build_tiny_vlm`)."""
 
     kind: VLMKind = "idefics3"
-    """Architecture: ``idefics3`` (SmolVLM family) or ``qwen2_vl``."""
+    """Architecture: ``idefics3`` (SmolVLM family), ``qwen2_vl``, ``qwen2_5_vl`` or ``qwen3_vl``."""
     hidden_size: int = 64
     """Width of the language model."""
     num_layers: int = 2
@@ -80,10 +106,11 @@ class TinyVLM:
     image_size: int = 64
     """Side of the (square) images the processor resizes to."""
     patch_size: int = 8
-    """Vision patch side; ``(image_size / (patch_size * merge))**2`` image tokens reach the language model."""
+    """Vision patch side; ``(image_size / (patch_size * merge))**2`` image tokens reach the language model (the
+    real models use 16 for SmolVLM and Qwen3-VL, 14 for Qwen2-VL and Qwen2.5-VL)."""
     merge: int = 2
-    """Patches merged into one language-model token, per side: 2 (2x2, as SmolVLM and Qwen2-VL do) or 1 (one
-    token per patch: with patches the size of a grid cell, one token per cell)."""
+    """Patches merged into one language-model token, per side: 2 (2x2, as SmolVLM and the Qwen families do) or
+    1 (one token per patch: with patches the size of a grid cell, one token per cell)."""
     seed: int = 0
     """Seed of the random init: the same spec always gives the same weights."""
 
@@ -116,8 +143,13 @@ def build_tiny_vlm(
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Build a tiny random-init VLM and its processor (word-level BabyAI tokenizer, no image splitting).
 
+    Each kind is an instance of the real family's transformers class (``Idefics3ForConditionalGeneration``,
+    ``Qwen2VLForConditionalGeneration``, ``Qwen2_5_VLForConditionalGeneration``, ``Qwen3VLForConditionalGeneration``)
+    with that family's processor class and image placeholder, so a tiny model exercises the same code paths
+    (vision tower, token merging, M-RoPE, Qwen2.5-VL's windowed attention, Qwen3-VL's deepstack) as the real one.
+
     Args:
-        kind: ``idefics3`` or ``qwen2_vl``.
+        kind: ``idefics3``, ``qwen2_vl``, ``qwen2_5_vl`` or ``qwen3_vl``.
         hidden_size: Language-model width; must divide by ``num_heads``.
         num_layers: Language-model decoder layers.
         num_heads: Attention heads (half as many key/value heads in the language model).
@@ -126,7 +158,7 @@ def build_tiny_vlm(
         image_size: Images are resized to ``image_size x image_size``.
         patch_size: Vision patch side.
         merge: ``merge x merge`` patches merge into one language-model token (Idefics3's pixel-shuffle
-            scale factor, Qwen2-VL's spatial merge size).
+            scale factor, the Qwen families' spatial merge size).
         seed: Seed of the random init.
 
     Returns:
@@ -181,38 +213,9 @@ def build_tiny_vlm(
         image_seq_len = (image_size // patch_size // merge) ** 2
         processor = Idefics3Processor(image_processor, tokenizer, image_seq_len=image_seq_len)
     else:
-        # M-RoPE splits each head's rotary half into (temporal, height, width) sections.
-        half = head_dim // 2
-        mrope = [half - 2 * (half // 3), half // 3, half // 3]
-        config = Qwen2VLConfig(
-            text_config=dict(
-                **text,
-                rope_parameters={"rope_type": "default", "mrope_section": mrope, "rope_theta": 10000.0},
-            ),
-            vision_config=dict(
-                depth=vision_layers,
-                embed_dim=vision_hidden_size,
-                hidden_size=hidden_size,
-                num_heads=num_heads,
-                mlp_ratio=2,
-                patch_size=patch_size,
-                spatial_merge_size=merge,
-                temporal_patch_size=2,
-            ),
-            image_token_id=ids["<|image_pad|>"],
-            video_token_id=ids["<|video_pad|>"],
-            vision_start_token_id=ids["<|vision_start|>"],
-            vision_end_token_id=ids["<|vision_end|>"],
-        )
-        pixels = dict(
-            patch_size=patch_size,
-            merge_size=merge,
-            temporal_patch_size=2,
-            min_pixels=image_size**2,
-            max_pixels=image_size**2,
-        )
-        processor = Qwen2VLProcessor(
-            Qwen2VLImageProcessor(**pixels), tokenizer, Qwen2VLVideoProcessor(**pixels)
+        config, processor = _tiny_qwen(
+            kind, tokenizer, ids, text, head_dim, num_heads, vision_hidden_size, vision_layers, image_size,
+            patch_size, merge,
         )
     processor.chat_template = _tiny_chat_template(_TINY_IMAGE_PLACEHOLDER[kind])
     with torch.random.fork_rng(devices=[]):
@@ -221,13 +224,101 @@ def build_tiny_vlm(
     return model.eval(), processor
 
 
+def _tiny_qwen(
+    kind: VLMKind,
+    tokenizer: Any,
+    ids: dict[str, int],
+    text: dict[str, Any],
+    head_dim: int,
+    num_heads: int,
+    vision_hidden_size: int,
+    vision_layers: int,
+    image_size: int,
+    patch_size: int,
+    merge: int,
+) -> tuple[Qwen2VLConfig | Qwen2_5_VLConfig | Qwen3VLConfig, ProcessorMixin]:
+    """Config and processor of a tiny Qwen2-VL, Qwen2.5-VL or Qwen3-VL (see :func:`build_tiny_vlm`).
+
+    What differs between the families, as in their transformers configs:
+
+    * Qwen2-VL: a ViT with ``embed_dim`` / ``mlp_ratio``, M-RoPE in contiguous (temporal, height, width) sections.
+    * Qwen2.5-VL: a gated-MLP ViT projecting to ``out_hidden_size``, windowed attention in every block but those
+      in ``fullatt_block_indexes`` (here the last; ``window_size`` in pixels spans half the token grid per side).
+    * Qwen3-VL: learned position embeddings on a ``sqrt(num_position_embeddings)`` grid (here the image's patch
+      grid, so nothing is interpolated), deepstack mergers feeding the features of ``deepstack_visual_indexes``
+      vision blocks into the first decoder layers (here up to 3, spread as the real models spread them),
+      interleaved M-RoPE, an explicit ``head_dim``, and an image processor normalising with mean = std = 0.5.
+    """
+    # M-RoPE splits each head's rotary half into (temporal, height, width) sections.
+    half = head_dim // 2
+    mrope = [half - 2 * (half // 3), half // 3, half // 3]
+    rope = {"rope_type": "default", "mrope_section": mrope, "rope_theta": 10000.0}
+    tokens = dict(
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    vision = dict(depth=vision_layers, num_heads=num_heads, patch_size=patch_size, spatial_merge_size=merge,
+                  temporal_patch_size=2)
+    pixels: dict[str, Any] = dict(
+        patch_size=patch_size,
+        merge_size=merge,
+        temporal_patch_size=2,
+        min_pixels=image_size**2,
+        max_pixels=image_size**2,
+    )
+    if kind == "qwen2_vl":
+        config = Qwen2VLConfig(
+            text_config=dict(**text, rope_parameters=rope),
+            vision_config=dict(**vision, embed_dim=vision_hidden_size, hidden_size=text["hidden_size"], mlp_ratio=2),
+            **tokens,
+        )
+        return config, Qwen2VLProcessor(Qwen2VLImageProcessor(**pixels), tokenizer, Qwen2VLVideoProcessor(**pixels))
+    vision.update(hidden_size=vision_hidden_size, intermediate_size=2 * vision_hidden_size,
+                  out_hidden_size=text["hidden_size"])
+    if kind == "qwen2_5_vl":
+        block = merge * patch_size
+        config = Qwen2_5_VLConfig(
+            text_config=dict(**text, rope_parameters=rope),
+            vision_config=dict(
+                **vision,
+                window_size=max(1, image_size // block // 2) * block,
+                fullatt_block_indexes=[vision_layers - 1],
+            ),
+            tie_word_embeddings=False,
+            **tokens,
+        )
+        processor = Qwen2_5_VLProcessor(Qwen2VLImageProcessor(**pixels), tokenizer, Qwen2VLVideoProcessor(**pixels))
+        return config, processor
+    if kind != "qwen3_vl":
+        raise ValueError(f"Unknown tiny Qwen VLM kind {kind!r}; expected one of {list(_QWEN_KINDS)}")
+    # Deepstack: Qwen3-VL-2B feeds vision blocks [5, 11, 17] of 24 into decoder layers 0-2.
+    n_deep = min(3, text["num_hidden_layers"], max(1, vision_layers - 1))
+    step = max(1, vision_layers // (n_deep + 1))
+    config = Qwen3VLConfig(
+        text_config=dict(**text, head_dim=head_dim, rope_parameters={**rope, "mrope_interleaved": True}),
+        vision_config=dict(
+            **vision,
+            num_position_embeddings=(image_size // patch_size) ** 2,
+            deepstack_visual_indexes=[step * (i + 1) - 1 for i in range(n_deep)],
+        ),
+        tie_word_embeddings=False,
+        **tokens,
+    )
+    pixels.update(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    processor = Qwen3VLProcessor(Qwen2VLImageProcessor(**pixels), tokenizer, Qwen3VLVideoProcessor(**pixels))
+    return config, processor
+
+
 def image_token_index(
     rows: torch.Tensor, cols: torch.Tensor, image_size: int, patch_size: int, merge: int = 2
 ) -> torch.Tensor:
     """Which image token of a tiny VLM (:func:`build_tiny_vlm`) covers pixel ``(row, col)``.
 
-    Both tiny kinds merge ``merge x merge`` patches into one language-model token and order the merged
-    tokens row by row (Idefics3's pixel shuffle, Qwen2-VL's patch merger), so the token is the pixel's
+    Every tiny kind merges ``merge x merge`` patches into one language-model token and orders the merged
+    tokens row by row (Idefics3's pixel shuffle; in the Qwen families the shared ``Qwen2VLImageProcessor`` lays
+    out each merge group's patches consecutively and the patch merger joins them), so the token is the pixel's
     ``merge * patch_size`` block in row-major order. Pixels outside the image (e.g. ``-1`` for "none") give -1.
     """
     block = merge * patch_size
