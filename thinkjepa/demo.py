@@ -1,7 +1,10 @@
-"""``make demo``: the whole pipeline at tiny scale on a laptop CPU, ending in the results table.
+"""``make demo``: the released GoTo agent at work, then the whole pipeline at tiny scale on a laptop CPU.
 
-    python -m thinkjepa.demo [--out checkpoints/demo] [--wm_steps 400] [--thinker_steps 300] ...
+    python -m thinkjepa.demo [--out checkpoints/demo] [--release_episodes 20] [--wm_steps 300] ...
 
+0. the released agent (``checkpoints/release/babyai-goto``, loaded by name, hashes checked): the bot, the
+   flat agent and the hierarchical agent on fresh seeded GoTo episodes; the table is printed and subgoal
+   sheets are drawn (``<out>/release/plots``). A clone whose release is not built yet says so and goes on;
 1. collect BabyAI bot episodes (GoToLocal and GoTo, full-grid frames, subgoal labels), plus a second,
    larger, exploratory GoToLocal set for the predictor;
 2. train the JEPA world model: stage 1 (recipes/wm/babyai-tiny.yaml, fewer steps), then stage 2, the
@@ -36,8 +39,27 @@ def _lightning_args(recipe: str, run_dir: Path, steps: int) -> list[str]:
     ]
 
 
+def show_release(name: str, episodes: int, out: Path, workers: int, root: str | None = None) -> dict | None:
+    """Evaluate a released agent on ``episodes`` fresh seeds (3,000,000+), or say why it cannot be shown."""
+    from thinkjepa.policy.release_eval import evaluate_release
+    from thinkjepa.release import Release, ReleaseError
+
+    try:
+        release = Release.open(name, root=root)
+        release.agent  # noqa: B018 - an unfinished chain is an error naming the stages done
+    except ReleaseError as err:
+        print(f"\nThe released agent cannot be shown: {err}\n(`make release-goto` builds it; the tiny pipeline follows.)")
+        return None
+    print(f"\n== 0/4 the released agent {name!r}: bot / flat / hierarchical on {episodes} fresh GoTo episodes ==")
+    print(release.manifest.get("description", ""))
+    return evaluate_release(name, episodes=episodes, out=str(out), workers=workers, num_envs=min(episodes, 20), root=root)
+
+
 def demo(
     out: str = "checkpoints/demo",
+    release: str | None = "babyai-goto",
+    release_episodes: int = 20,
+    release_root: str | None = None,
     goto_local_episodes: int = 600,
     goto_episodes: int = 120,
     explore_episodes: int = 3000,
@@ -46,6 +68,7 @@ def demo(
     thinker_steps: int = 300,
     eval_episodes: int = 20,
     eval_workers: int = 2,
+    eval_max_steps: int = 96,
     fresh: bool = False,
 ) -> dict:
     """Run the demo pipeline.
@@ -61,7 +84,11 @@ def demo(
         thinker_steps: Thinker finetuning steps.
         eval_episodes: Evaluation episodes per level.
         eval_workers: Processes the evaluation runs episodes in (one torch thread each).
+        eval_max_steps: Step limit of the tiny pipeline's evaluated episodes.
         fresh: Delete ``out`` first.
+        release: The released agent shown first (``None``: skip it).
+        release_episodes: Its episodes per agent (fresh seeds 3,000,000+).
+        release_root: Where releases live (default ``checkpoints/release``).
     """
     from thinkjepa.data.collect import collect
     from thinkjepa.policy.evaluate import evaluate
@@ -72,6 +99,10 @@ def demo(
     data, explore, thinker_dir = base / "data", base / "data-explore", base / "thinker"
     wm_dir, predictor_dir = base / "wm", base / "wm-stage2"
     timings = {}
+
+    start = time.perf_counter()
+    released = show_release(release, release_episodes, base / "release", eval_workers, release_root) if release else None
+    timings["released agent"] = time.perf_counter() - start
 
     start = time.perf_counter()
     if not (data / "episodes.json").is_file():
@@ -105,12 +136,15 @@ def demo(
     print("\n== 4/4 evaluating bot / flat / hierarchical / oracle ==")
     # finished chunks of an interrupted evaluation are reused; those of other models or settings rerun
     summary = evaluate(world_model=str(world_model), thinker=str(thinker_dir / "thinker"), episodes=eval_episodes,
-                       num_envs=10, max_steps=96, out=str(base / "eval"), log_episodes=2, workers=eval_workers,
+                       num_envs=10, max_steps=eval_max_steps, out=str(base / "eval"), log_episodes=2, workers=eval_workers,
                        stale="replace")
     timings["evaluate"] = time.perf_counter() - start
     print("\nwall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()))
-    print(f"table: {base / 'eval' / 'table.md'}; TensorBoard: tensorboard --logdir {base}")
-    return summary
+    if released is not None:
+        print(f"the released agent: {base / 'release' / 'table.md'}, subgoal sheets in {base / 'release' / 'plots'}")
+    print(f"the tiny pipeline: {base / 'eval' / 'table.md'}, pictures in {base / 'eval' / 'plots'}; "
+          f"TensorBoard: tensorboard --logdir {base}")
+    return {"release": released, "tiny": summary}
 
 
 def main() -> None:

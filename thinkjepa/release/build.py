@@ -257,7 +257,7 @@ def assemble(release: Release, recipe: ReleaseRecipe) -> None:
 
 
 def build(recipe: str, root: str | None = None, cpu: bool = False, commit: bool = False, until: str | None = None,
-          work: str = "checkpoints/build") -> Release:
+          only: list[str] | None = None, work: str = "checkpoints/build") -> Release:
     """Run every stage of a release recipe that is not done yet, then assemble the agent.
 
     Args:
@@ -266,6 +266,8 @@ def build(recipe: str, root: str | None = None, cpu: bool = False, commit: bool 
         cpu: Run GPU stages on the CPU with their ``cpu_args``.
         commit: ``git commit`` the release directory after each stage (for long unattended rebuilds).
         until: Stop after this stage.
+        only: Run just these stages (their inputs must be done): a second chain beside the first, e.g. the
+            thinker's VLM pretraining while the world model trains (``--only '[vlm-grounding, vlm-router]'``).
         work: Where training runs write their checkpoints and logs (git-ignored).
     """
     spec = ReleaseRecipe.load(recipe)
@@ -280,27 +282,26 @@ def build(recipe: str, root: str | None = None, cpu: bool = False, commit: bool 
         release.save()
     work_dir = REPO / work / spec.name
     names = [s.name for s in spec.stages]
-    if until is not None and until not in names:
-        raise ValueError(f"--until {until!r} is not a stage of {recipe} ({', '.join(names)})")
+    for given in [until, *(only or [])]:
+        if given is not None and given not in names:
+            raise ValueError(f"{given!r} is not a stage of {recipe} ({', '.join(names)})")
     for stage in spec.stages:
-        if release.stage_done(stage.name):
+        if release.stage_done(stage.name) or (only is not None and stage.name not in only):
             continue
         if stage.reuse:
             other = Release.open(stage.reuse, root=base)
             if other.stage_done(stage.name) and other.stage(stage.name).get("export", "").startswith("stages/"):
                 record = {**other.stage(stage.name), "reused_from": stage.reuse}
                 release.publish_stage(stage.name, record, other.stage_export(stage.name))
-                release.save()
                 print(f"[{release.name}] {stage.name}: taken from release {stage.reuse!r}")
                 continue
         run_stage(release, stage, work_dir, cpu)
-        release.save()
         if commit:
             wall = sum(s["wall_seconds"] for s in release.stage(stage.name).get("segments", []))
             _commit(release, f"Release {release.name}: stage {stage.name} ({stage.recipe}, {wall / 60:.0f} min)")
         if stage.name == until:
             return release
-    if not release.manifest.get("agent"):
+    if only is None and not release.manifest.get("agent"):
         assemble(release, spec)
         if commit:
             _commit(release, f"Release {release.name}: the agent assembled from its stages")

@@ -20,12 +20,14 @@ This module knows files and hashes only; :mod:`thinkjepa.release.build` runs the
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -159,6 +161,21 @@ class Release:
         """Write the manifest atomically (files are hashed by the operations that add them)."""
         atomic_write_text(self.path / MANIFEST, json.dumps(self.manifest, indent=2) + "\n")
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Read the manifest afresh under an exclusive lock, let the caller change it, write it back: two
+        builders working on different stages of one release (two chains side by side) lose no record."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if (self.path / MANIFEST).is_file():
+                    self.manifest = json.loads((self.path / MANIFEST).read_text())
+                yield
+                self.save()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def _rehash(self, under: str) -> None:
         files = {k: v for k, v in self.manifest["files"].items() if not k.startswith(under + "/")}
         if (self.path / under).is_dir():
@@ -188,28 +205,27 @@ class Release:
         ``record`` holds what the stage was (recipe, arguments, run segments with wall time, hardware and
         peak memory); the stage's parked Lightning checkpoint, if any, is removed.
         """
-        record = {**(self.stage(name) or {}), **record, "finished": now()}
-        if export is not None:
-            export = Path(export)
-            if not export.is_dir():
-                raise ReleaseError(f"stage {name!r}: its export {export} is not a directory")
-            target = self.path / "stages" / name
-            with atomic_directory(target) as tmp:
-                shutil.copytree(export, tmp, dirs_exist_ok=True)
-            record["export"] = f"stages/{name}"
-            self._rehash(f"stages/{name}")
-        self.manifest["stages"][name] = record
-        self.drop_resume(name)
+        if export is not None and not Path(export).is_dir():
+            raise ReleaseError(f"stage {name!r}: its export {export} is not a directory")
+        with self.transaction():
+            record = {**(self.stage(name) or {}), **record, "finished": now()}
+            if export is not None:
+                with atomic_directory(self.path / "stages" / name) as tmp:
+                    shutil.copytree(export, tmp, dirs_exist_ok=True)
+                record["export"] = f"stages/{name}"
+                self._rehash(f"stages/{name}")
+            self.manifest["stages"][name] = record
+            self.drop_resume(name)
 
     def park(self, name: str, checkpoint: str | os.PathLike, segments: list[dict[str, Any]]) -> Path:
         """Keep an unfinished stage's Lightning checkpoint in ``resume/<name>/last.ckpt`` (to commit it)."""
         target = self.path / "resume" / name
-        with atomic_directory(target) as tmp:
-            shutil.copy2(checkpoint, tmp / "last.ckpt")
-        self.manifest["stages"][name] = {**(self.stage(name) or {}), "segments": segments, "finished": None,
-                                         "resume": f"resume/{name}/last.ckpt"}
-        self._rehash(f"resume/{name}")
-        self.save()
+        with self.transaction():
+            with atomic_directory(target) as tmp:
+                shutil.copy2(checkpoint, tmp / "last.ckpt")
+            self.manifest["stages"][name] = {**(self.stage(name) or {}), "segments": segments, "finished": None,
+                                             "resume": f"resume/{name}/last.ckpt"}
+            self._rehash(f"resume/{name}")
         return target / "last.ckpt"
 
     def drop_resume(self, name: str) -> None:
@@ -231,27 +247,27 @@ class Release:
             settings: What the agent plans with (:class:`~thinkjepa.policy.agent.AgentSettings` as a dict).
             prune: Stages whose exports are no longer needed once the agent exists (their records stay).
         """
-        for part, stage in (("world_model", world_model_stage), ("thinker", thinker_stage)):
-            if stage is None:
-                continue
-            source = self.stage_export(stage)
-            if source != self.path / part:
-                with atomic_directory(self.path / part) as tmp:
-                    shutil.copytree(source, tmp, dirs_exist_ok=True)
-                self.manifest["stages"][stage]["export"] = part
-                self._rehash(part)
-        self.manifest["agent"] = {"world_model": "world_model", "thinker": "thinker" if thinker_stage else None,
-                                  "settings": settings, "assembled": now()}
-        for stage in {world_model_stage, thinker_stage, *prune} - {None}:
-            if (self.path / "stages" / stage).is_dir():
-                shutil.rmtree(self.path / "stages" / stage)
-                self._rehash(f"stages/{stage}")
-            if stage in prune and self.manifest["stages"][stage].get("export", "").startswith("stages/"):
-                self.manifest["stages"][stage]["export"] = None
-        if (self.path / "stages").is_dir() and not any((self.path / "stages").iterdir()):
-            (self.path / "stages").rmdir()
-        self.manifest["evaluation"] = None  # measured on other files
-        self.save()
+        with self.transaction():
+            for part, stage in (("world_model", world_model_stage), ("thinker", thinker_stage)):
+                if stage is None:
+                    continue
+                source = self.stage_export(stage)
+                if source != self.path / part:
+                    with atomic_directory(self.path / part) as tmp:
+                        shutil.copytree(source, tmp, dirs_exist_ok=True)
+                    self.manifest["stages"][stage]["export"] = part
+                    self._rehash(part)
+            self.manifest["agent"] = {"world_model": "world_model", "thinker": "thinker" if thinker_stage else None,
+                                      "settings": settings, "assembled": now()}
+            for stage in {world_model_stage, thinker_stage, *prune} - {None}:
+                if (self.path / "stages" / stage).is_dir():
+                    shutil.rmtree(self.path / "stages" / stage)
+                    self._rehash(f"stages/{stage}")
+                if stage in prune and (self.manifest["stages"][stage].get("export") or "").startswith("stages/"):
+                    self.manifest["stages"][stage]["export"] = None
+            if (self.path / "stages").is_dir() and not any((self.path / "stages").iterdir()):
+                (self.path / "stages").rmdir()
+            self.manifest["evaluation"] = None  # measured on other files
 
     @property
     def agent(self) -> dict[str, Any]:
@@ -282,9 +298,9 @@ class Release:
 
     def record_evaluation(self, evaluation: dict[str, Any]) -> None:
         """Store an evaluation of this agent (with the digest of the files it was measured on)."""
-        self.manifest["evaluation"] = {**evaluation, "agent_digest": self.agent_digest(), "commit": git_commit(),
-                                       "date": now()}
-        self.save()
+        with self.transaction():
+            self.manifest["evaluation"] = {**evaluation, "agent_digest": self.agent_digest(), "commit": git_commit(),
+                                           "date": now()}
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
