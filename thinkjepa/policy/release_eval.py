@@ -10,6 +10,7 @@ files do.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,18 @@ from thinkjepa.release import Release
 FRESH_SEED = 3_000_000  # no released agent's settings were chosen on seeds from here on
 KEEP = ("episodes", "successes", "success_rate", "ci95", "mean_length", "mean_expert_length", "planning_ms_per_step",
         "thinker_share", "thinker_calls_per_episode", "errored")
+
+
+def short_successes(rows: list[dict[str, Any]], per_agent: int = 5) -> dict[str, dict[str, list[int]]]:
+    """``{level: {mode: seeds}}``: the seeds of each agent's shortest successful episodes (by the bot's length),
+    which the test suite replays to show the shipped agent succeeding in a few seconds."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for r in sorted(rows, key=lambda r: (r["expert_steps"], r["seed"])):
+        if r["success"] and r["mode"] != "bot":
+            seeds = out.setdefault(r["level"], {}).setdefault(r["mode"], [])
+            if len(seeds) < per_agent:
+                seeds.append(r["seed"])
+    return out
 
 
 def evaluate_release(
@@ -71,8 +84,9 @@ def evaluate_release(
     if record:
         table = {level: {mode: {k: s[k] for k in KEEP} for mode, s in by_mode.items()}
                  for level, by_mode in summary.items()}
+        rows = json.loads((Path(out) / "results.json").read_text())
         release.record_evaluation({"episodes": episodes, "seeds": [seed, seed + episodes - 1], "levels": levels,
-                                   "modes": modes, "table": table,
+                                   "modes": modes, "table": table, "short_successes": short_successes(rows),
                                    "command": f"thinkjepa release evaluate {release.name} --episodes {episodes} "
                                               f"--seed {seed} --record true"})
         print(f"recorded in {release.path / 'MANIFEST.json'}")
