@@ -24,19 +24,14 @@ import time
 from pathlib import Path
 
 from thinkjepa.cli import train
+from thinkjepa.release.build import run_dir_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _lightning_args(recipe: str, run_dir: Path, steps: int) -> list[str]:
-    return [
-        "fit", "--config", str(ROOT / recipe),
-        f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={steps}",
-        f"--trainer.default_root_dir={run_dir}", f"--trainer.logger.init_args.save_dir={run_dir.parent}",
-        f"--trainer.logger.init_args.name={run_dir.name}",
-        f"--trainer.callbacks.init_args.dirpath={run_dir}/checkpoints",
-        f"--trainer.callbacks.init_args.every_n_train_steps={steps}",
-    ]
+    return ["fit", "--config", str(ROOT / recipe), f"--trainer.max_steps={steps}", f"--trainer.val_check_interval={steps}",
+            *run_dir_args(run_dir), f"--trainer.callbacks.init_args.every_n_train_steps={steps}"]
 
 
 def show_release(name: str, episodes: int, out: Path, workers: int, root: str | None = None) -> dict | None:
