@@ -189,7 +189,7 @@ def _commit(release: Release, message: str) -> None:
     subprocess.run(["git", "commit", "-q", "-m", message, "--", rel], cwd=REPO, check=True)
 
 
-def run_stage(release: Release, stage: Stage, work: Path, cpu: bool) -> None:
+def run_stage(release: Release, stage: Stage, work: Path, cpu: bool, gpu: bool = False) -> None:
     """Run one stage and publish it into ``release`` (raises with the log's path if it fails)."""
     log = work / f"{stage.name}.log"
     py = [sys.executable, "-m", "thinkjepa.cli"]
@@ -210,7 +210,9 @@ def run_stage(release: Release, stage: Stage, work: Path, cpu: bool) -> None:
     run_dir = work / stage.name
     args = [f"--{key}={release.stage_export(source)}" for key, source in stage.inputs.items()]
     args += list(stage.args)
-    if _wants_gpu(stage.recipe):
+    if gpu and not _wants_gpu(stage.recipe):
+        args += ["--trainer.accelerator=gpu", "--trainer.devices=1"]
+    elif _wants_gpu(stage.recipe):
         import torch
 
         if cpu:
@@ -256,20 +258,23 @@ def assemble(release: Release, recipe: ReleaseRecipe) -> None:
     release.assemble(agent["world_model"], agent.get("thinker"), settings.to_dict(), prune=prune)
 
 
-def build(recipe: str, root: str | None = None, cpu: bool = False, commit: bool = False, until: str | None = None,
-          only: list[str] | None = None, work: str = "checkpoints/build") -> Release:
+def build(recipe: str, root: str | None = None, cpu: bool = False, gpu: bool = False, commit: bool = False,
+          until: str | None = None, only: list[str] | None = None, work: str = "checkpoints/build") -> Release:
     """Run every stage of a release recipe that is not done yet, then assemble the agent.
 
     Args:
         recipe: A release recipe, ``recipes/release/<name>.yaml``.
         root: Where releases live (default ``checkpoints/release``).
         cpu: Run GPU stages on the CPU with their ``cpu_args``.
+        gpu: Run every training stage on one GPU, CPU recipes included (a machine with a GPU for a short time).
         commit: ``git commit`` the release directory after each stage (for long unattended rebuilds).
         until: Stop after this stage.
         only: Run just these stages (their inputs must be done): a second chain beside the first, e.g. the
             thinker's VLM pretraining while the world model trains (``--only '[vlm-grounding, vlm-router]'``).
         work: Where training runs write their checkpoints and logs (git-ignored).
     """
+    if cpu and gpu:
+        raise ValueError("build: cpu and gpu exclude each other")
     spec = ReleaseRecipe.load(recipe)
     base = Path(root or release_root())
     try:
@@ -295,7 +300,7 @@ def build(recipe: str, root: str | None = None, cpu: bool = False, commit: bool 
                 release.publish_stage(stage.name, record, other.stage_export(stage.name))
                 print(f"[{release.name}] {stage.name}: taken from release {stage.reuse!r}")
                 continue
-        run_stage(release, stage, work_dir, cpu)
+        run_stage(release, stage, work_dir, cpu, gpu)
         if commit:
             wall = sum(s["wall_seconds"] for s in release.stage(stage.name).get("segments", []))
             _commit(release, f"Release {release.name}: stage {stage.name} ({stage.recipe}, {wall / 60:.0f} min)")
