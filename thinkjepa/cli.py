@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LightningCLI
 
-from thinkjepa.checkpoint_io import AtomicCheckpointIO
+from thinkjepa.checkpoint import CheckpointError
 
 
 def _collect(argv: list[str]) -> None:
@@ -97,17 +98,18 @@ class ThinkJEPACLI(LightningCLI):
         return
 
 
-def train(argv: list[str], run: bool = True) -> LightningCLI:
+def train(argv: list[str] | None, run: bool = True) -> LightningCLI:
     """Run LightningCLI (``fit``/``validate``/``test``) with thinkjepa's defaults.
 
-    With ``run=False`` there is no subcommand: the trainer, model and data module are only built.
+    ``argv=None`` reads the command line. With ``run=False`` there is no subcommand: the trainer, model and
+    data module are only built.
     """
     return ThinkJEPACLI(
         pl.LightningModule,
         pl.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        trainer_defaults={"plugins": [AtomicCheckpointIO()]},
+        trainer_defaults={"plugins": [{"class_path": "thinkjepa.checkpoint_io.AtomicCheckpointIO"}]},
         save_config_kwargs={"overwrite": True},
         args=argv,
         run=run,
@@ -121,13 +123,33 @@ def configure_threads() -> None:
         torch.set_num_threads(int(threads))
 
 
+def quiet_output() -> None:
+    """Output that suits a log as well as a terminal: progress bars redraw at most every 10 s when the output
+    is not a terminal (a log of bar redraws is unreadable), and a deprecation notice that transformers prints
+    on every thinker load is not repeated to the user."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_MININTERVAL", "10")
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*isinstance\(treespec, LeafSpec\).*")
+
+
 def main(argv: list[str] | None = None) -> None:
+    """``thinkjepa``. From the command line (``argv=None``) a bad input — a missing checkpoint, an unknown
+    level, a release that does not match its manifest, a bad recipe value — ends in one line naming it and exit
+    status 2 (``THINKJEPA_DEBUG=1`` shows the traceback); called with ``argv``, errors propagate."""
     configure_threads()
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in COMMANDS:
-        COMMANDS[argv[0]](argv[1:])
-    else:
-        train(argv)
+    quiet_output()
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        if args and args[0] in COMMANDS:
+            COMMANDS[args[0]](args[1:])
+        else:
+            train(argv)  # None: LightningCLI reads the command line itself
+    except (FileNotFoundError, CheckpointError, ValueError) as err:
+        if argv is not None or os.environ.get("THINKJEPA_DEBUG"):
+            raise
+        print(f"thinkjepa: error: {err}\n(THINKJEPA_DEBUG=1 shows the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -100,3 +100,12 @@ def test_recorded_evaluation_is_tied_to_the_files(release) -> None:
     reopened = Release.open("tiny", root=release.path.parent)
     assert reopened.manifest["evaluation"]["agent_digest"] == reopened.agent_digest()
     assert np.isclose(reopened.manifest["evaluation"]["table"][LEVEL]["flat"]["successes"], 1)
+
+
+def test_the_command_line_names_a_bad_input_in_one_line(tmp_path) -> None:
+    out = subprocess.run([sys.executable, "-m", "thinkjepa.cli", "release", "verify", "nope", "--root", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"thinkjepa: error: no release 'nope': {tmp_path / 'nope' / 'MANIFEST.json'} does not exist "
+        f"(releases in {tmp_path}: none)", "(THINKJEPA_DEBUG=1 shows the traceback)"]
