@@ -15,9 +15,11 @@ Actions:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 
@@ -58,4 +60,56 @@ class Thinker(Protocol):
 
     def propose(self, images: torch.Tensor, instructions: list[str]) -> torch.Tensor:
         """``uint8 (B, H, W, 3)`` images and B instructions -> subgoal latents ``(B, D)``."""
+        ...
+
+
+@dataclass(frozen=True)
+class EpisodeStart:
+    """What an agent is told when an episode starts: its goal, as an instruction, a goal image or both.
+
+    Attributes:
+        instruction: The task in words (``"go to the red ball"``): what a thinker-driven agent reads.
+        goal_image: ``uint8 (H, W, 3)``: the frame the episode should end in, what a flat agent plans toward.
+    """
+
+    instruction: str | None = None
+    goal_image: np.ndarray | None = None
+
+
+def episode_starts(episodes: EpisodeStart | str | Sequence[EpisodeStart | str]) -> tuple[list[EpisodeStart], bool]:
+    """``(starts, single)``: one episode (an instruction or an :class:`EpisodeStart`) or a batch of them."""
+    single = isinstance(episodes, (str, EpisodeStart))
+    items = [episodes] if single else list(episodes)
+    starts = [EpisodeStart(instruction=e) if isinstance(e, str) else e for e in items]
+    bad = [type(e).__name__ for e in starts if not isinstance(e, EpisodeStart)]
+    if bad or not starts:
+        raise ValueError(f"reset takes an instruction, an EpisodeStart or a non-empty list of them; got {bad or 'nothing'}")
+    return starts, single
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """An agent: ``reset`` starts one episode or a batch, ``act`` answers each observation with an action.
+
+    ``act`` takes ``uint8 (H, W, 3)`` after a single-episode ``reset`` and returns one action id, or
+    ``(R, H, W, 3)`` for the ``R`` episodes still running (``active``, a mask over the batch) and returns ``(R,)``.
+    """
+
+    def reset(self, episodes: EpisodeStart | str | Sequence[EpisodeStart | str]) -> None: ...
+
+    def act(self, obs: np.ndarray | torch.Tensor, active: np.ndarray | None = None) -> Any: ...
+
+
+@runtime_checkable
+class SubgoalSource(Protocol):
+    """Where a hierarchical agent's subgoals come from (a thinker, the simulator's true waypoints...)."""
+
+    name: str
+
+    def reset(self, episodes: Sequence[EpisodeStart]) -> None:
+        """Start a batch of episodes."""
+        ...
+
+    def propose(self, rows: Sequence[int], images: torch.Tensor) -> torch.Tensor:
+        """Subgoal latents ``(R, D)`` for the episodes ``rows`` seen in ``uint8 (R, H, W, 3)`` images."""
         ...

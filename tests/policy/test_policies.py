@@ -12,10 +12,11 @@ import torch
 from thinkjepa.envs.babyai import NAV_ACTIONS, NUM_ACTIONS, make_env
 from thinkjepa.planning.cem import CEMPlanner
 from thinkjepa.planning.spaces import DiscreteSpace
-from thinkjepa.policy import FlatPolicy, HierarchicalPolicy, OracleSubgoals
+from thinkjepa.policy import FlatPolicy, HierarchicalPolicy, OracleSubgoals, ThinkerSubgoals
 from thinkjepa.policy.evaluate import Demo, evaluate, run_episodes
 from thinkjepa.policy.plots import COLORS, length_bins, success_by_length
 from thinkjepa.policy.stats import EpisodeResult, wilson_interval
+from thinkjepa.protocols import EpisodeStart, Policy, SubgoalSource
 from thinkjepa.worldmodel import JEPA, EncoderConfig, PredictorConfig, save_world_model
 
 SPACE = DiscreteSpace(NUM_ACTIONS, allowed=tuple(int(a) for a in NAV_ACTIONS))
@@ -84,11 +85,52 @@ def test_hierarchical_query_reasons(wm):
     assert len(policy.traces[0].distance) == 2
 
 
+def test_one_contract_for_every_agent(wm):
+    """Flat and hierarchical agents take the same EpisodeStart; one frame in, one action out for one episode."""
+    obs = frames(1)[0]
+    start = EpisodeStart("go to the red ball", goal_image=obs)
+    flat = FlatPolicy(wm, planner(), SPACE)
+    hier = HierarchicalPolicy(wm, ThinkerSubgoalsStub(), planner(), SPACE, reach_threshold=0.1)
+    for agent in (flat, hier):
+        assert isinstance(agent, Policy)
+        agent.reset(start)
+        assert isinstance(agent.act(obs), int)
+        agent.reset([start, start])
+        assert agent.act(np.stack([obs, obs])).shape == (2,)
+    assert isinstance(hier.subgoals, SubgoalSource) and isinstance(OracleSubgoals(wm), SubgoalSource)
+    with pytest.raises(ValueError, match="goal image: episodes \\[0\\]"):
+        flat.reset(EpisodeStart("go to the red ball"))
+    with pytest.raises(ValueError, match="reads the instruction: episodes \\[1\\]"):
+        HierarchicalPolicy(wm, ThinkerSubgoals(ZeroThinker()), planner(), SPACE).reset([start, EpisodeStart(goal_image=obs)])
+    with pytest.raises(ValueError, match="attach\\(envs\\) before reset"):
+        OracleSubgoals(wm).reset([start])
+
+
+class ZeroThinker:
+    latent_dim = 16
+
+    def propose(self, images, instructions):
+        return torch.zeros(len(instructions), 16)
+
+
+class ThinkerSubgoalsStub:
+    """A subgoal source that always proposes the origin."""
+
+    name = "stub"
+
+    def reset(self, episodes):
+        self.n = len(episodes)
+
+    def propose(self, rows, images):
+        return torch.zeros(len(rows), 16)
+
+
 def test_oracle_subgoals_encode_a_rendered_waypoint(wm):
     env = make_env("BabyAI-GoToLocal-v0", image_size=64)
     obs, _ = env.reset(seed=3)
     oracle = OracleSubgoals(wm)
-    oracle.reset(["x"], envs=[env])
+    oracle.attach([env])
+    oracle.reset([EpisodeStart("x")])
     z = oracle.propose([0], torch.as_tensor(obs[None]))
     assert z.shape == (1, 16)
     assert not torch.allclose(z, wm.target_encode(torch.as_tensor(obs[None])))  # the waypoint is elsewhere
@@ -303,8 +345,10 @@ def test_a_subgoal_sheet_that_cannot_be_drawn_falls_back_to_the_frames(wm, monke
 
     monkeypatch.setattr(ev, "subgoal_picture", broken)
     demos = [ev.demonstrate("BabyAI-GoToLocal-v0", s, 64) for s in range(2)]
-    policy = HierarchicalPolicy(wm, OracleSubgoals(wm), planner(), SPACE, reach_threshold=0.1)
-    results, pictures = run_episodes(policy, "oracle", "BabyAI-GoToLocal-v0", demos, 64, max_steps=2, keep_frames=1)
+    oracle = OracleSubgoals(wm)
+    policy = HierarchicalPolicy(wm, oracle, planner(), SPACE, reach_threshold=0.1)
+    results, pictures = run_episodes(policy, "oracle", "BabyAI-GoToLocal-v0", demos, 64, max_steps=2, keep_frames=1,
+                                     attach=oracle.attach)
     assert len(results) == 2 and all(r.error is None for r in results)
     assert pictures[0].shape == (64 + 14, 3 * 64 + 2 * 4, 3)  # the 3 frames (start + 2 steps) in a row
 

@@ -45,7 +45,7 @@ def test_a_release_loads_by_name_as_the_agent_it_describes(release) -> None:
 def test_the_manifest_lists_every_file_with_its_hash_and_the_stages(release) -> None:
     manifest = json.loads((release.path / "MANIFEST.json").read_text())
     on_disk = sorted(p.relative_to(release.path).as_posix() for p in release.path.rglob("*")
-                     if p.is_file() and p.name != "MANIFEST.json")
+                     if p.is_file() and p.name not in ("MANIFEST.json", ".lock"))
     assert sorted(manifest["files"]) == on_disk
     assert any(f.startswith("world_model/") for f in on_disk) and any(f.startswith("thinker/") for f in on_disk)
     assert not (release.path / "stages").exists()  # the stage exports became the agent's parts

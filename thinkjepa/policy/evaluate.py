@@ -51,6 +51,7 @@ from thinkjepa.policy.mpc import PlanningCost
 from thinkjepa.policy.plots import frame_grid, plot_success_by_length, save_png, subgoal_sheet
 from thinkjepa.policy.settings import AgentSettings
 from thinkjepa.policy.stats import EpisodeResult, from_json, markdown_table, summarize, to_json
+from thinkjepa.protocols import EpisodeStart
 
 MODES = ("bot", "flat", "hierarchical", "oracle")
 
@@ -64,8 +65,13 @@ def run_episodes(
     max_steps: int,
     env_fn: Callable[..., Any] = make_env,
     keep_frames: int = 0,
+    attach: Callable[[list], None] | None = None,
 ) -> tuple[list[EpisodeResult], list[np.ndarray]]:
-    """Run one batch of episodes in lock-step; failures are recorded, never raised."""
+    """Run one batch of episodes in lock-step; failures are recorded, never raised.
+
+    Every agent is reset with the same :class:`~thinkjepa.protocols.EpisodeStart` s (instruction and goal
+    image); ``attach`` receives the environments before that (an oracle subgoal source's simulators).
+    """
     b = len(demos)
     results: list[EpisodeResult | None] = [None] * b
     envs: list[Any] = [None] * b
@@ -86,14 +92,14 @@ def run_episodes(
             active[i] = True
         except Exception as err:  # noqa: BLE001 - an evaluation survives a failing episode
             finish(i, False, f"reset: {type(err).__name__}: {err}")
-    if mode == "flat":
-        goals = np.stack([d.goal_frame if d.goal_frame is not None else obs[i] for i, d in enumerate(demos)])
-        policy.reset(goals)
-        for i, d in enumerate(demos):  # no demonstration, no goal image: the flat policy cannot run
-            if active[i] and d.goal_frame is None:
-                finish(i, False, "no goal image: the bot failed this seed")
-    else:
-        policy.reset([d.mission for d in demos], envs=envs)
+    if attach is not None:
+        attach(envs)
+    # every agent is told the same: the instruction and the frame the bot's demonstration ended in
+    blank = np.zeros((image_size, image_size, 3), dtype=np.uint8)
+    policy.reset([EpisodeStart(d.mission, d.goal_frame if d.goal_frame is not None else blank) for d in demos])
+    for i, d in enumerate(demos):  # no demonstration, no goal image: the flat policy cannot run
+        if mode == "flat" and active[i] and d.goal_frame is None:
+            finish(i, False, "no goal image: the bot failed this seed")
     for i in range(len(strips)):
         if obs[i] is not None:
             strips[i].append(obs[i])
@@ -212,8 +218,9 @@ class ChunkRunner:
 
     def __call__(self, chunk: Chunk) -> tuple[list[EpisodeResult], list[np.ndarray]]:
         policy = self.policy(chunk.mode, chunk.reach_threshold, chunk.start)
+        attach = policy.subgoals.attach if chunk.mode == "oracle" else None
         return run_episodes(policy, chunk.mode, chunk.level, chunk.demos, self.world_model.image_size,
-                            self.settings.max_steps, keep_frames=chunk.keep_frames)
+                            self.settings.max_steps, keep_frames=chunk.keep_frames, attach=attach)
 
 
 _WORKER_RUNNER: ChunkRunner | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from thinkjepa.planning.base import Planner
 from thinkjepa.planning.spaces import ActionSpace
 from thinkjepa.policy.mpc import LatentMPC, PlanningCost
 from thinkjepa.policy.settings import AgentSettings, release_settings
-from thinkjepa.protocols import WorldModel
+from thinkjepa.protocols import EpisodeStart, WorldModel
 from thinkjepa.release import Release
 from thinkjepa.worldmodel.export import load_world_model
 
@@ -42,6 +43,7 @@ class FlatPolicy:
         self.mpc = LatentMPC(world_model, planner, space, cost, seed)
         self.world_model = world_model
         self.goals: torch.Tensor | None = None
+        self._single = False
 
     @classmethod
     def from_settings(cls, world_model: WorldModel, settings: AgentSettings, space: ActionSpace | None = None,
@@ -61,14 +63,25 @@ class FlatPolicy:
         return cls.from_settings(load_world_model(release.world_model_path, device=device), settings)
 
     @torch.no_grad()
-    def reset(self, goal_images: np.ndarray | torch.Tensor) -> None:
-        """Start ``B`` episodes whose goals are ``goal_images`` ``uint8 (B, H, W, 3)``."""
+    def reset(self, episodes: EpisodeStart | Sequence[EpisodeStart] | np.ndarray | torch.Tensor) -> None:
+        """Start episodes whose goals are images: :class:`~thinkjepa.protocols.EpisodeStart` s with a
+        ``goal_image`` (one: ``act`` then takes one frame and returns one action), or ``uint8 (B, H, W, 3)``."""
+        self._single = isinstance(episodes, EpisodeStart)
+        if isinstance(episodes, (np.ndarray, torch.Tensor)):
+            goal_images = episodes
+        else:
+            starts = [episodes] if self._single else list(episodes)
+            missing = [i for i, e in enumerate(starts) if not isinstance(e, EpisodeStart) or e.goal_image is None]
+            if missing or not starts:
+                raise ValueError(f"a flat agent plans toward a goal image: episodes {missing or 'none'} give no "
+                                 "EpisodeStart(goal_image=...)")
+            goal_images = np.stack([e.goal_image for e in starts])
         self.goals = self.world_model.target_encode(self.mpc.images(goal_images))
         self.mpc.reset(self.goals.shape[0])
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray | torch.Tensor, active: np.ndarray | None = None) -> np.ndarray:
-        """Actions for the active episodes, in order: ``(R,)`` int64."""
+    def act(self, obs: np.ndarray | torch.Tensor, active: np.ndarray | None = None) -> np.ndarray | int:
+        """Actions for the active episodes, in order: ``(R,)`` int64 (one int after a single-episode reset)."""
         if self.goals is None:
             raise RuntimeError("FlatPolicy.act called before reset(goal_images)")
         images = self.mpc.images(obs)
@@ -77,7 +90,8 @@ class FlatPolicy:
             raise ValueError(f"got {images.shape[0]} observations for {len(rows)} active episodes")
         z = self.world_model.encode(images)
         actions, _ = self.mpc.act(z, self.goals[rows], rows.to(z.device))
-        return actions.cpu().numpy()
+        out = actions.cpu().numpy()
+        return int(out[0]) if self._single else out
 
     @property
     def planner_seconds(self) -> float:

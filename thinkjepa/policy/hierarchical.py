@@ -22,6 +22,7 @@ actual distances, thinker/planner wall time) so an evaluation can say *why* an e
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from thinkjepa.policy.demos import calibrated_threshold
 from thinkjepa.policy.mpc import LatentMPC, PlanningCost
 from thinkjepa.policy.settings import AgentSettings, release_settings
 from thinkjepa.policy.subgoals import OracleSubgoals, ReachableSubgoals, ThinkerSubgoals
-from thinkjepa.protocols import WorldModel
+from thinkjepa.protocols import EpisodeStart, WorldModel, episode_starts
 from thinkjepa.release import Release, ReleaseError
 from thinkjepa.thinker.checkpoint import load_thinker
 from thinkjepa.worldmodel.export import load_world_model
@@ -208,12 +209,12 @@ class HierarchicalPolicy:
             settings = replace(settings, reach_threshold=calibrated_threshold(wm, settings.level, calibration_episodes))
         return cls.from_settings(wm, settings, thinker=th)
 
-    def reset(self, instructions: str | list[str], envs: list | None = None) -> None:
-        """Start episodes: one instruction (single episode) or a list (a batch of episodes)."""
-        self._single = isinstance(instructions, str)
-        instructions = [instructions] if isinstance(instructions, str) else list(instructions)
-        b = len(instructions)
-        self.subgoals.reset(instructions, envs)
+    def reset(self, episodes: EpisodeStart | str | Sequence[EpisodeStart | str]) -> None:
+        """Start one episode (an instruction, or an :class:`~thinkjepa.protocols.EpisodeStart`: ``act`` then
+        takes one frame and returns one action) or a batch of them."""
+        starts, self._single = episode_starts(episodes)
+        b = len(starts)
+        self.subgoals.reset(starts)
         self.mpc.reset(b)
         d = self.world_model.latent_dim
         self.goal = torch.zeros(b, d, device=self.mpc.device)

@@ -24,7 +24,7 @@ import torch
 
 from thinkjepa.data.collect import WaypointFrames
 from thinkjepa.planning.spaces import DiscreteSpace
-from thinkjepa.protocols import Thinker, WorldModel
+from thinkjepa.protocols import EpisodeStart, Thinker, WorldModel
 
 
 class ThinkerSubgoals:
@@ -40,8 +40,11 @@ class ThinkerSubgoals:
         self.thinker = thinker
         self.instructions: list[str] = []
 
-    def reset(self, instructions: Sequence[str], envs: Sequence | None = None) -> None:
-        self.instructions = list(instructions)
+    def reset(self, episodes: Sequence[EpisodeStart]) -> None:
+        missing = [i for i, e in enumerate(episodes) if not e.instruction]
+        if missing:
+            raise ValueError(f"a thinker reads the instruction: episodes {missing} have none")
+        self.instructions = [e.instruction for e in episodes]
 
     @torch.no_grad()
     def propose(self, rows: Sequence[int], images: torch.Tensor) -> torch.Tensor:
@@ -64,10 +67,15 @@ class OracleSubgoals:
         self.max_gap = max_gap
         self.envs: list = []
 
-    def reset(self, instructions: Sequence[str], envs: Sequence | None = None) -> None:
-        if envs is None:
-            raise ValueError("OracleSubgoals needs the environments: reset(instructions, envs=...)")
+    def attach(self, envs: Sequence) -> None:
+        """The simulators of the next batch of episodes, whose true state the waypoints come from (the
+        evaluation harness attaches them; no agent API carries them)."""
         self.envs = list(envs)
+
+    def reset(self, episodes: Sequence[EpisodeStart]) -> None:
+        if len(self.envs) != len(episodes):
+            raise ValueError(f"OracleSubgoals has {len(self.envs)} environments attached for {len(episodes)} episodes: "
+                             "attach(envs) before reset")
 
     @torch.no_grad()
     def propose(self, rows: Sequence[int], images: torch.Tensor) -> torch.Tensor:
@@ -191,8 +199,8 @@ class ReachableSubgoals:
         self.paths: dict[int, list[int]] = {}  # episode row -> actions predicted to reach its snapped subgoal
         self.blocked: dict[int, set[int]] = {}  # episode row -> actions known to do nothing from where it is
 
-    def reset(self, instructions: Sequence[str], envs: Sequence | None = None) -> None:
-        self.source.reset(instructions, envs)
+    def reset(self, episodes: Sequence[EpisodeStart]) -> None:
+        self.source.reset(episodes)
         self.paths, self.blocked, self.proposed = {}, {}, {}
 
     @torch.no_grad()
