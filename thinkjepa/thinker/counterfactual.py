@@ -24,7 +24,7 @@ import torch
 from thinkjepa.data.grounding import go_to_mission, object_cells
 from thinkjepa.data.waypoints import AgentState, next_waypoint
 from thinkjepa.envs.babyai import make_env
-from thinkjepa.thinker.data import UNGROUNDED, ExtendedDataset
+from thinkjepa.thinker.extended import UNGROUNDED, ExtendedDataset
 
 
 @dataclass(frozen=True)

@@ -30,14 +30,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from thinkjepa.data.episodes import EpisodeStore
 from thinkjepa.data.grounding import GroundingSamples, Naming, check_naming, grounding_samples
+from thinkjepa.thinker.counterfactual import WithCounterfactuals, counterfactuals
+from thinkjepa.thinker.extended import UNGROUNDED, ExtendedDataset
 
 SubgoalSource = Literal["bot", "waypoint"]
-NO_PIXEL = torch.tensor([-1, -1])
-UNGROUNDED = {"target_pixel": NO_PIXEL, "waypoint_pixel": NO_PIXEL}
-"""The grounding labels of a sample that has none: the named object's and the subgoal's agent cell centre,
-known for generated grounding samples only (:class:`WithGrounding`)."""
-
-
 class SubgoalDataset(Dataset):
     """Thinker samples from some episodes of an episode store.
 
@@ -108,45 +104,6 @@ class SubgoalDataset(Dataset):
         starts = sorted({s.start for s in self._segments(e)})
         renders = [np.asarray(self.store.subgoal_frame(e, t, source="waypoint")) for t in starts]
         return np.concatenate([frames, np.stack(renders)]) if renders else frames
-
-
-class ExtendedDataset(Dataset):
-    """A thinker dataset followed by extra training samples, with the same interface.
-
-    Subclasses say what the ``j``-th extra sample is (:meth:`extra_current`, :meth:`extra_subgoal`,
-    :meth:`extra_item`); indices past the base dataset's length are extra samples.
-    """
-
-    def __init__(self, base: Any, n_extra: int) -> None:
-        self.base, self.n_extra = base, n_extra
-        self.store, self.episodes, self.source = base.store, base.episodes, base.source
-        self.fallback_k = base.fallback_k
-
-    @property
-    def fallback_fraction(self) -> float:
-        return self.base.fallback_fraction * len(self.base) / max(len(self), 1)
-
-    def __len__(self) -> int:
-        return len(self.base) + self.n_extra
-
-    def current_image(self, k: int) -> np.ndarray:
-        return self.base.current_image(k) if k < len(self.base) else self.extra_current(k - len(self.base))
-
-    def subgoal_image(self, k: int) -> np.ndarray:
-        return self.base.subgoal_image(k) if k < len(self.base) else self.extra_subgoal(k - len(self.base))
-
-    def __getitem__(self, k: int) -> dict[str, Any]:
-        return self.base[k] if k < len(self.base) else {"index": k, **self.extra_item(k - len(self.base))}
-
-    def extra_current(self, j: int) -> np.ndarray:
-        raise NotImplementedError
-
-    def extra_subgoal(self, j: int) -> np.ndarray:
-        raise NotImplementedError
-
-    def extra_item(self, j: int) -> dict[str, Any]:
-        """``image``, ``mission``, ``episode``, ``target_pixel`` and ``waypoint_pixel`` of extra sample ``j``."""
-        raise NotImplementedError
 
 
 class WithGrounding(ExtendedDataset):
@@ -306,7 +263,6 @@ class ThinkerDataModule(pl.LightningDataModule):
         self.train_set = SubgoalDataset(store, train, self.subgoal_source, self.fallback_k, self.stride)
         self.val_set = SubgoalDataset(store, val, self.subgoal_source, self.fallback_k, self.stride)
         if self.counterfactuals_per_frame:
-            from thinkjepa.thinker.counterfactual import WithCounterfactuals, counterfactuals
 
             extra = counterfactuals(store, train, self.counterfactuals_per_frame, self.counterfactual_every, self.seed)
             self.train_set = WithCounterfactuals(self.train_set, extra)

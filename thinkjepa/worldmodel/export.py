@@ -33,6 +33,7 @@ from thinkjepa.checkpoint import (
 )
 from thinkjepa.worldmodel.configs import as_dataclass
 from thinkjepa.worldmodel.encoder import EncoderConfig
+from thinkjepa.worldmodel.goal_distance import DistanceConfig, GoalDistance
 from thinkjepa.worldmodel.jepa import JEPA
 from thinkjepa.worldmodel.predictor import PredictorConfig
 
@@ -95,8 +96,6 @@ def _build(config: dict[str, Any], source: Path) -> JEPA:
     model = JEPA(enc, pred)
     model.inverse_dynamics = None  # training-only head, never exported
     if config.get("distance") is not None:
-        from thinkjepa.worldmodel.distance import DistanceConfig, GoalDistance  # distance imports this module
-
         try:
             dist = as_dataclass(DistanceConfig, config["distance"])
         except TypeError as err:
