@@ -78,6 +78,24 @@ def test_store_pickles_by_path(tmp_path: Path) -> None:
     assert np.array_equal(pickle.loads(blob).frames(1), store.frames(1))
 
 
+def test_whole_dataset_views_and_frame_chunks(tmp_path: Path) -> None:
+    store = EpisodeStore(write(tmp_path / "ds"))  # 5 + 7 + 6 frames
+    assert store.num_frames == 18
+    assert store.episode_spans().tolist() == [[0, 5], [5, 7], [12, 6]]
+    actions = store.per_frame("actions")
+    assert isinstance(actions, np.memmap)
+    assert actions.tolist() == np.load(tmp_path / "ds" / "actions.npy").tolist()
+    with pytest.raises(KeyError, match="no per-frame array 'waypoint_frames'"):
+        store.per_frame("waypoint_frames")
+    every = np.concatenate([store.frames(i) for i in range(len(store))])
+    for rows in (1, 4, 18, 50):  # chunks are read from the file, in order, the last one short
+        chunks = [c.copy() for c in store.frame_chunks(rows)]
+        assert [len(c) for c in chunks[:-1]] == [rows] * (len(chunks) - 1) and 0 < len(chunks[-1]) <= rows
+        assert np.array_equal(np.concatenate(chunks), every)
+    with pytest.raises(ValueError, match="rows"):
+        next(store.frame_chunks(0))
+
+
 def leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir())
 

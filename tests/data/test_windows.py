@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from thinkjepa.data import EpisodeDataModule, EpisodeFileError, EpisodeStore, WindowDataset, collect
+from thinkjepa.data.windows import window_index
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,16 @@ def test_window_dataset_serves_every_start(dataset: Path) -> None:
     assert all((ds[k]["actions"] >= 0).all() for k in range(len(ds)))  # never the -1 episode end
     with pytest.raises(ValueError, match="window"):
         WindowDataset(store, window=1, episodes=episodes)
+
+
+def test_window_index_is_every_start_in_order() -> None:
+    rng = np.random.default_rng(0)
+    keys, lengths = rng.permutation(50)[:20], rng.integers(0, 12, size=20)  # some shorter than the window
+    for window in (2, 4, 13):
+        expected = [(k, s) for k, n in zip(keys, lengths, strict=True) for s in range(n - window + 1)]
+        got = window_index(keys, lengths, window)
+        assert got.dtype == np.int64 and got.shape == (len(expected), 2)
+        assert got.tolist() == [list(e) for e in expected]
 
 
 def test_datamodule_splits_by_episode(dataset: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,8 +12,10 @@ import torch
 
 from thinkjepa.checkpoint import safe_torch_load
 from thinkjepa.cli import main
+from thinkjepa.data.collect import collect
 from thinkjepa.data.episodes import EpisodeStore
-from thinkjepa.data.latents import LatentDataModule, cached_latents, encode_store
+from thinkjepa.data.latents import LatentDataModule, cached_latents, encode_fixed_batches, encode_store
+from thinkjepa.data.windows import EpochSampler, FixedOrder, split_episodes
 from thinkjepa.worldmodel import JEPA, EncoderConfig, PredictorConfig, load_world_model, save_world_model
 from thinkjepa.worldmodel.export import target_encoder_fingerprint
 
@@ -88,6 +92,11 @@ def test_latent_cache_is_reused_and_rebuilt_when_stale(babyai_dataset, tmp_path)
 
     direct = encode_store(encode, store, batch_size=7)
     assert set(calls) == {7} and direct.shape[1] == 3  # fixed-size batches (the last one padded)
+    episodes = (store.frames(i) for i in range(len(store)))  # how the frames were read before streaming
+    np.testing.assert_array_equal(direct, encode_fixed_batches(encode, episodes, batch_size=7))
+    np.testing.assert_array_equal(cached_latents(encode, store, "batch-7", batch_size=7), direct)
+    leftovers = [p.name for p in (Path(babyai_dataset) / "latents").iterdir() if p.name.startswith(".")]
+    assert leftovers == []  # the temporary file was renamed into place
     np.testing.assert_allclose(direct[: store.meta(0).num_frames],
                                np.asarray(store.frames(0)).astype(np.float32).mean(axis=(1, 2)), rtol=1e-6)
     key = "unit-test-key"
@@ -99,6 +108,77 @@ def test_latent_cache_is_reused_and_rebuilt_when_stale(babyai_dataset, tmp_path)
     with pytest.warns(UserWarning, match=r"unusable \(shape \(3, 3\)"):
         np.testing.assert_array_equal(cached_latents(encode, store, key), first)
     assert calls  # re-encoded
+
+
+def mean_pixel(frames: torch.Tensor) -> torch.Tensor:
+    """A stand-in encoder: ``(N, 3)`` mean colour of each frame."""
+    return frames.float().mean(dim=(1, 2))
+
+
+def windows_built_in_memory(roots: list[Path], window: int, val_window: int, val_fraction: float, seed: int):
+    """``(train, val)`` items as :class:`LatentDataModule` built them before it streamed from memory maps:
+    all latents and actions concatenated in memory, one global start per window (the reference)."""
+    latents, actions, train, val, offset = [], [], [], [], 0
+    for root in roots:
+        store = EpisodeStore(root)
+        spans = []
+        for i in range(len(store)):
+            n = store.meta(i).num_frames
+            a = np.zeros(n, dtype=np.int64)
+            a[:-1] = store.actions(i)
+            actions.append(a)
+            spans.append((offset, n))
+            offset += n
+        latents.append(encode_fixed_batches(mean_pixel, (store.frames(i) for i in range(len(store)))))
+        tr, va = split_episodes(len(store), val_fraction, seed)
+        train += [spans[i] for i in tr]
+        val += [spans[i] for i in va]
+    z, acts = torch.from_numpy(np.concatenate(latents)), torch.from_numpy(np.concatenate(actions))
+
+    def items(episodes: list[tuple[int, int]], t: int) -> list[dict[str, torch.Tensor]]:
+        starts = [first + s for first, n in episodes for s in range(n - t + 1)]
+        return [{"latents": z[s : s + t], "actions": acts[s : s + t - 1]} for s in starts]
+
+    return items(train, window), items(val, val_window)
+
+
+def assert_same_batches(got, expected) -> None:
+    got, expected = list(got), list(expected)
+    assert len(got) == len(expected) > 0
+    for g, e in zip(got, expected, strict=True):
+        assert g.keys() == e.keys()
+        for key in g:
+            assert g[key].dtype == e[key].dtype and torch.equal(g[key], e[key]), key
+
+
+def test_latent_windows_stream_from_the_caches_and_match_the_in_memory_reference(babyai_dataset, tmp_path):
+    second = collect(["BabyAI-GoToLocal-v0"], 6, tmp_path / "second", image_size=88, seed=7)
+    roots = [Path(babyai_dataset), Path(second)]
+    kwargs = {"window": 3, "val_window": 5, "val_fraction": 0.25, "seed": 1}
+    dm = LatentDataModule([str(r) for r in roots], batch_size=4, encode_batch_size=5, **kwargs)
+    dm.trainer = SimpleNamespace(lightning_module=SimpleNamespace(latent_source=lambda: (mean_pixel, "ref")))
+    dm.setup("fit")
+    train, val = windows_built_in_memory(roots, **kwargs)
+
+    # Item for item, then batch for batch through the loaders (same samplers, same seed).
+    assert len(dm.train_set) == len(train) and len(dm.val_set) == len(val) > 0
+    assert_same_batches((dm.train_set[k] for k in range(len(train))), train)
+    assert_same_batches((dm.val_set[k] for k in range(len(val))), val)
+    expected = list(torch.utils.data.DataLoader(train, batch_size=4, sampler=EpochSampler(len(train), 1)))
+    assert_same_batches(dm.train_dataloader(), expected)
+    assert_same_batches(dm.val_dataloader(),
+                        torch.utils.data.DataLoader(val, batch_size=4, sampler=FixedOrder(len(val), 1)))
+    dm.load_state_dict({"epoch": 0, "batches": 2})  # resume: the interrupted epoch continues at batch 2
+    assert_same_batches(dm.train_dataloader(), expected[2:])
+
+    # Nothing was copied into memory: the windows read the latent caches and actions.npy through maps,
+    # and a dataset pickles (to spawned workers) by file, not by contents.
+    for (latents, actions), root in zip(dm.train_set.parts, roots, strict=True):
+        assert isinstance(latents, np.memmap) and Path(latents.filename) == root / "latents" / "ref.npy"
+        assert isinstance(actions, np.memmap) and Path(actions.filename) == root / "actions.npy"
+    blob = pickle.dumps(dm.train_set)
+    assert len(blob) < 2000 + 16 * len(train)
+    assert_same_batches((pickle.loads(blob)[k] for k in range(len(train))), train)
 
 
 def test_latent_data_needs_a_model_that_says_how_to_encode(babyai_dataset, tmp_path):

@@ -32,7 +32,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -288,9 +288,54 @@ class EpisodeStore:
         """Number of discrete actions (indices ``0..num_actions-1``)."""
         return int(self.header["num_actions"])
 
+    @property
+    def num_frames(self) -> int:
+        """Frames of all episodes together (rows of every per-frame array)."""
+        return len(self._arrays["actions"])
+
     def meta(self, i: int) -> EpisodeMeta:
         """Metadata of episode ``i``."""
         return self._episodes[self._check_episode(i)]
+
+    def episode_spans(self) -> np.ndarray:
+        """``int64 (E, 2)``: ``(start, num_frames)`` of every episode: its rows of the per-frame arrays."""
+        return np.array([(e.start, e.num_frames) for e in self._episodes], dtype=np.int64).reshape(-1, 2)
+
+    def per_frame(self, name: str) -> np.ndarray:
+        """The whole read-only memory-mapped per-frame array ``name`` (a key of ``FRAME_ARRAYS``), episodes
+        back to back; e.g. ``per_frame("actions")`` holds -1 on each episode's last frame.
+
+        Readers of many episodes slice this one map rather than gathering per-episode copies.
+        """
+        if name not in FRAME_ARRAYS:
+            raise KeyError(f"no per-frame array {name!r}; the dataset has {sorted(FRAME_ARRAYS)}")
+        return self._arrays[name]
+
+    def frame_chunks(self, rows: int) -> Iterator[np.ndarray]:
+        """Every frame of the dataset in order, ``uint8 (<= rows, H, W, 3)`` at a time, read from
+        ``frames.npy`` with plain file reads into one reused buffer (copy what you keep before taking the
+        next chunk).
+
+        Why not the memory map: a page read through a map stays mapped, and counted in this process's
+        resident memory, until the map is closed or the kernel reclaims it, so one pass over a large
+        dataset's frames (e.g. encoding all of them) grows the process towards the size of the file
+        (10.8 GB for stage 2's datasets); read pages only pass through the kernel's page cache.
+
+        Raises:
+            EpisodeFileError: if ``frames.npy`` ends early.
+        """
+        if rows < 1:
+            raise ValueError(f"rows must be >= 1, got {rows}")
+        frames = self._arrays["frames"]
+        path = self.root / "frames.npy"
+        buffer = np.empty((min(rows, len(frames)), *frames.shape[1:]), dtype=np.uint8)
+        with open(path, "rb") as f:
+            f.seek(frames.offset)  # where np.load found the data, after the .npy header
+            for start in range(0, len(frames), rows):
+                chunk = buffer[: min(rows, len(frames) - start)]
+                if f.readinto(memoryview(chunk).cast("B")) != chunk.nbytes:
+                    raise EpisodeFileError(f"{path}: ends before frame {start + len(chunk)} of {len(frames)}")
+                yield chunk
 
     def frames(self, i: int) -> np.ndarray:
         """``uint8 (T+1, H, W, 3)`` read-only memory-mapped frames of episode ``i``."""
@@ -345,7 +390,9 @@ class EpisodeStore:
             raise EpisodeFileError(f"{path}: format_version {version}, this code reads {FORMAT_VERSION}")
         if not episodes:
             raise EpisodeFileError(f"{path}: the dataset holds no episodes")
-        self.header, self._episodes = header, episodes
+        # The raw episode dicts are kept only as EpisodeMeta (tens of MB of JSON objects per large dataset).
+        self.header = {k: v for k, v in header.items() if k != "episodes"}
+        self._episodes = episodes
         num_frames = sum(e.num_frames for e in episodes)
         num_wp = sum(e.num_waypoint_frames for e in episodes)
         self._arrays = {}

@@ -8,10 +8,17 @@ world-model step on images, so the predictor can see many more episodes than the
 The cache is ``<dataset>/latents/<key>.npy`` (float32, one row per frame in the store's episode
 order), written atomically; ``key`` identifies the encoder (its weights' fingerprint), so a cache is
 never reused for another encoder.
+
+Memory: stage 2 reads ~0.5M frames (10.8 GB) of three datasets, so nothing here holds all of anything.
+Frames are read from the file a batch at a time and their latents written straight into the cache
+(:func:`write_latents`); training windows are sliced out of read-only memory maps of the caches and of
+each store's ``actions.npy`` (:class:`LatentWindowDataset`). The whole stage peaks at ~1.6 GB resident,
+mostly torch itself, with or without a cache to build.
 """
 
 from __future__ import annotations
 
+import mmap
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -23,7 +30,7 @@ from tqdm.auto import tqdm
 
 from thinkjepa.checkpoint import atomic_path
 from thinkjepa.data.episodes import EpisodeStore
-from thinkjepa.data.windows import ResumableWindows, split_episodes
+from thinkjepa.data.windows import ResumableWindows, split_episodes, window_index
 
 Encode = Callable[[torch.Tensor], torch.Tensor]
 """``uint8 (N, H, W, 3)`` frames -> ``(N, D)`` latents."""
@@ -40,14 +47,21 @@ def stacked(image: Callable[[int], np.ndarray], keys: Iterable[int], batch_size:
 
 
 @torch.no_grad()
-def encode_fixed_batches(encode: Encode, arrays: Iterable[np.ndarray], batch_size: int = 256) -> np.ndarray:
-    """Latents ``float32 (N, D)`` of the frames of ``arrays`` (each ``uint8 (n_i, H, W, 3)``), in order.
+def encoded_batches(
+    encode: Encode, arrays: Iterable[np.ndarray], batch_size: int = 256
+) -> Iterator[np.ndarray]:
+    """Latents ``float32 (n, D)`` of the frames of ``arrays`` (each ``uint8 (n_i, H, W, 3)``), in order, one
+    encoder call at a time: ``n == batch_size`` except for the last.
 
     Every encoder call gets exactly ``batch_size`` frames (the last batch is padded): on CPU, torch
     keeps buffers per input shape, and a ViT fed batches of ever-changing size (one per episode
     length) grew by ~40 MB per new shape, 13 GB over 160k frames, where fixed batches stay flat.
+    Each input array is copied into the batch before the next one is taken, so ``arrays`` may reuse
+    one buffer (:meth:`~thinkjepa.data.episodes.EpisodeStore.frame_chunks`). Each output is a numpy
+    copy, not a view of the encoder's output tensor: kept in a list, such views pinned the encoder's
+    freed buffers in the malloc heap (40k frames, 20 MB of latents: 0.2-1.0 GB of free heap held, against
+    0.03-0.15 GB with copies), which is how encoding the stage-2 datasets grew past 16 GB.
     """
-    out: list[np.ndarray] = []
     batch: np.ndarray | None = None
     filled = 0
     for frames in arrays:
@@ -59,23 +73,68 @@ def encode_fixed_batches(encode: Encode, arrays: Iterable[np.ndarray], batch_siz
             batch[filled : filled + take] = frames[:take]
             filled, frames = filled + take, frames[take:]
             if filled == batch_size:
-                out.append(encode(torch.from_numpy(batch)).float().cpu().numpy())
+                yield _numpy_copy(encode(torch.from_numpy(batch)))
                 filled = 0
     if filled:
-        out.append(encode(torch.from_numpy(batch)).float().cpu().numpy()[:filled])
+        yield _numpy_copy(encode(torch.from_numpy(batch))[:filled])
+
+
+def _numpy_copy(latents: torch.Tensor) -> np.ndarray:
+    """``float32`` numpy copy of ``latents``, owning its memory (see :func:`encoded_batches`)."""
+    return np.array(latents.detach().float().cpu().numpy(), dtype=np.float32, copy=True)
+
+
+def encode_fixed_batches(encode: Encode, arrays: Iterable[np.ndarray], batch_size: int = 256) -> np.ndarray:
+    """Latents ``float32 (N, D)`` of the frames of ``arrays`` (each ``uint8 (n_i, H, W, 3)``), in order, in
+    memory; see :func:`encoded_batches` for the fixed-size batches, and :func:`write_latents` to encode
+    a whole dataset into a file instead.
+    """
+    out = list(encoded_batches(encode, arrays, batch_size))
     return np.concatenate(out) if out else np.empty((0, 0), dtype=np.float32)
 
 
+def _store_frames(store: EpisodeStore, batch_size: int) -> Iterator[np.ndarray]:
+    """Every frame of ``store`` in order, ``batch_size`` at a time, with a progress bar."""
+    name = Path(store.root).name
+    with tqdm(total=store.num_frames, desc=f"encoding {name}", unit="frame", leave=False) as progress:
+        for chunk in store.frame_chunks(batch_size):
+            yield chunk
+            progress.update(len(chunk))
+
+
 def encode_store(encode: Encode, store: EpisodeStore, batch_size: int = 256) -> np.ndarray:
-    """Latents ``float32 (F, D)`` of every frame of ``store``, episode after episode."""
-    episodes = tqdm(range(len(store)), desc=f"encoding {Path(store.root).name}", unit="ep", leave=False)
-    return encode_fixed_batches(encode, (store.frames(i) for i in episodes), batch_size)
+    """Latents ``float32 (F, D)`` of every frame of ``store``, episode after episode, in memory (for small
+    stores; :func:`write_latents` streams a large one to disk)."""
+    return encode_fixed_batches(encode, _store_frames(store, batch_size), batch_size)
+
+
+def write_latents(encode: Encode, store: EpisodeStore, path: str | Path, batch_size: int = 256) -> None:
+    """Encode every frame of ``store`` into the ``.npy`` file ``path`` (``float32 (F, D)``), atomically.
+
+    Frames are read from the file one batch at a time and each batch of latents goes straight into a
+    memory map of the final file (preallocated once the first batch gives ``D``), so memory holds one
+    batch of frames and the map's written pages, never all frames or all latents: the stage-2 datasets
+    have ~10 GB of frames. The file appears at ``path`` only when complete (temp file, then ``os.replace``).
+    """
+    with atomic_path(path) as tmp:
+        out: np.memmap | None = None
+        row, frames = 0, store.num_frames
+        for z in encoded_batches(encode, _store_frames(store, batch_size), batch_size):
+            if out is None:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(frames, z.shape[1]))
+            out[row : row + len(z)] = z
+            row += len(z)
+        if out is None or row != frames:
+            raise RuntimeError(f"encoded {row} of {frames} frames of {store.root}")
+        out.flush()
+        del out  # unmap before the file is renamed into place
 
 
 def cached_latents(encode: Encode, store: EpisodeStore, key: str, batch_size: int = 256) -> np.ndarray:
-    """:func:`encode_store`, cached under ``<store>/latents/<key>.npy``; a stale or unreadable cache
-    (wrong number of frames) is recomputed with a warning."""
-    frames = sum(store.meta(i).num_frames for i in range(len(store)))
+    """Read-only memory map of the latents of every frame of ``store`` (:func:`write_latents`), cached under
+    ``<store>/latents/<key>.npy``; a stale or unreadable cache (wrong number of frames) is recomputed
+    with a warning."""
+    frames = store.num_frames
     path = Path(store.root) / "latents" / f"{key}.npy"
     if path.is_file():
         try:
@@ -86,37 +145,81 @@ def cached_latents(encode: Encode, store: EpisodeStore, key: str, batch_size: in
         except (OSError, ValueError) as err:
             problem = str(err)
         warnings.warn(f"latent cache {path} is unusable ({problem}); re-encoding", stacklevel=2)
-    latents = encode_store(encode, store, batch_size)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, latents)
+    write_latents(encode, store, path, batch_size)
     return np.load(path, mmap_mode="r")
 
 
 class LatentWindowDataset(Dataset):
     """Windows of ``window`` consecutive latents of one episode and the actions between them.
 
+    The latents and actions stay where they are (normally read-only memory maps of the latent cache and
+    of each store's ``actions.npy``); each item copies one window out of them, and the only array built
+    here is the window index, two numbers per window.
+
     Args:
-        latents: ``(F, D)`` latents of every frame, episodes back to back.
-        actions: ``(F,)`` action taken at each frame (the last frame of an episode holds padding).
-        episodes: ``(first_frame, num_frames)`` of each served episode.
+        parts: ``(latents (F_p, D), actions (F_p,))`` of each dataset ``p``: the latent and the action
+            taken at each of its frames, episodes back to back (the last frame's action is never served).
+        episodes: ``int (E, 3)``: ``(part, first_frame, num_frames)`` of each served episode, in serving
+            order (items enumerate every window of the first episode, then of the next, ...).
         window: latents per item (>= 2).
 
     Items are dicts: ``latents`` float32 ``(T, D)`` and ``actions`` int64 ``(T - 1,)``.
     """
 
-    def __init__(self, latents: torch.Tensor, actions: torch.Tensor, episodes: Sequence[tuple[int, int]], window: int):
+    def __init__(
+        self, parts: Sequence[tuple[np.ndarray, np.ndarray]], episodes: np.ndarray | Sequence[Sequence[int]],
+        window: int,
+    ) -> None:
         if window < 2:
             raise ValueError(f"window must be >= 2 latents, got {window}")
-        self.latents, self.actions, self.window = latents, actions, window
-        starts = [first + s for first, n in episodes for s in range(n - window + 1)]
-        self._starts = torch.as_tensor(starts, dtype=torch.long)
+        self.parts, self.window = [(z, a) for z, a in parts], window
+        episodes = np.asarray(episodes, dtype=np.int64).reshape(-1, 3)
+        if len(episodes) and (episodes[:, 0].min() < 0 or episodes[:, 0].max() >= len(self.parts)):
+            raise ValueError(f"episodes name parts outside [0, {len(self.parts)})")
+        index = window_index(np.arange(len(episodes)), episodes[:, 2], window)  # (episode, offset) per window
+        self._part = episodes[index[:, 0], 0].astype(np.int32)
+        self._start = episodes[index[:, 0], 1] + index[:, 1]  # row of the window's first latent in its part
 
     def __len__(self) -> int:
-        return len(self._starts)
+        return len(self._start)
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        s = int(self._starts[k])
-        return {"latents": self.latents[s : s + self.window], "actions": self.actions[s : s + self.window - 1]}
+        s, (latents, actions) = int(self._start[k]), self.parts[int(self._part[k])]
+        return {
+            "latents": torch.from_numpy(np.array(latents[s : s + self.window], dtype=np.float32)),
+            "actions": torch.from_numpy(np.array(actions[s : s + self.window - 1], dtype=np.int64)),
+        }
+
+    def __getstate__(self) -> dict:
+        # Memory maps pickle as their whole contents; send their files instead (spawned DataLoader workers).
+        state = self.__dict__.copy()
+        state["parts"] = [tuple(_Remap.of(a) for a in part) for part in self.parts]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["parts"] = [tuple(_Remap.open_if(a) for a in part) for part in state["parts"]]
+        self.__dict__.update(state)
+
+
+class _Remap:
+    """A whole-file read-only memory map by reference (file, offset, dtype, shape), to pickle it cheaply."""
+
+    def __init__(self, filename: str, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        self.filename, self.offset, self.dtype, self.shape = filename, offset, dtype, shape
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> _Remap | np.ndarray:
+        """``array`` by reference if it maps a whole file (not a slice of a map), else ``array`` itself."""
+        if isinstance(array, np.memmap) and array.filename and isinstance(array.base, mmap.mmap):
+            return cls(array.filename, array.offset, array.dtype, array.shape)
+        return array
+
+    @staticmethod
+    def open_if(array: _Remap | np.ndarray) -> np.ndarray:
+        """The memory map ``array`` refers to, re-opened read-only; any other array as it is."""
+        if not isinstance(array, _Remap):
+            return array
+        return np.memmap(array.filename, dtype=array.dtype, mode="r", offset=array.offset, shape=array.shape)
 
 
 class LatentDataModule(ResumableWindows):
@@ -124,7 +227,8 @@ class LatentDataModule(ResumableWindows):
 
     The encoder comes from the LightningModule being fitted: it must provide
     ``latent_source() -> (encode, key)`` (see :class:`~thinkjepa.worldmodel.dynamics.PredictorModule`).
-    Encoding happens once, in ``prepare_data`` (rank 0 only under DDP); every rank then reads the cache.
+    Encoding happens once, in ``prepare_data`` (rank 0 only under DDP); every rank then reads the cache
+    through a memory map, without copying it (see the module docstring).
 
     Args:
         roots: dataset directories (see :mod:`thinkjepa.data.episodes`); all need the same image size.
@@ -186,27 +290,22 @@ class LatentDataModule(ResumableWindows):
             return
         self._open()
         encode, key = self._source()
-        latents, actions, train, val, offset = [], [], [], [], 0
-        for store in self.stores:
-            z = cached_latents(encode, store, key, self.encode_batch_size)
-            spans = []
-            for i in range(len(store)):
-                n = store.meta(i).num_frames
-                a = np.zeros(n, dtype=np.int64)
-                a[:-1] = store.actions(i)
-                actions.append(a)
-                spans.append((offset, n))
-                offset += n
-            latents.append(np.asarray(z, dtype=np.float32))
+        parts, train, val = [], [], []
+        for p, store in enumerate(self.stores):
+            latents = cached_latents(encode, store, key, self.encode_batch_size)  # read-only memory map
+            parts.append((latents, store.per_frame("actions")))
+            spans = np.concatenate([np.full((len(store), 1), p), store.episode_spans()], axis=1)  # (E, 3)
             tr, va = split_episodes(len(store), self.val_fraction, self.seed)
-            train += [spans[i] for i in tr]
-            val += [spans[i] for i in va]
-        all_latents = torch.from_numpy(np.concatenate(latents))
-        all_actions = torch.from_numpy(np.concatenate(actions))
-        self.latent_dim = all_latents.shape[1]
-        self.train_set = LatentWindowDataset(all_latents, all_actions, train, self.window)
-        self.val_set = LatentWindowDataset(all_latents, all_actions, val, self.val_window)
-        self._check_windows(self.roots, bool(val))
+            train.append(spans[tr])
+            val.append(spans[va])
+        dims = {z.shape[1] for z, _ in parts}
+        if len(dims) > 1:
+            raise ValueError(f"latent caches of {self.roots} have different widths {sorted(dims)}")
+        self.latent_dim = dims.pop()
+        val = np.concatenate(val)
+        self.train_set = LatentWindowDataset(parts, np.concatenate(train), self.window)
+        self.val_set = LatentWindowDataset(parts, val, self.val_window)
+        self._check_windows(self.roots, len(val) > 0)
 
     @property
     def image_size(self) -> int:

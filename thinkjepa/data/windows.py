@@ -9,6 +9,7 @@ may use longer windows (``val_window``) for multi-step open-loop metrics.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import lightning as L
 import numpy as np
@@ -34,8 +35,8 @@ class WindowDataset(Dataset):
         if window < 2:
             raise ValueError(f"window must be >= 2 frames, got {window}")
         self.store, self.window, self.episodes = store, window, list(episodes)
-        index = [(e, s) for e in self.episodes for s in range(store.meta(e).num_frames - window + 1)]
-        self._index = np.asarray(index, dtype=np.int64).reshape(-1, 2)  # (num_windows, 2): episode, start
+        lengths = [store.meta(e).num_frames for e in self.episodes]
+        self._index = window_index(self.episodes, lengths, window)  # (num_windows, 2): episode, start
 
     def __len__(self) -> int:
         return len(self._index)
@@ -45,6 +46,21 @@ class WindowDataset(Dataset):
         frames = self.store.frames(episode)[start : start + self.window]  # (T, H, W, 3) memmap view
         actions = self.store.actions(episode)[start : start + self.window - 1]  # (T-1,)
         return {"frames": torch.from_numpy(np.array(frames)), "actions": torch.from_numpy(np.array(actions))}
+
+
+def window_index(
+    keys: Sequence[int] | np.ndarray, lengths: Sequence[int] | np.ndarray, window: int
+) -> np.ndarray:
+    """``int64 (num_windows, 2)``: ``(keys[e], start)`` for every window of ``window`` frames that fits in
+    each sequence ``e`` of ``lengths[e]`` frames, sequence after sequence, starts ascending.
+
+    Built with array operations, never one Python object per window (~0.5M windows in stage 2).
+    """
+    keys, lengths = np.asarray(keys, dtype=np.int64), np.asarray(lengths, dtype=np.int64)
+    count = np.maximum(lengths - window + 1, 0)  # windows per sequence
+    first_item = np.cumsum(count) - count  # item number of each sequence's first window
+    starts = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(first_item, count)
+    return np.stack([np.repeat(keys, count), starts], axis=1)
 
 
 class EpochSampler(Sampler[int]):
