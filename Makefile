@@ -72,7 +72,7 @@ bench-plan: $(STAMP) ## batched CEM vs a one-episode-at-a-time reference
 	$(PY) benchmarks/bench_plan.py $(ARGS)
 
 lint: $(STAMP) ## ruff
-	$(PY) -m ruff check thinkjepa tests benchmarks
+	$(PY) -m ruff check thinkjepa tests benchmarks experiments
 
 clean: ## remove build outputs (keeps .venv, data and checkpoints)
 	rm -rf build *.egg-info .pytest_cache .ruff_cache

@@ -2,7 +2,7 @@
 
 Both planners run the same math (300 samples × 30 iterations × horizon 5 by default) on the same
 ``B`` episodes with reachable goals; the batched :class:`~thinkjepa.planning.CEMPlanner` makes one
-rollout call of ``B·300`` rows per iteration, the :class:`~thinkjepa.planning.ReferenceCEMPlanner`
+rollout call of ``B·300`` rows per iteration, the :class:`~thinkjepa.planning.reference.ReferenceCEMPlanner`
 makes ``B`` calls of 300 rows. Prints both wall times, the time per episode, the speed-up and the mean
 final cost of each (a sanity check that the batched planner is not faster because it is worse).
 
@@ -30,7 +30,8 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from thinkjepa.planning import CEMPlanner, DiscreteSpace, GoalCost, ReferenceCEMPlanner
+from thinkjepa.planning import CEMPlanner, DiscreteSpace, GoalCost
+from thinkjepa.planning.reference import ReferenceCEMPlanner
 from thinkjepa.protocols import RolloutFn
 
 T = TypeVar("T")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from thinkjepa.planning import BoxSpace, CEMPlanner, DiscreteSpace, GoalCost, ReferenceCEMPlanner
+from thinkjepa.planning import BoxSpace, CEMPlanner, DiscreteSpace, GoalCost
+from thinkjepa.planning.reference import ReferenceCEMPlanner
 
 
 def test_reference_matches_batched_cem_on_grid(grid, counting) -> None:

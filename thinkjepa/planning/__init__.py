@@ -10,7 +10,6 @@ from thinkjepa.planning.cem import CEMPlanner
 from thinkjepa.planning.costs import GoalCost, latent_distance
 from thinkjepa.planning.gradient import GradientPlanner
 from thinkjepa.planning.mppi import MPPIPlanner
-from thinkjepa.planning.reference import ReferenceCEMPlanner
 from thinkjepa.planning.sampling import SamplingPlanner
 from thinkjepa.planning.spaces import ActionSpace, BoxSpace, DiscreteSpace
 
@@ -24,7 +23,6 @@ __all__ = [
     "MPPIPlanner",
     "PlanResult",
     "Planner",
-    "ReferenceCEMPlanner",
     "SamplingPlanner",
     "latent_distance",
 ]

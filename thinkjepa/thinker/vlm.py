@@ -416,13 +416,3 @@ def load_vlm(
         FileNotFoundError: ``path`` is neither a local directory nor cached (the message names ``path``).
     """
     return load_vlm_model(path, dtype), load_processor(path, **(processor_kwargs or {}))
-
-
-def num_text_layers(model: PreTrainedModel) -> int:
-    """Decoder layers of the language model (``output_hidden_states`` yields this many + 1 tensors)."""
-    return model.config.get_text_config().num_hidden_layers
-
-
-def text_hidden_size(model: PreTrainedModel) -> int:
-    """Width of the language model's hidden states."""
-    return model.config.get_text_config().hidden_size

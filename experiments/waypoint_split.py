@@ -6,7 +6,7 @@ neutral one, split by the kind of waypoint: the final approach (the named object
 door crossing (the route leaves the room), and for door crossings by whether the object's image token comes
 before or after the waypoint's in the token order (what a causal language model's waypoint token can attend to).
 
-    python benchmarks/waypoint_split.py checkpoints/vlm/babyai-goto-router/checkpoints/step001200.ckpt --naming level
+    python experiments/waypoint_split.py checkpoints/vlm/babyai-goto-router/checkpoints/step001200.ckpt --naming level
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ subgoal. This script separates them on the same held-out episodes the thinker is
 * ``z_t + mission`` / ``z_t`` only: an MLP from the current latent and the mission's words (or the
   current latent alone) to the target — a thinker without vision beyond the world model's latent.
 
-``python benchmarks/thinker_ceiling.py --wm checkpoints/wm/babyai-gpu-distance/world_model``
+``python experiments/thinker_ceiling.py --wm checkpoints/wm/babyai-gpu-distance/world_model``
 """
 
 from __future__ import annotations

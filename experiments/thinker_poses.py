@@ -20,7 +20,7 @@ Reported per thinker, with the true instruction and with a neutral one (language
 Two references: ``oracle`` (z* = the waypoint render's own latent: what the cost itself can tell apart)
 and ``copy`` (z* = the current frame's latent).
 
-``python benchmarks/thinker_poses.py --wm checkpoints/wm/babyai-gpu-distance/world_model \\
+``python experiments/thinker_poses.py --wm checkpoints/wm/babyai-gpu-distance/world_model \\
     --thinker checkpoints/thinker/babyai-waypoint/thinker --latent_weight 0 1 4 10 1000``
 """
 

@@ -21,10 +21,10 @@ map or tokens, predicting x and y) leaves the FiLM reference at chance on the ob
 ``--readout cells`` (a score per grid cell, softmax over cells; for the VLM, each token scores the cells
 it covers) finds it 99.75 % of the time after 500.
 
-    python benchmarks/grounding.py --model film --level BabyAI-GoToLocal-v0 --steps 3000
-    python benchmarks/grounding.py --model film --readout cells --level BabyAI-GoTo-v0 --steps 4000
-    python benchmarks/grounding.py --model vlm --recipe recipes/thinker/babyai-tiny.yaml --steps 1500
-    python benchmarks/grounding.py --model vlm --readout cells --recipe recipes/thinker/babyai-goto-stage2.yaml \
+    python experiments/grounding.py --model film --level BabyAI-GoToLocal-v0 --steps 3000
+    python experiments/grounding.py --model film --readout cells --level BabyAI-GoTo-v0 --steps 4000
+    python experiments/grounding.py --model vlm --recipe recipes/thinker/babyai-tiny.yaml --steps 1500
+    python experiments/grounding.py --model vlm --readout cells --recipe recipes/thinker/babyai-goto-stage2.yaml \
         --level BabyAI-GoTo-v0 --image_size 88 --patch_size 4 --merge 1   # one language-model token per cell
 """
 
