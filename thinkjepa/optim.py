@@ -1,12 +1,31 @@
-"""The optimizer both trainers use: AdamW (no decay on biases and norms), linear warm-up, cosine decay."""
+"""The optimizer every trainer uses: AdamW (no decay on biases and norms), linear warm-up, cosine decay, and
+its settings (:class:`OptimConfig`, the ``optim`` key of the world-model and thinker recipes)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warm-up and cosine decay.
+
+    Attributes:
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_steps: Linear warm-up steps.
+        min_lr_ratio: Final learning rate as a fraction of ``lr``.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
 
 
 def adamw_warmup_cosine(

@@ -32,7 +32,7 @@ class ActionsToGo:
     flat GoToLocal success was 77/100 with the head alone and 82/100 with ``latent_weight=1`` (CEM
     horizon 6); with horizon 8, 80/100 at ``latent_weight=1`` and 86/100 at 10. A thinker's subgoal is
     never exactly a real latent, and the head, trained on real pairs, misranks the states near it: at
-    weight 10 the hierarchical agent solved 60/100 instead of 43/100 (``benchmarks/thinker_poses.py``).
+    weight 10 the hierarchical agent solved 60/100 instead of 43/100 (``experiments/thinker_poses.py``).
     """
 
     def __init__(self, head, latent_weight: float = 1.0) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from peft import LoraConfig, PeftModel
 
 from thinkjepa.checkpoint import load_state_dict_strict
 from thinkjepa.data.latents import encode_fixed_batches, stacked
-from thinkjepa.optim import adamw_warmup_cosine
+from thinkjepa.optim import OptimConfig, adamw_warmup_cosine
 from thinkjepa.thinker.checkpoint import (
     _clean_base_state,
     load_thinker,
@@ -57,6 +57,7 @@ from thinkjepa.thinker.vlm import (
     pixel_tokens,
 )
 from thinkjepa.worldmodel import load_world_model
+from thinkjepa.worldmodel.configs import as_dataclass
 
 
 @dataclass(frozen=True)
@@ -77,20 +78,6 @@ class LossOptions:
     token where the agent stands at the subgoal (the waypoint's cell), on the samples that know it."""
 
 
-@dataclass(frozen=True)
-class OptimOptions:
-    """AdamW with linear warm-up and cosine decay."""
-
-    lr: float = 1e-3
-    """Peak learning rate."""
-    weight_decay: float = 0.0
-    """AdamW weight decay (matrices only)."""
-    warmup_steps: int = 20
-    """Linear warm-up steps."""
-    min_lr_ratio: float = 0.1
-    """Final learning rate as a fraction of ``lr``."""
-
-
 DEFAULT_VLM = TinyVLM()
 # A lazy instance serialises as its arguments only, so a recipe's `lora: {r: 16}` merges over these.
 DEFAULT_LORA = lazy_instance(
@@ -98,7 +85,7 @@ DEFAULT_LORA = lazy_instance(
 )
 DEFAULT_HEAD = HeadOptions()
 DEFAULT_LOSS = LossOptions()
-DEFAULT_OPTIM = OptimOptions()
+DEFAULT_OPTIM = OptimConfig(weight_decay=0.0, warmup_steps=20, min_lr_ratio=0.1)
 
 
 def _plain(value: Any) -> Any:
@@ -122,11 +109,9 @@ def _lora(config: LoraConfig | dict[str, Any] | None) -> LoraConfig | None:
 
 
 def _as(cls: type, value: Any) -> Any:
-    """Dataclass from the plain dict stored in ``hparams`` (``load_from_checkpoint``), else unchanged."""
-    if not isinstance(value, dict):
-        return value
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in value.items() if k in names})
+    """Dataclass from the plain dict stored in ``hparams`` (``load_from_checkpoint``), else unchanged; an
+    unknown key is an error naming it (:func:`~thinkjepa.worldmodel.configs.as_dataclass`)."""
+    return as_dataclass(cls, value)
 
 
 def start_from(thinker: Thinker, source: str, saved: Thinker | None = None) -> None:
@@ -212,7 +197,7 @@ class ThinkerModule(pl.LightningModule):
         prompt: str = "{instruction}",
         text_first: bool = False,
         loss: LossOptions = DEFAULT_LOSS,
-        optim: OptimOptions = DEFAULT_OPTIM,
+        optim: OptimConfig = DEFAULT_OPTIM,
         neutral_instruction: str = "go to the object",
         language_blind: bool = False,
         encode_batch_size: int = 256,
@@ -223,7 +208,7 @@ class ThinkerModule(pl.LightningModule):
             vlm = _as(PretrainedVLM if "model_path" in vlm else TinyVLM, vlm)
         lora = _lora(lora)
         head = _as(HeadOptions, head)
-        self.loss_options, self.optim = _as(LossOptions, loss), _as(OptimOptions, optim)
+        self.loss_options, self.optim = _as(LossOptions, loss), _as(OptimConfig, optim)
         grounding = [k for k in ("grounding_weight", "waypoint_grounding_weight") if getattr(self.loss_options, k) > 0]
         for name in grounding:
             if head.pooling != "grounded":

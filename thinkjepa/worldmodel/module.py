@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from thinkjepa.checkpoint import load_state_dict_strict
-from thinkjepa.optim import adamw_warmup_cosine
+from thinkjepa.optim import OptimConfig, adamw_warmup_cosine
 from thinkjepa.worldmodel.configs import as_dataclass
 from thinkjepa.worldmodel.ema import cosine_momentum, ema_update
 from thinkjepa.worldmodel.encoder import EncoderConfig
@@ -92,23 +92,6 @@ def export_on_fit_end(module: pl.LightningModule, model: JEPA) -> None:
         return
     path = save_world_model(model, Path(module.trainer.default_root_dir) / "world_model")
     print(f"world model exported to {path}")
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """AdamW with linear warm-up and cosine decay.
-
-    Attributes:
-        lr: Peak learning rate.
-        weight_decay: AdamW weight decay.
-        warmup_steps: Linear warm-up steps.
-        min_lr_ratio: Final learning rate as a fraction of ``lr``.
-    """
-
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.05
 
 
 @dataclass(frozen=True)
