@@ -234,7 +234,11 @@ def run_stage(release: Release, stage: Stage, work: Path, cpu: bool, gpu: bool =
                            log, segments_file)
     if segment["returncode"] != 0:
         raise RuntimeError(f"stage {stage.name!r} failed (exit {segment['returncode']}); see {log}")
-    exports = [run_dir / e for e in EXPORTS if (run_dir / e).is_dir()]
+    started = time.time() - segment["wall_seconds"]
+    exports = [run_dir / e for e in EXPORTS if (run_dir / e).is_dir() and (run_dir / e).stat().st_mtime >= started]
+    if not exports:  # Lightning ends a run it was asked to stop (SIGTERM) with status 0 and no export
+        raise RuntimeError(f"stage {stage.name!r} stopped before its end (no export in {run_dir}); build again to "
+                           f"resume it from {run_dir / 'checkpoints' / 'last.ckpt'}, or park it to carry it elsewhere")
     if len(exports) != 1:
         raise ReleaseError(f"stage {stage.name!r}: expected one export ({', '.join(EXPORTS)}) in {run_dir}, "
                            f"found {[e.name for e in exports]}")
