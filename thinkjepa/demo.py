@@ -145,9 +145,10 @@ def demo(
 def main() -> None:
     from jsonargparse import auto_cli
 
-    from thinkjepa.cli import configure_threads
+    from thinkjepa.cli import configure_threads, quiet_output
 
     configure_threads()
+    quiet_output()
     auto_cli(demo, as_positional=False)
 
 

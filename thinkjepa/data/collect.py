@@ -177,7 +177,7 @@ def collect(
                 else:
                     writer.add(result)
                 bar.update()
-                bar.set_postfix(kept=len(writer), dropped=sum(sum(c.values()) for c in dropped.values()))
+                bar.set_postfix(kept=len(writer), dropped=sum(sum(c.values()) for c in dropped.values()), refresh=False)
             env.close()
         bar.close()
         summary = {level: dict(counts) for level, counts in dropped.items()}
