@@ -317,8 +317,8 @@ def build(recipe: str, root: str | None = None, cpu: bool = False, gpu: bool = F
     return release
 
 
-def status(name: str, root: str | None = None) -> dict[str, Any]:
-    """Each stage's state and cost, and the release's size (printed as a table)."""
+def status(name: str, root: str | None = None, markdown: bool = False) -> dict[str, Any]:
+    """Each stage's state and cost, and the release's size (printed as a table; ``markdown`` for docs)."""
     release = Release.open(name, root=root, verify=False)
     problems = release.problems()
     rows = []
@@ -328,8 +328,15 @@ def status(name: str, root: str | None = None) -> dict[str, Any]:
                      "wall_min": round(sum(s["wall_seconds"] for s in segments) / 60, 1),
                      "peak_rss_gb": round(max([s["peak_rss_mb"] for s in segments] or [0]) / 1024, 2),
                      "hardware": "; ".join(sorted({s["hardware"] for s in segments})), "recipe": record.get("recipe")})
+    if markdown:
+        print("| stage | state | wall time | peak resident | recipe | hardware |\n|---|---|---|---|---|---|")
     for r in rows:
-        print(f"{r['stage']:<18} {r['state']:<7} {r['wall_min']:>7.1f} min  {r['peak_rss_gb']:>5.2f} GB  {r['recipe']}  [{r['hardware']}]")
+        if markdown:
+            print(f"| {r['stage']} | {r['state']} | {r['wall_min']:.1f} min | {r['peak_rss_gb']:.2f} GB | "
+                  f"`{r['recipe']}` | {r['hardware']} |")
+        else:
+            print(f"{r['stage']:<18} {r['state']:<7} {r['wall_min']:>7.1f} min  {r['peak_rss_gb']:>5.2f} GB  "
+                  f"{r['recipe']}  [{r['hardware']}]")
     print(f"agent: {'assembled' if release.manifest.get('agent') else 'not yet'}; size {release.size_bytes() / 2**20:.1f} MiB; "
           f"{'files match the manifest' if not problems else str(len(problems)) + ' files do not match the manifest'}")
     return {"stages": rows, "agent": bool(release.manifest.get("agent")), "problems": problems,
