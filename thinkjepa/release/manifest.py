@@ -146,7 +146,8 @@ class Release:
                 out.append(f"{f} was altered (its SHA-256 differs from the manifest's)")
         for f in sorted(p for p in self.path.rglob("*") if p.is_file()):
             rel = f.relative_to(self.path).as_posix()
-            if rel != MANIFEST and rel not in listed and not rel.startswith("."):
+            hidden = any(part.startswith(".") for part in rel.split("/"))  # the lock, a copy in flight
+            if rel != MANIFEST and rel not in listed and not hidden:
                 out.append(f"{f} is not in the manifest")
         return out
 
