@@ -215,7 +215,6 @@ def _episodes(path: Path) -> list[tuple]:
 
 
 def test_evaluate_resumes_from_finished_chunks_and_refuses_other_settings(wm, tmp_path, monkeypatch):
-    import thinkjepa.policy.evaluate as ev
 
     save_world_model(wm, tmp_path / "wm")
     args = dict(world_model=str(tmp_path / "wm"), levels=["BabyAI-GoToLocal-v0"], modes=["bot", "flat", "oracle"],
@@ -229,8 +228,10 @@ def test_evaluate_resumes_from_finished_chunks_and_refuses_other_settings(wm, tm
     (tmp_path / "out" / "episodes" / "BabyAI-GoToLocal-v0" / "oracle-0000002.json").unlink()
     (tmp_path / "out" / "results.json").unlink()
     ran = []
-    real = ev.run_episodes
-    monkeypatch.setattr(ev, "run_episodes", lambda policy, mode, level, demos, *a, **k: ran.append(
+    import thinkjepa.policy.chunks as chunks_module
+
+    real = chunks_module.run_episodes
+    monkeypatch.setattr(chunks_module, "run_episodes", lambda policy, mode, level, demos, *a, **k: ran.append(
         (mode, [d.seed for d in demos])) or real(policy, mode, level, demos, *a, **k))
     again = evaluate(**args)
     assert ran == [("oracle", [1_000_002, 1_000_003])]
@@ -339,11 +340,12 @@ def test_eval_recipes_parse(recipe, capsys):
 
 def test_a_subgoal_sheet_that_cannot_be_drawn_falls_back_to_the_frames(wm, monkeypatch):
     import thinkjepa.policy.evaluate as ev
+    import thinkjepa.policy.rollout as rollout
 
     def broken(*args, **kwargs):
         raise RuntimeError("no renderer")
 
-    monkeypatch.setattr(ev, "subgoal_picture", broken)
+    monkeypatch.setattr(rollout, "subgoal_picture", broken)
     demos = [ev.demonstrate("BabyAI-GoToLocal-v0", s, 64) for s in range(2)]
     oracle = OracleSubgoals(wm)
     policy = HierarchicalPolicy(wm, oracle, planner(), SPACE, reach_threshold=0.1)
