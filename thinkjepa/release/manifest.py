@@ -245,7 +245,7 @@ class Release:
         Args:
             world_model_stage: The stage whose export is the agent's world model.
             thinker_stage: The stage whose export is its thinker (``None``: a flat-only release).
-            settings: What the agent plans with (:class:`~thinkjepa.policy.agent.AgentSettings` as a dict).
+            settings: What the agent plans with (:class:`~thinkjepa.policy.settings.AgentSettings` as a dict).
             prune: Stages whose exports are no longer needed once the agent exists (their records stay).
         """
         with self.transaction():
