@@ -210,9 +210,10 @@ def run_stage(release: Release, stage: Stage, work: Path, cpu: bool, gpu: bool =
     run_dir = work / stage.name
     args = [f"--{key}={release.stage_export(source)}" for key, source in stage.inputs.items()]
     args += list(stage.args)
-    if gpu and not _wants_gpu(stage.recipe):
+    wants_gpu = _wants_gpu(stage.recipe)
+    if gpu and not wants_gpu:
         args += ["--trainer.accelerator=gpu", "--trainer.devices=1"]
-    elif _wants_gpu(stage.recipe):
+    elif wants_gpu:
         import torch
 
         if cpu:
