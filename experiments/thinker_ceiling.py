@@ -30,8 +30,8 @@ from torch import nn
 
 from thinkjepa.checkpoint import atomic_write_text
 from thinkjepa.data.latents import encode_fixed_batches, stacked
-from thinkjepa.thinker.data import ThinkerDataModule
 from thinkjepa.thinker.metrics import SubgoalRetrieval
+from thinkjepa.train.thinker_data import ThinkerDataModule
 from thinkjepa.worldmodel.export import load_world_model
 
 WORDS = ("red", "green", "blue", "purple", "yellow", "grey", "ball", "box", "key", "door")

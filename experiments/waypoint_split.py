@@ -1,6 +1,6 @@
 """Where a grounding-pretrained VLM finds the next waypoint, and where it does not.
 
-Scores a :class:`~thinkjepa.thinker.pretrain.GroundingPretrainModule` checkpoint's waypoint query on held-out
+Scores a :class:`~thinkjepa.train.grounding.GroundingPretrainModule` checkpoint's waypoint query on held-out
 GoTo layouts (the validation layouts, seed 10,000,000 on), with the true instruction and with the module's
 neutral one, split by the kind of waypoint: the final approach (the named object is in the agent's room) or a
 door crossing (the route leaves the room), and for door crossings by whether the object's image token comes
@@ -17,7 +17,7 @@ import json
 import torch
 
 from thinkjepa.data.grounding import grounding_samples
-from thinkjepa.thinker.pretrain import VAL_SEED, GroundingPretrainModule, as_batch
+from thinkjepa.train.grounding import VAL_SEED, GroundingPretrainModule, as_batch
 
 
 def main() -> None:

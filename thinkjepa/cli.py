@@ -109,7 +109,7 @@ def train(argv: list[str] | None, run: bool = True) -> LightningCLI:
         pl.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        trainer_defaults={"plugins": [{"class_path": "thinkjepa.checkpoint_io.AtomicCheckpointIO"}]},
+        trainer_defaults={"plugins": [{"class_path": "thinkjepa.train.checkpoint_io.AtomicCheckpointIO"}]},
         save_config_kwargs={"overwrite": True},
         args=argv,
         run=run,

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from thinkjepa.data import EpisodeDataModule, EpisodeFileError, EpisodeStore, WindowDataset, collect
+from thinkjepa.data import EpisodeFileError, EpisodeStore, WindowDataset, collect
 from thinkjepa.data.windows import window_index
+from thinkjepa.train.windows import EpisodeDataModule
 
 
 @pytest.fixture(scope="module")

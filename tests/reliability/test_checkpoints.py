@@ -17,7 +17,7 @@ from thinkjepa.checkpoint import (
     load_state_dict_strict,
     safe_torch_load,
 )
-from thinkjepa.checkpoint_io import AtomicCheckpointIO
+from thinkjepa.train.checkpoint_io import AtomicCheckpointIO
 from thinkjepa.worldmodel import JEPA, EncoderConfig, PredictorConfig, load_world_model, save_world_model
 
 ENC = EncoderConfig(image_size=32, patch_size=8, latent_dim=16, embed_dim=32, depth=1, num_heads=2)

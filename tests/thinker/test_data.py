@@ -9,7 +9,8 @@ from thinker_helpers import IMAGE_SIZE
 
 from thinkjepa.data.episodes import EpisodeStore
 from thinkjepa.data.grounding import grounding_samples
-from thinkjepa.thinker.data import SubgoalDataset, ThinkerDataModule, split_episodes
+from thinkjepa.thinker.data import SubgoalDataset, split_episodes
+from thinkjepa.train.thinker_data import ThinkerDataModule
 
 
 def test_split_is_by_episode_and_covers_every_level() -> None:

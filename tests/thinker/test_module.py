@@ -8,11 +8,12 @@ import torch
 from thinker_helpers import frames
 
 from thinkjepa.checkpoint import StateDictMismatchError
-from thinkjepa.thinker.checkpoint import _clean_base_state, load_thinker, save_thinker
-from thinkjepa.thinker.data import ThinkerDataModule
+from thinkjepa.thinker.build import start_from
+from thinkjepa.thinker.checkpoint import clean_base_state, load_thinker, save_thinker
 from thinkjepa.thinker.head import HeadOptions
-from thinkjepa.thinker.module import LossOptions, ThinkerModule, start_from
 from thinkjepa.thinker.vlm import TinyVLM
+from thinkjepa.train.thinker import LossOptions, ThinkerModule
+from thinkjepa.train.thinker_data import ThinkerDataModule
 from thinkjepa.worldmodel import load_world_model
 
 TINY = {"idefics3": ("model.connector",), "qwen2_vl": ("model.visual.merger",)}
@@ -193,7 +194,7 @@ def test_init_from_a_thinker_with_other_adapters_copies_its_vlm_under_or_into_th
             p.add_(0.01 * torch.randn_like(p))
     save_thinker(full.thinker, tmp_path / "full", world_model_fingerprint="another-world-model")
     adapted = _module(world_model_dir, init_from=str(tmp_path / "full"))  # the default LoRA adapters
-    base, theirs = _clean_base_state(adapted.thinker.base_vlm), full.thinker.vlm.state_dict()
+    base, theirs = clean_base_state(adapted.thinker.base_vlm), full.thinker.vlm.state_dict()
     assert base.keys() == theirs.keys() and all(torch.equal(v, theirs[k]) for k, v in base.items())
     lora_b = [p for n, p in adapted.thinker.named_parameters() if "lora_B" in n]
     assert lora_b and all(not p.any() for p in lora_b)  # fresh: the adapted thinker starts as the source

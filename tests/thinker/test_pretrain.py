@@ -15,16 +15,11 @@ import yaml
 from thinkjepa.cli import train
 from thinkjepa.data.grounding import grounding_samples
 from thinkjepa.thinker.checkpoint import load_thinker, save_thinker, world_model_fingerprint
+from thinkjepa.thinker.grounded import read_grounded_config
 from thinkjepa.thinker.head import HeadOptions
-from thinkjepa.thinker.module import LossOptions, ThinkerModule
-from thinkjepa.thinker.pretrain import (
-    GroundingDataModule,
-    GroundingPretrainModule,
-    GroundingStream,
-    as_batch,
-    read_grounded_config,
-)
 from thinkjepa.thinker.vlm import TinyVLM, load_vlm
+from thinkjepa.train.grounding import GroundingDataModule, GroundingPretrainModule, GroundingStream, as_batch
+from thinkjepa.train.thinker import LossOptions, ThinkerModule
 
 LEVEL = "BabyAI-GoToLocal-v0"
 CELLS = TinyVLM(image_size=88, patch_size=11, merge=1)  # 8 x 8 tokens: one per GoToLocal cell at 88 px
@@ -62,7 +57,7 @@ def test_labels_are_the_named_objects_and_the_waypoints_cells() -> None:
 
 def test_pretraining_learns_exports_and_starts_a_thinker(world_model_dir, tmp_path) -> None:
     torch.manual_seed(0)
-    module = GroundingPretrainModule(vlm=CELLS, warmup_steps=1)
+    module = GroundingPretrainModule(vlm=CELLS, optim={"warmup_steps": 1})
     batch = as_batch(grounding_samples(LEVEL, 8, seed=5, image_size=88, naming="level"))
     optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
     losses = []

@@ -20,14 +20,14 @@ from thinker_helpers import frames
 
 from thinkjepa.cli import train
 from thinkjepa.thinker.checkpoint import (
-    _clean_base_state,
+    clean_base_state,
     load_thinker,
     save_thinker,
     world_model_fingerprint,
 )
-from thinkjepa.thinker.module import ThinkerModule
-from thinkjepa.thinker.pretrain import GroundingPretrainModule
 from thinkjepa.thinker.vlm import TinyVLM, build_tiny_vlm, load_vlm_model, save_vlm
+from thinkjepa.train.grounding import GroundingPretrainModule
+from thinkjepa.train.thinker import ThinkerModule
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "thinker"
 PRETRAINED_FAMILY = {  # recipe -> the tiny kind of its family and the real model's patch size and merge
@@ -54,7 +54,7 @@ def test_recipe_fast_dev_run(recipe, world_model_dir, dataset_dir, tmp_path, mon
     monkeypatch.chdir(tmp_path)  # the recipes' relative output paths (checkpoint callback) land here
     monkeypatch.setattr(sys, "argv", ["thinkjepa"])
     config = yaml.safe_load((RECIPES / f"{recipe}.yaml").read_text())
-    assert config["model"]["class_path"] == "thinkjepa.thinker.module.ThinkerModule"
+    assert config["model"]["class_path"] == "thinkjepa.train.thinker.ThinkerModule"
     argv = [
         "fit",
         "--config",
@@ -131,7 +131,7 @@ def _check_stand_in_run(module: ThinkerModule, kind: str, stand_in: Path, config
 
     trained = {n for n, p in thinker.named_parameters() if p.requires_grad}
     assert trained and all("lora_" in n or n.startswith("head.") for n in trained)
-    base, weights = _clean_base_state(thinker.base_vlm), saved.state_dict()
+    base, weights = clean_base_state(thinker.base_vlm), saved.state_dict()
     assert base.keys() == weights.keys() and all(torch.equal(v, weights[k]) for k, v in base.items())  # frozen
 
     inputs = thinker.prepare(frames(1), ["go to the red ball"])
@@ -203,7 +203,7 @@ def test_goto_cells_lora_recipe_finetunes_adapters_on_the_grounded_vlm(
     assert all(params[n].abs().sum() > 0 for n in lora if "lora_B" in n)  # every adapter moved off its zero init
 
     grounded = load_vlm_model(export).state_dict()  # the frozen base is the grounded VLM, unchanged by the steps
-    base = _clean_base_state(thinker.base_vlm)
+    base = clean_base_state(thinker.base_vlm)
     assert base.keys() == grounded.keys() and all(torch.equal(v, grounded[k]) for k, v in base.items())
 
     path = tmp_path / "run" / "thinker"

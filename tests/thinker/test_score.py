@@ -8,8 +8,8 @@ import pytest
 from thinker_helpers import tiny_thinker
 
 from thinkjepa.thinker.checkpoint import save_thinker, world_model_fingerprint
-from thinkjepa.thinker.data import ThinkerDataModule
 from thinkjepa.thinker.score import score_thinker
+from thinkjepa.train.thinker_data import ThinkerDataModule
 
 LEVELS = ["BabyAI-GoToLocal-v0", "BabyAI-GoToRedBallGrey-v0"]
 

@@ -14,8 +14,8 @@ from thinkjepa.cli import main
 from thinkjepa.data.poses import pose_frames
 from thinkjepa.planning.costs import GoalCost
 from thinkjepa.policy.mpc import PlanningCost
+from thinkjepa.train.distance import DistanceConfig, GoalDistance, PosePairs
 from thinkjepa.worldmodel import JEPA, EncoderConfig, PredictorConfig, load_world_model, save_world_model
-from thinkjepa.worldmodel.distance import DistanceConfig, GoalDistance, PosePairs
 from thinkjepa.worldmodel.export import fingerprint
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,9 @@ from thinkjepa.checkpoint import safe_torch_load
 from thinkjepa.cli import main
 from thinkjepa.data.collect import collect
 from thinkjepa.data.episodes import EpisodeStore
-from thinkjepa.data.latents import LatentDataModule, cached_latents, encode_fixed_batches, encode_store
+from thinkjepa.data.latents import cached_latents, encode_fixed_batches, encode_store
 from thinkjepa.data.windows import EpochSampler, FixedOrder, split_episodes
+from thinkjepa.train.windows import LatentDataModule
 from thinkjepa.worldmodel import JEPA, EncoderConfig, PredictorConfig, load_world_model, save_world_model
 from thinkjepa.worldmodel.export import target_encoder_fingerprint
 

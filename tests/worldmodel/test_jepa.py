@@ -178,7 +178,7 @@ def test_prefix_shared_rollout_equals_the_plain_one(history):
 def test_init_from_copies_encoders_and_predictor_and_refuses_another_architecture(tmp_path):
     from dataclasses import asdict
 
-    from thinkjepa.worldmodel.module import WorldModelModule
+    from thinkjepa.train.worldmodel import WorldModelModule
 
     source = tiny()
     with torch.no_grad():  # an EMA target that differs from the context encoder, as after training

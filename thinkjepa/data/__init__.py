@@ -4,11 +4,10 @@ from thinkjepa.data.collect import collect, record_episode
 from thinkjepa.data.episodes import EpisodeFileError, EpisodeStore, EpisodeWriter
 from thinkjepa.data.records import EpisodeMeta, EpisodeRecord, SubgoalSegment, WaypointSegment
 from thinkjepa.data.waypoints import AgentState, Waypoint, next_waypoint, path_waypoints, shortest_path
-from thinkjepa.data.windows import EpisodeDataModule, WindowDataset
+from thinkjepa.data.windows import WindowDataset
 
 __all__ = [
     "AgentState",
-    "EpisodeDataModule",
     "EpisodeFileError",
     "EpisodeMeta",
     "EpisodeRecord",

@@ -1,6 +1,6 @@
 """Episodes as frozen-encoder latents: the data of the world model's second stage.
 
-Stage 2 (:class:`~thinkjepa.worldmodel.dynamics.PredictorModule`) fits the action-conditioned
+Stage 2 (:class:`~thinkjepa.train.predictor.PredictorModule`) fits the action-conditioned
 predictor on latents of a *frozen* encoder, as DINO-WM and V-JEPA 2-AC do. Encoding every frame once
 and training on the cached ``(frames, D)`` array makes a predictor step ~100x cheaper than a
 world-model step on images, so the predictor can see many more episodes than the encoder did.
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from thinkjepa.checkpoint import atomic_path
 from thinkjepa.data.episodes import EpisodeStore
-from thinkjepa.data.windows import ResumableWindows, split_episodes, window_index
+from thinkjepa.data.windows import window_index
 
 Encode = Callable[[torch.Tensor], torch.Tensor]
 """``uint8 (N, H, W, 3)`` frames -> ``(N, D)`` latents."""
@@ -222,99 +222,3 @@ class _Remap:
         return np.memmap(array.filename, dtype=array.dtype, mode="r", offset=array.offset, shape=array.shape)
 
 
-class LatentDataModule(ResumableWindows):
-    """Latent windows of one or more episode datasets, split into train/val by episode.
-
-    The encoder comes from the LightningModule being fitted: it must provide
-    ``latent_source() -> (encode, key)`` (see :class:`~thinkjepa.worldmodel.dynamics.PredictorModule`).
-    Encoding happens once, in ``prepare_data`` (rank 0 only under DDP); every rank then reads the cache
-    through a memory map, without copying it (see the module docstring).
-
-    Args:
-        roots: dataset directories (see :mod:`thinkjepa.data.episodes`); all need the same image size.
-        window: latents per training window.
-        val_window: latents per validation window (longer, for open-loop metrics).
-        batch_size: windows per batch.
-        val_fraction: fraction of each dataset's episodes held out for validation.
-        num_workers: DataLoader worker processes.
-        seed: seed of the episode split and the shuffle.
-        encode_batch_size: frames per encoder call when building the cache.
-    """
-
-    def __init__(
-        self,
-        roots: list[str],
-        window: int = 6,
-        val_window: int = 9,
-        batch_size: int = 256,
-        val_fraction: float = 0.05,
-        num_workers: int = 0,
-        seed: int = 0,
-        encode_batch_size: int = 256,
-    ) -> None:
-        super().__init__(window, val_window, batch_size, num_workers, seed)
-        if not roots:
-            raise ValueError("LatentDataModule needs at least one dataset in roots")
-        self.save_hyperparameters()
-        self.roots, self.val_fraction = list(roots), val_fraction
-        self.encode_batch_size = encode_batch_size
-        self.stores: list[EpisodeStore] = []
-
-    def _source(self) -> tuple[Encode, str]:
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        if module is None or not hasattr(module, "latent_source"):
-            raise TypeError(
-                "LatentDataModule needs a model with latent_source() (e.g. "
-                "thinkjepa.worldmodel.dynamics.PredictorModule), got "
-                f"{type(module).__name__ if module is not None else 'no model'}"
-            )
-        return module.latent_source()
-
-    def _open(self) -> None:
-        if not self.stores:
-            self.stores = [EpisodeStore(r) for r in self.roots]
-            sizes = {s.image_size for s in self.stores}
-            if len(sizes) > 1:
-                raise ValueError(f"datasets {self.roots} have different image sizes {sorted(sizes)}")
-
-    def prepare_data(self) -> None:
-        """Encode every dataset once (cached); runs on one process per node."""
-        self._open()
-        encode, key = self._source()
-        for store in self.stores:
-            cached_latents(encode, store, key, self.encode_batch_size)
-
-    def setup(self, stage: str | None = None) -> None:
-        """Read the caches (encoding what is missing) and split each dataset by episode."""
-        if self.train_set is not None:
-            return
-        self._open()
-        encode, key = self._source()
-        parts, train, val = [], [], []
-        for p, store in enumerate(self.stores):
-            latents = cached_latents(encode, store, key, self.encode_batch_size)  # read-only memory map
-            parts.append((latents, store.per_frame("actions")))
-            spans = np.concatenate([np.full((len(store), 1), p), store.episode_spans()], axis=1)  # (E, 3)
-            tr, va = split_episodes(len(store), self.val_fraction, self.seed)
-            train.append(spans[tr])
-            val.append(spans[va])
-        dims = {z.shape[1] for z, _ in parts}
-        if len(dims) > 1:
-            raise ValueError(f"latent caches of {self.roots} have different widths {sorted(dims)}")
-        self.latent_dim = dims.pop()
-        val = np.concatenate(val)
-        self.train_set = LatentWindowDataset(parts, np.concatenate(train), self.window)
-        self.val_set = LatentWindowDataset(parts, val, self.val_window)
-        self._check_windows(self.roots, len(val) > 0)
-
-    @property
-    def image_size(self) -> int:
-        """Side of the square frames (available after ``setup``)."""
-        self._open()
-        return self.stores[0].image_size
-
-    @property
-    def num_actions(self) -> int:
-        """Number of discrete actions, the largest over the datasets."""
-        self._open()
-        return max(s.num_actions for s in self.stores)

@@ -1,7 +1,7 @@
 """Every agent state of a BabyAI layout, rendered, with the exact step distance between any two.
 
 Two consumers: the pose probe (:mod:`thinkjepa.worldmodel.probe`) asks whether a latent says where
-the agent is on unseen layouts; the goal-distance head (:mod:`thinkjepa.worldmodel.distance`) learns
+the agent is on unseen layouts; the goal-distance head (:mod:`thinkjepa.train.distance`) learns
 how many actions separate two latents, from these distances as labels. A state is ``(x, y, heading)``
 on a free cell or in a doorway (drawn with that door open, the rest of the layout as reset); moves are
 left, right and forward, as the environment applies them (a blocked forward — walls, objects, a closed

@@ -8,13 +8,11 @@ may use longer windows (``val_window``) for multi-step open-loop metrics.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
 from thinkjepa.data.episodes import EpisodeStore
 
@@ -104,74 +102,6 @@ class FixedOrder(Sampler[int]):
         return len(self.order)
 
 
-class ResumableWindows(L.LightningDataModule):
-    """Shared loaders of the window data modules: a resumable shuffled train loader, a fixed-order
-    validation loader, and the data position saved in every checkpoint.
-
-    Subclasses build ``self.train_set`` (windows of ``window``) and ``self.val_set`` (windows of
-    ``val_window``) in ``setup``.
-    """
-
-    def __init__(self, window: int, val_window: int, batch_size: int, num_workers: int, seed: int) -> None:
-        super().__init__()
-        self.window, self.val_window = window, val_window
-        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
-        self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
-        self._resume: dict[str, int] = {}
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training windows; after a resume, the interrupted epoch continues where it stopped."""
-        train_set = self._ready(self.train_set)
-        sampler = EpochSampler(len(train_set), self.seed)
-        if self._resume:
-            sampler.set_epoch(self._resume["epoch"])
-            sampler.skip(self._resume["batches"] * self.batch_size)
-            self._resume = {}
-        return self._loader(train_set, sampler)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation windows in one fixed shuffled order.
-
-        Shuffled so that a batch mixes episodes (the forecast-retrieval metric ranks a prediction
-        against the batch's other windows), fixed so that every validation sees the same windows.
-        """
-        val_set = self._ready(self.val_set)
-        return self._loader(val_set, FixedOrder(len(val_set), self.seed))
-
-    def state_dict(self) -> dict[str, int]:
-        """The data position, saved in every checkpoint: epoch and batches consumed in it."""
-        trainer = self.trainer
-        if trainer is None:
-            return {}
-        progress = trainer.fit_loop.epoch_loop.batch_progress.current
-        return {"epoch": trainer.current_epoch, "batches": progress.processed}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self._resume = dict(state_dict)
-
-    def _loader(self, dataset: Dataset, sampler: Sampler) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def _check_windows(self, source: object, has_val_episodes: bool) -> None:
-        """Refuse a split without training windows; warn when held-out episodes give no validation window."""
-        if len(self._ready(self.train_set)) == 0:
-            raise ValueError(f"{source}: no training episode has {self.window} frames")
-        if has_val_episodes and len(self._ready(self.val_set)) == 0:
-            warnings.warn(f"{source}: no validation episode has {self.val_window} frames", stacklevel=3)
-
-    def _ready(self, dataset: Dataset | None) -> Dataset:
-        if dataset is None:
-            raise RuntimeError(f"{type(self).__name__}: call setup() before using the data")
-        return dataset
-
-
 def split_episodes(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded ``(train, val)`` episode indices; at least one validation episode when
     ``val_fraction > 0`` and there are two or more episodes."""
@@ -182,60 +112,3 @@ def split_episodes(n: int, val_fraction: float, seed: int) -> tuple[list[int], l
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
 
 
-class EpisodeDataModule(ResumableWindows):
-    """Windows of a collected episode dataset, split into train/val by episode.
-
-    Args:
-        root: dataset directory (see :mod:`thinkjepa.data.episodes`).
-        window: frames per training window.
-        val_window: frames per validation window (longer, for open-loop rollouts).
-        batch_size: windows per batch.
-        val_fraction: fraction of episodes held out for validation (at least one when > 0 and there
-            are two or more episodes).
-        num_workers: DataLoader worker processes.
-        seed: seed of the episode split.
-    """
-
-    def __init__(
-        self,
-        root: str,
-        window: int = 6,
-        val_window: int = 9,
-        batch_size: int = 64,
-        val_fraction: float = 0.1,
-        num_workers: int = 0,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(window, val_window, batch_size, num_workers, seed)
-        if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        self.save_hyperparameters()
-        self.root, self.val_fraction = root, val_fraction
-        self.store: EpisodeStore | None = None
-        self.train_episodes: list[int] = []
-        self.val_episodes: list[int] = []
-
-    def setup(self, stage: str | None = None) -> None:
-        """Open the store (raises ``EpisodeFileError`` naming a bad file) and split the episodes."""
-        if self.store is not None:
-            return
-        self.store = EpisodeStore(self.root)
-        self.train_episodes, self.val_episodes = split_episodes(len(self.store), self.val_fraction, self.seed)
-        self.train_set = WindowDataset(self.store, self.window, self.train_episodes)
-        self.val_set = WindowDataset(self.store, self.val_window, self.val_episodes)
-        self._check_windows(self.root, bool(self.val_episodes))
-
-    @property
-    def image_size(self) -> int:
-        """Side of the square frames (available after :meth:`setup`)."""
-        return self._opened().image_size
-
-    @property
-    def num_actions(self) -> int:
-        """Number of discrete actions (available after :meth:`setup`)."""
-        return self._opened().num_actions
-
-    def _opened(self) -> EpisodeStore:
-        if self.store is None:
-            raise RuntimeError("EpisodeDataModule: call setup() before using the data")
-        return self.store

@@ -27,7 +27,7 @@ def latent_distance(z: torch.Tensor, goal: torch.Tensor, metric: Metric = "l2") 
         goal: ``(..., D)`` goal latents, broadcastable against ``z``.
         metric: ``"l2"`` (Euclidean), ``"sq_l2"`` (squared Euclidean: smooth at zero, which gradient
             planning likes), ``"cosine"`` (``1 - cos``: ignores latent norm), or a learned distance
-            ``metric(z, goal) -> (...)`` such as :class:`~thinkjepa.worldmodel.distance.GoalDistance`.
+            ``metric(z, goal) -> (...)`` such as :class:`~thinkjepa.train.distance.GoalDistance`.
 
     Returns:
         ``(...)`` distances.
@@ -54,7 +54,7 @@ class GoalCost:
         metric: See :func:`latent_distance`.
         step_cost: With ``weights="min"``, what each step spent before the closest approach adds. The
             default only breaks ties toward earlier steps; with a distance in *actions* (a learned
-            :class:`~thinkjepa.worldmodel.distance.GoalDistance`) use 1, and ``min_h (h + d_h)`` is
+            :class:`~thinkjepa.train.distance.GoalDistance`) use 1, and ``min_h (h + d_h)`` is
             the rollout's estimated number of actions to the goal.
     """
 

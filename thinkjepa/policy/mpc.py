@@ -54,7 +54,7 @@ class PlanningCost:
 
     Args:
         distance: ``"latent"`` (L2 to the goal latent), ``"learned"`` (the world model's goal-distance
-            head, :mod:`thinkjepa.worldmodel.distance`, in actions, plus ``latent_weight`` x L2; an error
+            head, :mod:`thinkjepa.train.distance`, in actions, plus ``latent_weight`` x L2; an error
             without a head) or ``"auto"`` (learned when the world model has a head, else latent).
         latent_weight: Weight of latent L2 in the learned distance (0 = the head alone).
         steps: Which rolled-out steps the distance weighs: ``"final"``, ``"all"`` or ``"min"`` (the
@@ -94,7 +94,7 @@ class PlanningCost:
         if self.distance == "learned" and head is None:
             raise ValueError(
                 "PlanningCost(distance='learned') needs a world model with a goal-distance head (train one "
-                "with thinkjepa.worldmodel.distance.DistanceModule); this world model has none"
+                "with thinkjepa.train.distance.DistanceModule); this world model has none"
             )
         if head is not None and self.distance != "latent":
             return ActionsToGo(head, self.latent_weight), 1.0

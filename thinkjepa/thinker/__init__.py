@@ -7,12 +7,14 @@
                    all else frozen
     head.py        PyramidLatentHead: several VLM layers -> z* (residual on the current latent by default)
     thinker.py     Thinker nn.Module: propose(images, instructions) -> z*  (thinkjepa.protocols.Thinker)
-    data.py        ThinkerDataModule: (frame, mission, subgoal frame) samples, split by episode
+    build.py       build_thinker: VLM + adapters + head for a world model, optionally started from a saved one
+    grounded.py    the grounding-pretrained VLM export: format, save and load
+    data.py        (frame, mission, subgoal frame) samples, split by episode
     metrics.py     latent error and retrieval of the thinker, the copy baseline and a language-blind thinker
-    module.py      ThinkerModule (LightningModule): trains against a frozen world model, exports at fit end
     checkpoint.py  save_thinker / load_thinker: adapter + safetensors + config, world-model fingerprint check
 
-``module.py`` and ``data.py`` import Lightning; import them from their modules (they are not re-exported).
+Training lives in :mod:`thinkjepa.train` (``ThinkerModule``, ``GroundingPretrainModule``); nothing here imports
+Lightning.
 """
 
 from thinkjepa.thinker.checkpoint import (

@@ -35,7 +35,7 @@ from thinkjepa.thinker.vlm import load_processor, load_vlm_model
 FORMAT = "thinkjepa.thinker/1"
 
 
-def _clean_base_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def clean_base_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The base model's weights with peft's LoRA layers taken out (``q_proj.base_layer.weight`` -> ``q_proj.weight``)."""
     return {
         k.replace(".base_layer.", "."): v.detach().contiguous()
@@ -80,7 +80,7 @@ def save_thinker(
             thinker.vlm.save_pretrained(tmp / "adapter")
         thinker.processor.save_pretrained(tmp / "processor")
         if base_vlm is None:
-            base.save_pretrained(tmp / "base", state_dict=_clean_base_state(base))
+            base.save_pretrained(tmp / "base", state_dict=clean_base_state(base))
         config = {
             "format": FORMAT,
             "prompt": thinker.prompt,
@@ -112,7 +112,7 @@ def world_model_fingerprint(world_model: WorldModel) -> str:
     Its ``fingerprint()`` method if it has one, else
     :func:`thinkjepa.worldmodel.export.target_encoder_fingerprint` (encoder architecture + target
     encoder weights). The predictor is left out on purpose: stage 2 refits it on frozen latents
-    (:mod:`thinkjepa.worldmodel.dynamics`) without moving any latent, so a thinker trained against the
+    (:mod:`thinkjepa.train.predictor`) without moving any latent, so a thinker trained against the
     stage-1 model stays valid for the stage-2 one, while any change to the encoder is refused.
     """
     method = getattr(world_model, "fingerprint", None)

@@ -8,7 +8,7 @@ Design decisions:
   mean or by a learned attention query; the pooled vectors are concatenated and an MLP maps them to ``D``.
 * **Grounded pooling** (``pooling="grounded"``): ``queries`` scorers rate every *image* token, and each
   layer is pooled with the softmax of each scorer's scores. Trained with grounding losses
-  (:class:`~thinkjepa.thinker.module.ThinkerModule`), query 0 reads the token that shows the object the
+  (:class:`~thinkjepa.train.thinker.ThinkerModule`), query 0 reads the token that shows the object the
   instruction names and query 1 (if any) the token where the agent will stand at the subgoal: the
   instruction picks *where*, the head turns it into the subgoal latent. With ``router`` set, query 1 is scored
   by a convolutional :class:`~thinkjepa.thinker.router.GridRouter` over the image-token grid (fed every

@@ -2,7 +2,7 @@
 
 Training validates on the recipe's ``val_levels`` only (GoTo for the tiny recipe). This scores a saved
 thinker on the held-out episodes of any level of a dataset — the same episode split as
-:class:`~thinkjepa.thinker.data.ThinkerDataModule` with the same ``val_fraction`` and ``seed`` — with
+:class:`~thinkjepa.train.thinker_data.ThinkerDataModule` with the same ``val_fraction`` and ``seed`` — with
 the training run's metrics (:class:`~thinkjepa.thinker.metrics.SubgoalMetrics`: the thinker, the
 copy-the-current-latent baseline and the thinker with a neutral instruction).
 
@@ -16,9 +16,10 @@ import json
 import torch
 
 from thinkjepa.checkpoint import atomic_write_text
+from thinkjepa.data.episodes import EpisodeStore
 from thinkjepa.data.latents import encode_fixed_batches, stacked
 from thinkjepa.thinker.checkpoint import load_thinker
-from thinkjepa.thinker.data import SubgoalDataset, SubgoalSource, ThinkerDataModule
+from thinkjepa.thinker.data import SubgoalDataset, SubgoalSource, split_episodes
 from thinkjepa.thinker.metrics import SubgoalMetrics, episode_bootstrap_difference, retrieval_hits
 from thinkjepa.worldmodel.export import load_world_model
 
@@ -32,6 +33,7 @@ def score_thinker(
     subgoal_source: SubgoalSource = "waypoint",
     val_fraction: float = 0.1,
     seed: int = 0,
+    fallback_k: int = 4,
     neutral_instruction: str = "go to the object",
     batch_size: int = 64,
     out: str | None = None,
@@ -46,6 +48,7 @@ def score_thinker(
         subgoal_source: ``waypoint`` or ``bot`` subgoals (as in training).
         val_fraction: Held-out share of each level's episodes (as in training).
         seed: Seed of the episode split (as in training).
+        fallback_k: Steps ahead of the target where the subgoal source does not apply (as in training).
         neutral_instruction: The mission of the language-blind query.
         batch_size: Frames per thinker / encoder call.
         out: Also write the results to this JSON file.
@@ -57,11 +60,10 @@ def score_thinker(
     """
     wm = load_world_model(world_model).eval()
     model = load_thinker(thinker, world_model=wm).eval()
-    dm = ThinkerDataModule(root=data, subgoal_source=subgoal_source, val_fraction=val_fraction, seed=seed)
-    dm.setup()  # the training run's episode split
-    held_out, store = dm.val_set, dm.val_set.store
+    store = EpisodeStore(data)
+    _, held_out = split_episodes([store.meta(i).level for i in range(len(store))], val_fraction, seed)  # the run's split
     by_level: dict[str, list[int]] = {}
-    for e in held_out.episodes:
+    for e in held_out:
         by_level.setdefault(store.meta(e).level, []).append(e)
     unknown = sorted(set(levels or ()) - set(by_level))
     if unknown:
@@ -71,7 +73,7 @@ def score_thinker(
     encode = wm.target_encode
     results: dict[str, dict[str, float]] = {}
     for level in levels or sorted(by_level):
-        ds = SubgoalDataset(store, by_level[level], subgoal_source, dm.fallback_k)
+        ds = SubgoalDataset(store, by_level[level], subgoal_source, fallback_k)
         keys = list(range(len(ds)))
         current = torch.from_numpy(
             encode_fixed_batches(encode, stacked(ds.current_image, keys, batch_size), batch_size)

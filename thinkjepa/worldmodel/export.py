@@ -31,7 +31,7 @@ from thinkjepa.checkpoint import (
     load_state_dict_strict,
     safe_torch_load,
 )
-from thinkjepa.worldmodel.configs import as_dataclass
+from thinkjepa.configs import as_dataclass
 from thinkjepa.worldmodel.encoder import EncoderConfig
 from thinkjepa.worldmodel.goal_distance import DistanceConfig, GoalDistance
 from thinkjepa.worldmodel.jepa import JEPA
@@ -141,3 +141,14 @@ def load_world_model(path: str | os.PathLike, device: str | torch.device = "cpu"
     else:
         raise FileNotFoundError(f"no world-model checkpoint at {path}")
     return model.to(device).eval().requires_grad_(False)
+
+
+def world_model_part(value: str | os.PathLike | JEPA) -> tuple[JEPA, str]:
+    """A training stage's frozen world model and how its hyperparameters name it.
+
+    ``value`` is a :class:`JEPA` built or loaded by the caller (frozen here, in eval mode, and named
+    ``"<in memory>"``) or the path of an export or ``.ckpt`` (loaded with :func:`load_world_model`).
+    """
+    if isinstance(value, JEPA):
+        return value.eval().requires_grad_(False), "<in memory>"
+    return load_world_model(value), str(Path(value))

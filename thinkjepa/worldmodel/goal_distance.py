@@ -1,6 +1,6 @@
 """The goal-distance head: how many actions separate a (predicted) latent from a goal latent.
 
-The network only; :mod:`thinkjepa.worldmodel.distance` trains it (stage 3) and says why it exists. It is
+The network only; :mod:`thinkjepa.train.distance` trains it (stage 3) and says why it exists. It is
 exported with the world model (:mod:`thinkjepa.worldmodel.export`) and is a planning cost
 (:class:`~thinkjepa.policy.mpc.PlanningCost`).
 """

@@ -68,7 +68,7 @@ class JEPA(nn.Module):
         d, k = encoder.latent_dim, predictor.num_actions
         # Training-only head (not exported): which action led from z_t to z_{t+1}?
         self.inverse_dynamics = nn.Sequential(nn.Linear(2 * d, 256), nn.GELU(), nn.Linear(256, k))
-        # Optional planning cost, fit after the predictor (thinkjepa.worldmodel.distance); exported.
+        # Optional planning cost, fit after the predictor (thinkjepa.train.distance); exported.
         self.distance: nn.Module | None = None
 
     @property

@@ -1,4 +1,4 @@
-"""Rebuild the world model's config dataclasses from the plain dicts stored in checkpoints."""
+"""The one dict-to-dataclass helper: rebuild config dataclasses from plain dicts (recipes, checkpoints)."""
 
 from __future__ import annotations
 

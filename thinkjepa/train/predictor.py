@@ -1,6 +1,6 @@
 """Stage 2 of world-model training: fit the action-conditioned predictor on frozen encoder latents.
 
-Stage 1 (:class:`~thinkjepa.worldmodel.module.WorldModelModule`) learns the encoder and a predictor
+Stage 1 (:class:`~thinkjepa.train.worldmodel.WorldModelModule`) learns the encoder and a predictor
 jointly on images. On BabyAI its latent space is already a good planning cost — with the *true*
 dynamics, choosing the action sequence whose frames come closest to the goal latent solved 27/27
 held-out GoToLocal episodes — but its predictor, fit on 2k episodes, is not: the same search through
@@ -17,18 +17,17 @@ predictor was fit from target latents, so that is what a planner must feed it.
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
 
+from thinkjepa.configs import as_dataclass
 from thinkjepa.data.latents import Encode
-from thinkjepa.optim import adamw_warmup_cosine
-from thinkjepa.worldmodel.configs import as_dataclass
-from thinkjepa.worldmodel.export import load_world_model, target_encoder_fingerprint
-from thinkjepa.worldmodel.jepa import ObjectiveConfig
+from thinkjepa.optim import OptimConfig, adamw_warmup_cosine
+from thinkjepa.train.worldmodel import check_data_fits, export_on_fit_end, log_forecast_metrics
+from thinkjepa.worldmodel.export import target_encoder_fingerprint, world_model_part
+from thinkjepa.worldmodel.jepa import JEPA, ObjectiveConfig
 from thinkjepa.worldmodel.metrics import ActionDiscrimination, ForecastRetrieval
-from thinkjepa.worldmodel.module import OptimConfig, check_data_fits, export_on_fit_end, log_forecast_metrics
 from thinkjepa.worldmodel.predictor import MLPPredictor, PredictorConfig
 
 
@@ -36,7 +35,8 @@ class PredictorModule(pl.LightningModule):
     """Fits a world model's predictor on latents of its frozen target encoder.
 
     Args:
-        world_model: The stage-1 world model (export directory or ``.ckpt``); its encoders are frozen.
+        world_model: The stage-1 world model (a ``JEPA``, or its export directory or ``.ckpt``); its encoders
+            are frozen.
         predictor: Predictor architecture; ``None`` keeps stage 1's.
         reinit: Start from random weights even when the architecture is stage 1's (otherwise stage
             1's predictor is fine-tuned; a different architecture always starts from scratch).
@@ -48,7 +48,7 @@ class PredictorModule(pl.LightningModule):
 
     def __init__(
         self,
-        world_model: str,
+        world_model: str | JEPA,
         predictor: PredictorConfig | None = None,
         reinit: bool = False,
         rollout_steps: int = 4,
@@ -57,8 +57,8 @@ class PredictorModule(pl.LightningModule):
         eval_horizons: tuple[int, ...] = (1, 4, 8),
     ) -> None:
         super().__init__()
-        model = load_world_model(world_model)
-        self.source = str(Path(world_model))
+        model, source = world_model_part(world_model)
+        self.source = source
         self.source_key = target_encoder_fingerprint(model)
         config = model.predictor.config if predictor is None else as_dataclass(PredictorConfig, predictor)
         if reinit or config != model.predictor.config:
@@ -81,7 +81,7 @@ class PredictorModule(pl.LightningModule):
         self.val_actions = ActionDiscrimination()
 
     def latent_source(self) -> tuple[Encode, str]:
-        """What :class:`~thinkjepa.data.latents.LatentDataModule` encodes frames with, and its cache key."""
+        """What :class:`~thinkjepa.train.windows.LatentDataModule` encodes frames with, and its cache key."""
         return self.model.target_encode, self.source_key
 
     def setup(self, stage: str) -> None:

@@ -20,7 +20,6 @@ rebuilt from ``vlm`` (a tiny model's seed makes it identical) and ``world_model`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,32 +31,26 @@ import torch
 import torch.nn.functional as F
 from jsonargparse import lazy_instance
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
-from peft import LoraConfig, PeftModel
+from peft import LoraConfig
 
-from thinkjepa.checkpoint import load_state_dict_strict
+from thinkjepa.configs import as_dataclass
 from thinkjepa.data.latents import encode_fixed_batches, stacked
 from thinkjepa.optim import OptimConfig, adamw_warmup_cosine
+from thinkjepa.thinker.build import build_thinker, lora_config, lora_settings, plain
 from thinkjepa.thinker.checkpoint import (
-    _clean_base_state,
-    load_thinker,
     save_thinker,
     world_model_fingerprint,
 )
-from thinkjepa.thinker.head import HeadOptions, PyramidLatentHead
-from thinkjepa.thinker.lora import apply_lora, set_trainable
+from thinkjepa.thinker.head import HeadOptions
 from thinkjepa.thinker.metrics import SubgoalMetrics
-from thinkjepa.thinker.pretrain import is_grounded_vlm, load_grounded_readout, load_grounded_vlm
-from thinkjepa.thinker.thinker import Thinker
 from thinkjepa.thinker.vlm import (
     TEXT_MODEL_LORA_TARGETS,
     PretrainedVLM,
     TinyVLM,
-    build_tiny_vlm,
-    load_vlm,
     pixel_tokens,
 )
-from thinkjepa.worldmodel import load_world_model
-from thinkjepa.worldmodel.configs import as_dataclass
+from thinkjepa.worldmodel import JEPA
+from thinkjepa.worldmodel.export import world_model_part
 
 
 @dataclass(frozen=True)
@@ -88,70 +81,6 @@ DEFAULT_LOSS = LossOptions()
 DEFAULT_OPTIM = OptimConfig(weight_decay=0.0, warmup_steps=20, min_lr_ratio=0.1)
 
 
-def _plain(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
-def _lora_dict(config: LoraConfig) -> dict[str, Any]:
-    defaults = _plain(LoraConfig().to_dict())
-    return {k: v for k, v in _plain(config.to_dict()).items() if v != defaults.get(k)}
-
-
-def _lora(config: LoraConfig | dict[str, Any] | None) -> LoraConfig | None:
-    """A plain ``LoraConfig``; with no ``target_modules``/``target_parameters``, the language model's linears."""
-    if config is None:
-        return None
-    values = dict(config) if isinstance(config, dict) else _lora_dict(config)
-    values = {k: v for k, v in values.items() if k not in ("peft_type", "peft_version")}
-    if values.get("target_modules") is None and values.get("target_parameters") is None:
-        values["target_modules"] = TEXT_MODEL_LORA_TARGETS
-    return LoraConfig(**values)
-
-
-def _as(cls: type, value: Any) -> Any:
-    """Dataclass from the plain dict stored in ``hparams`` (``load_from_checkpoint``), else unchanged; an
-    unknown key is an error naming it (:func:`~thinkjepa.worldmodel.configs.as_dataclass`)."""
-    return as_dataclass(cls, value)
-
-
-def start_from(thinker: Thinker, source: str, saved: Thinker | None = None) -> None:
-    """Copy the VLM (base weights and adapters) and the head of the thinker exported at ``source``.
-
-    Which parameters train is left as ``thinker`` declares it. The source's world model is not checked:
-    starting from a thinker trained elsewhere is the point. Where only one of the two has LoRA adapters:
-
-    * the source has them, ``thinker`` not: its adapters are merged into its weights, which are copied;
-    * ``thinker`` has them, the source not: the source's VLM must already be ``thinker``'s base, copied into
-      the bare model before the adapters went on (:class:`ThinkerModule` does, as for a grounded VLM), so that
-      the fresh adapters finetune it; this is checked, and the head is copied.
-
-    Args:
-        thinker: The thinker to fill.
-        source: The exported thinker's directory.
-        saved: That thinker, if already loaded with :func:`~thinkjepa.thinker.checkpoint.load_thinker`.
-
-    Raises:
-        FileNotFoundError: No thinker checkpoint at ``source``.
-        StateDictMismatchError: Another VLM or head architecture (every differing name and shape listed).
-        ValueError: ``thinker`` has adapters, the source none, and its base VLM is not the source's.
-    """
-    saved = load_thinker(source) if saved is None else saved
-    mine, theirs = isinstance(thinker.vlm, PeftModel), isinstance(saved.vlm, PeftModel)
-    if mine and not theirs:
-        base, state = _clean_base_state(thinker.base_vlm), saved.vlm.state_dict()
-        differ = sorted(k for k in base.keys() | state.keys()
-                        if k not in base or k not in state or not torch.equal(base[k], state[k]))
-        if differ:
-            raise ValueError(
-                f"init_from={source} was trained without LoRA adapters: its VLM must be copied into this thinker's "
-                f"bare VLM before the adapters go on (ThinkerModule does); {len(differ)} weights differ, e.g. {differ[:5]}"
-            )
-    else:
-        vlm = saved.vlm.merge_and_unload() if theirs and not mine else saved.vlm
-        load_state_dict_strict(thinker.vlm, vlm.state_dict(), f"init_from={source} (VLM)")
-    load_state_dict_strict(thinker.head, saved.head.state_dict(), f"init_from={source} (head)")
-
-
 def _absolute(model_path: str) -> str:
     """A local directory as an absolute path (the export may be loaded from another directory); else a Hub id."""
     return str(Path(model_path).resolve()) if Path(model_path).exists() else model_path
@@ -161,7 +90,8 @@ class ThinkerModule(pl.LightningModule):
     """Finetunes a :class:`~thinkjepa.thinker.thinker.Thinker` against a frozen world model.
 
     Args:
-        world_model: Exported world-model directory (or Lightning ``.ckpt``) whose latent space z* lives in.
+        world_model: The world model whose latent space z* lives in: a ``JEPA``, or its export directory (or
+            Lightning ``.ckpt``).
         vlm: A :class:`TinyVLM` spec (random init, saved into the exported thinker) or a
             :class:`PretrainedVLM` (``model_path``: local directory or cached Hub id).
         lora: LoRA adapters (``peft.LoraConfig``); ``None`` trains no adapters. Without ``target_modules``
@@ -183,13 +113,13 @@ class ThinkerModule(pl.LightningModule):
             world model is not checked (the run retrains the head for this one). One trained without
             adapters may start a run with ``lora``: its VLM is copied before the adapters go on (see
             :func:`start_from`). Or a grounding-pretrained VLM of the same ``vlm`` spec
-            (:mod:`thinkjepa.thinker.pretrain`): its weights are copied before any LoRA adapters go on, and
+            (:mod:`thinkjepa.train.grounding`): its weights are copied before any LoRA adapters go on, and
             its read-out starts the head's grounded pool. A resumed run's checkpoint still wins.
     """
 
     def __init__(
         self,
-        world_model: str,
+        world_model: str | JEPA,
         vlm: TinyVLM | PretrainedVLM = DEFAULT_VLM,
         lora: LoraConfig | None = DEFAULT_LORA,
         trainable: tuple[str, ...] = (),
@@ -205,10 +135,10 @@ class ThinkerModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         if isinstance(vlm, dict):
-            vlm = _as(PretrainedVLM if "model_path" in vlm else TinyVLM, vlm)
-        lora = _lora(lora)
-        head = _as(HeadOptions, head)
-        self.loss_options, self.optim = _as(LossOptions, loss), _as(OptimConfig, optim)
+            vlm = as_dataclass(PretrainedVLM if "model_path" in vlm else TinyVLM, vlm)
+        lora = lora_config(lora)
+        head = as_dataclass(HeadOptions, head)
+        self.loss_options, self.optim = as_dataclass(LossOptions, loss), as_dataclass(OptimConfig, optim)
         grounding = [k for k in ("grounding_weight", "waypoint_grounding_weight") if getattr(self.loss_options, k) > 0]
         for name in grounding:
             if head.pooling != "grounded":
@@ -229,11 +159,11 @@ class ThinkerModule(pl.LightningModule):
         # Plain values only: checkpoints must load with torch.load(weights_only=True).
         self.save_hyperparameters(
             {
-                "world_model": str(world_model),
+                "world_model": str(world_model) if not isinstance(world_model, JEPA) else "<in memory>",
                 "vlm": asdict(vlm),
-                "lora": None if lora is None else _lora_dict(lora),
+                "lora": None if lora is None else lora_settings(lora),
                 "trainable": list(trainable),
-                "head": _plain(asdict(head)),
+                "head": plain(asdict(head)),
                 "prompt": prompt,
                 "text_first": text_first,
                 "loss": asdict(self.loss_options),
@@ -246,36 +176,8 @@ class ThinkerModule(pl.LightningModule):
         )
         self.vlm_spec, self.encode_batch_size = vlm, encode_batch_size
         self.neutral_instruction, self.language_blind = neutral_instruction, language_blind
-        wm = load_world_model(world_model)
-        if isinstance(vlm, TinyVLM):
-            model, processor = build_tiny_vlm(**asdict(vlm))
-        else:
-            model, processor = load_vlm(
-                vlm.model_path, dtype=vlm.dtype, processor_kwargs=vlm.processor_kwargs
-            )
-        grounded = init_from is not None and is_grounded_vlm(init_from)
-        start = load_thinker(init_from) if init_from is not None and not grounded else None
-        # The VLM to finetune is copied before any adapters go on, so that they finetune it (and an adapter
-        # init that reads the base weights sees these).
-        if grounded:
-            if not isinstance(vlm, TinyVLM):
-                raise ValueError(f"init_from={init_from} is a grounded tiny VLM: set vlm to its TinyVLM spec")
-            load_grounded_vlm(model, init_from, vlm, prompt, text_first)
-        elif start is not None and lora is not None and not isinstance(start.vlm, PeftModel):
-            # a thinker trained without adapters (e.g. every weight): its VLM is the base of this run's adapters
-            load_state_dict_strict(model, start.vlm.state_dict(), f"init_from={init_from} (VLM)")
-        model = apply_lora(model, lora)
-        set_trainable(model, trainable)
-        text = model.config.get_text_config()
-        latent_head = PyramidLatentHead(
-            **asdict(head), hidden_size=text.hidden_size, latent_dim=wm.latent_dim
-        )
-        self.thinker = Thinker(model, processor, latent_head, prompt=prompt, world_model=wm,
-                               text_first=text_first).train()
-        if grounded:
-            load_grounded_readout(latent_head, init_from, text.num_hidden_layers + 1)
-        elif start is not None:
-            start_from(self.thinker, init_from, start)
+        wm, _ = world_model_part(world_model)
+        self.thinker = build_thinker(wm, vlm, lora, trainable, head, prompt, text_first, init_from).train()
         self.val_metrics = SubgoalMetrics()
         # Lightning checkpoints hold the trained weights only; on_load_checkpoint checks the key set.
         self.strict_loading = False
@@ -296,7 +198,7 @@ class ThinkerModule(pl.LightningModule):
         dm = self.trainer.datamodule if self.trainer is not None else None
         if dm is None or not hasattr(dm, "train_set"):
             raise ValueError(
-                "ThinkerModule needs a datamodule with train_set/val_set (thinkjepa.thinker.data.ThinkerDataModule)"
+                "ThinkerModule needs a datamodule with train_set/val_set (thinkjepa.train.thinker_data.ThinkerDataModule)"
             )
         wm = self.thinker.world_model
         wm_size, data_size = getattr(wm, "image_size", None), getattr(dm, "image_size", None)

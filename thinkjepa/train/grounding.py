@@ -20,7 +20,8 @@ over the token grid instead: on GoTo the linear read-out learned the object but 
 waypoint as often with a neutral instruction as with the true one), the router learned it within 200 steps.
 ``init_from`` starts such a phase from an earlier phase's export.
 
-At the end of ``fit`` the run is exported to ``<default_root_dir>/vlm`` (atomically):
+At the end of ``fit`` the run is exported to ``<default_root_dir>/vlm`` (atomically; the format and its loaders
+are in :mod:`thinkjepa.thinker.grounded`):
 
     config.json, model.safetensors, processor files   the VLM in ``save_pretrained`` layout (loads with
                                                       :func:`~thinkjepa.thinker.vlm.load_vlm`)
@@ -28,7 +29,7 @@ At the end of ``fit`` the run is exported to ``<default_root_dir>/vlm`` (atomica
     grounding.safetensors                             the read-out: ``norm.*``, ``scorer.*``, and ``heading.*``
                                                       or ``router.*``
 
-A :class:`~thinkjepa.thinker.module.ThinkerModule` with the same ``vlm`` spec starts from it with
+A :class:`~thinkjepa.train.thinker.ThinkerModule` with the same ``vlm`` spec starts from it with
 ``init_from: <that directory>``: the VLM's weights are copied before any LoRA adapters go on
 (:func:`load_grounded_vlm`), and the head's grounded pool (its first layer's norm and scorer) starts as this
 read-out (:func:`load_grounded_readout`).
@@ -36,7 +37,6 @@ read-out (:func:`load_grounded_readout`).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -47,30 +47,22 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from thinkjepa.checkpoint import atomic_directory, load_state_dict_strict, read_format_json
+from thinkjepa.configs import as_dataclass
 from thinkjepa.data.grounding import GroundingSamples, Naming, check_naming, grounding_samples
-from thinkjepa.optim import adamw_warmup_cosine
-from thinkjepa.thinker.head import PyramidLatentHead
+from thinkjepa.optim import OptimConfig, adamw_warmup_cosine
+from thinkjepa.thinker.grounded import copy_readout, load_grounded_vlm, save_grounded_vlm
 from thinkjepa.thinker.router import GridRouter, RouterOptions
 from thinkjepa.thinker.thinker import Thinker, chat_text, processor_inputs
-from thinkjepa.thinker.vlm import TinyVLM, build_tiny_vlm, load_vlm, pixel_tokens, save_vlm
+from thinkjepa.thinker.vlm import TinyVLM, build_tiny_vlm, pixel_tokens
 
-FORMAT = "thinkjepa.grounded_vlm/1"
 DEFAULT_VLM = TinyVLM()
-CONFIG = "grounding.json"
-READOUT = "grounding.safetensors"
+DEFAULT_OPTIM = OptimConfig(weight_decay=0.0, warmup_steps=100, min_lr_ratio=0.1)
 VAL_SEED, VAL_LAYOUTS = 10_000_000, 100_000
 """The held-out samples come from layouts ``VAL_SEED`` on; training batches never draw from the first
 ``VAL_LAYOUTS`` of them."""
-
-
-def is_grounded_vlm(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a :class:`GroundingPretrainModule` export."""
-    return (Path(path) / CONFIG).is_file()
 
 
 class GroundingStream(IterableDataset):
@@ -174,7 +166,7 @@ class GroundingPretrainModule(pl.LightningModule):
         neutral_instruction: Validation also scores this instruction in place of the true one: grounding is
             the gap between the two.
         heading_weight: Weight of the heading cross-entropy (the two token cross-entropies weigh 1).
-        lr, weight_decay, warmup_steps, min_lr_ratio: AdamW with linear warm-up and cosine decay.
+        optim: AdamW with linear warm-up and cosine decay (:class:`~thinkjepa.optim.OptimConfig`).
         router: :class:`~thinkjepa.thinker.router.RouterOptions` fields: score the waypoint (and read its heading)
             with a :class:`~thinkjepa.thinker.router.GridRouter` over the token grid instead of linearly per
             token; the thinker's head then needs the same ``head.router``.
@@ -186,18 +178,17 @@ class GroundingPretrainModule(pl.LightningModule):
     """
 
     def __init__(self, vlm: TinyVLM = DEFAULT_VLM, prompt: str = "{instruction}", text_first: bool = True,
-                 neutral_instruction: str = "go to the object", heading_weight: float = 1.0, lr: float = 1e-3,
-                 weight_decay: float = 0.0, warmup_steps: int = 100, min_lr_ratio: float = 0.1,
-                 router: dict | None = None, init_from: str | None = None, schedule_steps: int | None = None) -> None:
+                 neutral_instruction: str = "go to the object", heading_weight: float = 1.0,
+                 optim: OptimConfig = DEFAULT_OPTIM, router: dict | None = None, init_from: str | None = None, schedule_steps: int | None = None) -> None:
         super().__init__()
-        spec = TinyVLM(**vlm) if isinstance(vlm, dict) else vlm
+        spec = as_dataclass(TinyVLM, vlm)
+        self.optim = as_dataclass(OptimConfig, optim)
         router = None if router is None else asdict(RouterOptions(**router))
         if schedule_steps is not None and schedule_steps < 1:
             raise ValueError(f"schedule_steps must be >= 1 or None, got {schedule_steps}")
         self.save_hyperparameters({"vlm": asdict(spec), "prompt": prompt, "text_first": text_first,
                                    "neutral_instruction": neutral_instruction, "heading_weight": heading_weight,
-                                   "lr": lr, "weight_decay": weight_decay, "warmup_steps": warmup_steps,
-                                   "min_lr_ratio": min_lr_ratio, "router": router, "init_from": init_from,
+                                   "optim": asdict(self.optim), "router": router, "init_from": init_from,
                                    "schedule_steps": schedule_steps})
         if "{instruction}" not in prompt:
             raise ValueError(f"prompt {prompt!r} must contain '{{instruction}}'")
@@ -280,9 +271,9 @@ class GroundingPretrainModule(pl.LightningModule):
                           sync_dist=True)  # under DDP each rank validates its share of the chunks
 
     def configure_optimizers(self) -> dict[str, Any]:
-        h = self.hparams
-        return adamw_warmup_cosine(self.parameters(), h.lr, h.weight_decay, h.warmup_steps, h.min_lr_ratio,
-                                   h.get("schedule_steps") or self.trainer.estimated_stepping_batches)
+        o = self.optim
+        return adamw_warmup_cosine(self.parameters(), o.lr, o.weight_decay, o.warmup_steps, o.min_lr_ratio,
+                                   self.hparams.get("schedule_steps") or self.trainer.estimated_stepping_batches)
 
     def readout_state(self) -> dict[str, torch.Tensor]:
         """The read-out's weights as stored in ``grounding.safetensors``."""
@@ -291,14 +282,11 @@ class GroundingPretrainModule(pl.LightningModule):
         return {f"{p}.{k}": v.detach().float().contiguous().cpu() for p, m in parts.items() for k, v in m.state_dict().items()}
 
     def export(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-        """Write the VLM, its processor and the read-out to the directory ``path``, atomically."""
-        with atomic_directory(path) as tmp:
-            save_vlm(self.vlm, self.processor, tmp)
-            save_file(self.readout_state(), tmp / READOUT)
-            config = {"format": FORMAT, "vlm": asdict(self.spec), "prompt": self.hparams.prompt,
-                      "text_first": self.hparams.text_first, "router": self.hparams.get("router"), **(extra or {})}
-            (tmp / CONFIG).write_text(json.dumps(config, indent=2, default=str))
-        return Path(path)
+        """Write the VLM, its processor and the read-out to the directory ``path``, atomically
+        (:func:`~thinkjepa.thinker.grounded.save_grounded_vlm`)."""
+        config = {"vlm": asdict(self.spec), "prompt": self.hparams.prompt, "text_first": self.hparams.text_first,
+                  "router": self.hparams.get("router"), **(extra or {})}
+        return save_grounded_vlm(path, self.vlm, self.processor, self.readout_state(), config)
 
     @rank_zero_only
     def on_fit_end(self) -> None:
@@ -310,78 +298,3 @@ class GroundingPretrainModule(pl.LightningModule):
                  "val": {k: round(float(v), 4) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}}
         path = self.export(Path(self.trainer.default_root_dir) / "vlm", extra)
         rank_zero_info(f"grounded VLM exported to {path}")
-
-
-def read_grounded_config(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``grounding.json`` of a :class:`GroundingPretrainModule` export.
-
-    Raises:
-        FileNotFoundError: no export at ``path``.
-        ValueError: an unknown format.
-    """
-    return read_format_json(path, CONFIG, FORMAT, "grounded VLM")
-
-
-def load_grounded_vlm(model: nn.Module, source: str | os.PathLike, spec: TinyVLM, prompt: str, text_first: bool) -> None:
-    """Copy the VLM of a grounded export into ``model``, a bare (no adapters yet) VLM built from ``spec``.
-
-    The export is loaded with ``from_pretrained``. A thinker applies its LoRA adapters (if any) after this,
-    so the adapters finetune the grounded weights, as they would a pretrained VLM's.
-
-    Raises:
-        ValueError: the export was trained with another VLM spec, prompt or text order (each one named).
-        StateDictMismatchError: the weights do not fit (every differing name listed).
-    """
-    config = read_grounded_config(source)
-    mine = {"vlm": asdict(spec), "prompt": prompt, "text_first": text_first}
-    differ = [k for k, v in mine.items() if config.get(k) != v]
-    if differ:
-        raise ValueError(
-            f"init_from={source}: the grounded VLM was trained with other "
-            + ", ".join(f"{k} ({config.get(k)!r}, this thinker {mine[k]!r})" for k in differ)
-        )
-    pretrained, _ = load_vlm(source)
-    load_state_dict_strict(model, pretrained.state_dict(), f"init_from={source} (VLM)")
-
-
-def copy_readout(source: str | os.PathLike, norm: nn.LayerNorm, scorer: nn.Linear, router: GridRouter | None,
-                 heading: nn.Linear | None = None) -> None:
-    """Copy a grounded export's read-out into these modules: the norm, the scorer's first rows (as many as both
-    have: 0 the object, 1 a linear waypoint query), the router and the heading read-out where both have one.
-    A router here with none in the export starts fresh.
-
-    Raises:
-        ValueError: the export routes waypoints and these modules do not, or with other router options.
-    """
-    config, readout = read_grounded_config(source), load_file(str(Path(source) / READOUT))
-    theirs, mine = config.get("router"), None if router is None else asdict(router.options)
-    if theirs is not None and theirs != mine:
-        raise ValueError(
-            f"init_from={source}: its waypoint query is a GridRouter with {theirs}; set the same router options "
-            f"here (got {mine})"
-        )
-    q = min(scorer.out_features, readout["scorer.weight"].shape[0])
-    with torch.no_grad():
-        norm.load_state_dict({k[5:]: v for k, v in readout.items() if k.startswith("norm.")})
-        scorer.weight[:q].copy_(readout["scorer.weight"][:q])
-        scorer.bias[:q].copy_(readout["scorer.bias"][:q])
-    for name, module in (("router", router if theirs is not None else None), ("heading", heading)):
-        state = {k[len(name) + 1:]: v for k, v in readout.items() if k.startswith(name + ".")}
-        if module is not None and state:
-            load_state_dict_strict(module, state, f"init_from={source} ({name})")
-
-
-def load_grounded_readout(head: PyramidLatentHead, source: str | os.PathLike, num_states: int) -> None:
-    """Start ``head``'s grounded pool as the export's read-out (:func:`copy_readout`: the norm of its first layer,
-    the object scorer and the waypoint query, linear or routed). ``num_states``: the VLM's hidden-state count.
-
-    Raises:
-        ValueError: the head does not pool ``grounded`` on the last layer (``head.layers[0]`` = -1), where the
-            read-out was trained, or its router does not match the export's.
-    """
-    if head.scorer is None or head.layers[0] % num_states != num_states - 1:
-        raise ValueError(
-            f"init_from={source}: to start from the grounded read-out the thinker's head must pool 'grounded' with "
-            f"the last layer first (head.layers[0] = -1); it has pooling {head.options.pooling!r}, layers {list(head.layers)}"
-        )
-    copy_readout(source, head.norms[0], head.scorer, head.router)

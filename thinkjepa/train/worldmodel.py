@@ -19,8 +19,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from thinkjepa.checkpoint import load_state_dict_strict
+from thinkjepa.configs import as_dataclass
 from thinkjepa.optim import OptimConfig, adamw_warmup_cosine
-from thinkjepa.worldmodel.configs import as_dataclass
 from thinkjepa.worldmodel.ema import cosine_momentum, ema_update
 from thinkjepa.worldmodel.encoder import EncoderConfig
 from thinkjepa.worldmodel.export import architecture, load_world_model, save_world_model

@@ -21,7 +21,6 @@ agents then plan with the same cost.
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
@@ -29,13 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from thinkjepa.configs import as_dataclass
 from thinkjepa.data.latents import Encode, encode_fixed_batches
 from thinkjepa.data.poses import MOVES, UNREACHABLE, pose_frames
-from thinkjepa.optim import adamw_warmup_cosine
-from thinkjepa.worldmodel.configs import as_dataclass
-from thinkjepa.worldmodel.export import load_world_model
+from thinkjepa.optim import OptimConfig, adamw_warmup_cosine
+from thinkjepa.train.worldmodel import export_on_fit_end
+from thinkjepa.worldmodel.export import world_model_part
 from thinkjepa.worldmodel.goal_distance import DistanceConfig, GoalDistance
-from thinkjepa.worldmodel.module import OptimConfig, export_on_fit_end
+from thinkjepa.worldmodel.jepa import JEPA
 
 
 class PosePairs(Dataset):
@@ -195,7 +195,7 @@ class DistanceModule(pl.LightningModule):
     """Stage 3: fits a :class:`GoalDistance` head on a frozen world model's latent space.
 
     Args:
-        world_model: The world model (export directory or ``.ckpt``; usually stage 2's).
+        world_model: The world model (a ``JEPA``, or its export directory or ``.ckpt``; usually stage 2's).
         distance: Head architecture.
         rollout_steps: Most random actions the predictor rolls a start forward before it is scored.
         optim: Optimizer and schedule.
@@ -203,7 +203,7 @@ class DistanceModule(pl.LightningModule):
 
     def __init__(
         self,
-        world_model: str,
+        world_model: str | JEPA,
         distance: DistanceConfig = DistanceConfig(),
         rollout_steps: int = 6,
         optim: OptimConfig = OptimConfig(),
@@ -211,14 +211,14 @@ class DistanceModule(pl.LightningModule):
         super().__init__()
         if rollout_steps < 0:
             raise ValueError(f"rollout_steps must be >= 0, got {rollout_steps}")
-        model = load_world_model(world_model)
+        model, source = world_model_part(world_model)
         config = as_dataclass(DistanceConfig, distance)
         model.distance = GoalDistance(config, model.latent_dim)
         self.model = model
         self.rollout_steps = rollout_steps
         self.optim = as_dataclass(OptimConfig, optim)
         self.save_hyperparameters({
-            "world_model": str(Path(world_model)),
+            "world_model": source,
             "encoder": asdict(model.encoder.config), "predictor": asdict(model.predictor.config),
             "distance": asdict(config), "rollout_steps": rollout_steps, "optim": asdict(self.optim),
         })
@@ -226,7 +226,7 @@ class DistanceModule(pl.LightningModule):
     def pose_source(self) -> tuple[Encode, int]:
         """How :class:`PoseDistanceDataModule` encodes frames (the planner's goal encoder) and at what size.
 
-        Not ``latent_source``: that is :class:`~thinkjepa.data.latents.LatentDataModule`'s contract
+        Not ``latent_source``: that is :class:`~thinkjepa.train.windows.LatentDataModule`'s contract
         (``(encode, cache key)``), which this module does not serve.
         """
         return self.model.target_encode, self.model.image_size
