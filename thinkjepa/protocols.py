@@ -15,9 +15,9 @@ Actions:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -113,3 +113,22 @@ class SubgoalSource(Protocol):
     def propose(self, rows: Sequence[int], images: torch.Tensor) -> torch.Tensor:
         """Subgoal latents ``(R, D)`` for the episodes ``rows`` seen in ``uint8 (R, H, W, 3)`` images."""
         ...
+
+
+class Subgoals(NamedTuple):
+    """Subgoals of a source that also searched for how to reach them (:class:`PathSubgoalSource`)."""
+
+    latents: torch.Tensor  # (R, D)
+    paths: list[list[int]]  # per episode, the actions predicted to reach its subgoal ([]: none found)
+
+
+@runtime_checkable
+class PathSubgoalSource(SubgoalSource, Protocol):
+    """A subgoal source that returns, with each subgoal, the action path it predicts reaches it.
+
+    An agent that follows those paths keeps them itself and tells the source which actions it saw do
+    nothing (``blocked``), so the next search leaves them out; the source keeps no per-episode paths.
+    """
+
+    def propose_with_paths(self, rows: Sequence[int], images: torch.Tensor,
+                           blocked: Sequence[Collection[int]] | None = None) -> Subgoals: ...

@@ -72,7 +72,10 @@ def test_three_lines_load_a_policy_that_acts_in_the_level(checkpoints, world_mod
     with torch.no_grad():
         here = snapped.world_model.target_encode(torch.as_tensor(obs)[None])[0]
     torch.testing.assert_close(snapped.traces[0].subgoals[0], here)
-    assert snapped.subgoals.paths == {0: []} and len(snapped.subgoals.gaps) == 1  # the snap ran, found no move
+    assert len(snapped.subgoals.gaps) == 1  # the snap ran once
+    found = snapped.subgoals.propose_with_paths([0], torch.as_tensor(obs)[None], blocked=[set()])
+    assert found.paths == [[]]  # ... and found no move: every action predicts no change
+    torch.testing.assert_close(found.latents[0], here)
 
 
 def test_a_thinker_of_another_world_model_is_refused_naming_both(checkpoints, world_model, tmp_path) -> None:

@@ -36,7 +36,7 @@ from thinkjepa.policy.demos import calibrated_threshold
 from thinkjepa.policy.mpc import LatentMPC, PlanningCost
 from thinkjepa.policy.settings import AgentSettings, release_settings
 from thinkjepa.policy.subgoals import OracleSubgoals, ReachableSubgoals, ThinkerSubgoals
-from thinkjepa.protocols import EpisodeStart, WorldModel, episode_starts
+from thinkjepa.protocols import EpisodeStart, PathSubgoalSource, WorldModel, episode_starts
 from thinkjepa.release import Release, ReleaseError
 from thinkjepa.thinker.checkpoint import load_thinker
 from thinkjepa.worldmodel.export import load_world_model
@@ -83,7 +83,8 @@ class HierarchicalPolicy:
         cost: What the planner minimises (:class:`~thinkjepa.policy.mpc.PlanningCost`); subgoals count
             as reached by latent L2 whatever it is.
         seed: Planner seed.
-        follow_paths: Execute the subgoal source's paths (``subgoals.paths``) instead of planning.
+        follow_paths: Execute the paths a :class:`~thinkjepa.protocols.PathSubgoalSource` returns with its
+            subgoals instead of planning (the policy keeps them, ``paths``, and the actions seen blocked).
     """
 
     def __init__(
@@ -99,7 +100,7 @@ class HierarchicalPolicy:
         seed: int = 0,
         follow_paths: bool = False,
     ) -> None:
-        if follow_paths and not hasattr(subgoals, "paths"):
+        if follow_paths and not isinstance(subgoals, PathSubgoalSource):
             raise ValueError(f"follow_paths needs a subgoal source that gives paths (ReachableSubgoals), got "
                              f"{type(subgoals).__name__}")
         self.follow_paths = follow_paths
@@ -224,6 +225,8 @@ class HierarchicalPolicy:
         self.since_query = torch.zeros(b, dtype=torch.long)
         self.traces = [EpisodeTrace() for _ in range(b)]
         self.path_blocked = torch.zeros(b, dtype=torch.bool)
+        self.paths: dict[int, list[int]] = {}  # episode row -> actions left of the path to its subgoal
+        self.blocked: dict[int, set[int]] = {}  # episode row -> actions seen to do nothing from where it is
 
     @torch.no_grad()
     def act(self, obs: np.ndarray | torch.Tensor, active: np.ndarray | None = None) -> np.ndarray | int:
@@ -243,7 +246,12 @@ class HierarchicalPolicy:
         ask = [i for i, reason in enumerate(reasons) if reason]
         if ask:
             start = time.perf_counter()
-            new = self.subgoals.propose([int(rows[i]) for i in ask], images[ask])
+            asked = [int(rows[i]) for i in ask]
+            if self.follow_paths:
+                new, paths = self.subgoals.propose_with_paths(asked, images[ask], [self.blocked.get(r, set()) for r in asked])
+                self.paths.update(zip(asked, paths, strict=True))
+            else:
+                new = self.subgoals.propose(asked, images[ask])
             per_episode = (time.perf_counter() - start) / len(ask)
             for j, i in enumerate(ask):
                 r = int(rows[i])
@@ -276,15 +284,14 @@ class HierarchicalPolicy:
     def _blocked_actions(self, rows: torch.Tensor, z: torch.Tensor) -> None:
         """Actions seen to change nothing from each episode's current latent (the MPC's
         :class:`~thinkjepa.policy.mpc.ObservedNoOps`), which the source leaves out of its next search
-        (``subgoals.blocked``); an episode whose last step changed nothing ends its path as unreachable."""
+        (``blocked``); an episode whose last step changed nothing ends its path as unreachable."""
         noops = self.mpc.noops
         unchanged = noops.observe(rows, z)
         mask = noops.mask(rows, z, self.mpc.space.n).cpu()
-        self.subgoals.blocked = {}
         for i, r in enumerate(rows.tolist()):
-            self.subgoals.blocked[r] = set(mask[i].nonzero()[:, 0].tolist())
+            self.blocked[r] = set(mask[i].nonzero()[:, 0].tolist())
             if unchanged[i]:
-                self.subgoals.paths[r] = []  # the last step went nowhere: the subgoal is not where the path led
+                self.paths[r] = []  # the last step went nowhere: the subgoal is not where the path led
                 self.path_blocked[r] = True
 
     def _path_actions(self, rows: torch.Tensor, z: torch.Tensor, dist: torch.Tensor
@@ -295,7 +302,7 @@ class HierarchicalPolicy:
         cost = dist.clone()
         walk, plan = [], []
         for i, r in enumerate(rows.tolist()):
-            path = self.subgoals.paths.get(r)
+            path = self.paths.get(r)
             if path:
                 actions[i] = path.pop(0)
                 walk.append(i)
@@ -317,7 +324,7 @@ class HierarchicalPolicy:
             elif dist[i] < self.reach_threshold:
                 reasons.append("reached")
             elif self.follow_paths:  # a path ends within the source's look-ahead: no patience, no budget
-                reasons.append("unreachable" if self.path_blocked[r] else None if self.subgoals.paths.get(r) else "reached")
+                reasons.append("unreachable" if self.path_blocked[r] else None if self.paths.get(r) else "reached")
             elif self.stalled[r] >= self.patience:
                 reasons.append("unreachable")
             elif self.since_query[r] >= self.requery_every:

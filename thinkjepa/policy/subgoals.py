@@ -16,7 +16,7 @@ current batch, given their current frames.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -24,7 +24,7 @@ import torch
 
 from thinkjepa.data.collect import WaypointFrames
 from thinkjepa.planning.spaces import DiscreteSpace
-from thinkjepa.protocols import EpisodeStart, Thinker, WorldModel
+from thinkjepa.protocols import EpisodeStart, Subgoals, Thinker, WorldModel
 
 
 class ThinkerSubgoals:
@@ -196,22 +196,34 @@ class ReachableSubgoals:
         self.proposed: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # row -> (frame, subgoal) pairs
         self.name = source.name
         self.gaps: list[float] = []  # ‖z* − snapped‖ of every proposal, for diagnostics
-        self.paths: dict[int, list[int]] = {}  # episode row -> actions predicted to reach its snapped subgoal
-        self.blocked: dict[int, set[int]] = {}  # episode row -> actions known to do nothing from where it is
 
     def reset(self, episodes: Sequence[EpisodeStart]) -> None:
         self.source.reset(episodes)
-        self.paths, self.blocked, self.proposed = {}, {}, {}
+        self.proposed = {}
+
+    def propose(self, rows: Sequence[int], images: torch.Tensor) -> torch.Tensor:
+        return self.propose_with_paths(rows, images).latents
 
     @torch.no_grad()
-    def propose(self, rows: Sequence[int], images: torch.Tensor) -> torch.Tensor:
+    def propose_with_paths(self, rows: Sequence[int], images: torch.Tensor,
+                           blocked: Sequence[Collection[int]] | None = None) -> Subgoals:
+        """The snapped subgoals of episodes ``rows`` and the action path the world model predicts reaches each.
+
+        Args:
+            rows: The episodes asked for (rows of the batch started by ``reset``).
+            images: ``uint8 (R, H, W, 3)`` their current frames.
+            blocked: Per asked episode, actions seen to change nothing from where it is: searched no further.
+        """
+        if blocked is not None and len(blocked) != len(rows):
+            raise ValueError(f"blocked has {len(blocked)} entries for {len(rows)} episodes")
         wanted = self.source.propose(rows, images)
         start, start_target = self.world_model.encode(images), self.world_model.target_encode(images)
         out = torch.empty_like(wanted)
+        found: list[list[int]] = []
         for i in range(len(wanted)):
             r = int(rows[i])
             states, paths = reachable_latents(self.world_model, start[i], start_target[i], self.space.allowed_ids,
-                                              self.depth, self.merge, blocked=self.blocked.get(r, ()))
+                                              self.depth, self.merge, blocked=blocked[i] if blocked is not None else ())
             far = torch.cdist(wanted[i : i + 1], states)[0]
             if len(states) > 1:
                 far[0] = float("inf")  # the next subgoal is not where the agent is
@@ -224,8 +236,8 @@ class ReachableSubgoals:
                         far = far.masked_fill(taken, float("inf"))
             k = int(far.argmin())
             out[i] = states[k]
-            self.paths[r] = list(paths[k])
+            found.append(list(paths[k]))
             self.gaps.append(float(far[k]))
             if self.tabu:
                 self.proposed.setdefault(r, []).append((start_target[i].clone(), states[k].clone()))
-        return out
+        return Subgoals(out, found)
