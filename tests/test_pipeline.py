@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from thinkjepa.policy.settings import AgentSettings
 from thinkjepa.release.build import ReleaseRecipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,8 +54,10 @@ def test_each_stage_reads_only_what_earlier_stages_wrote(path: Path) -> None:
         kinds[stage.name] = _export_kind(recipe)
     assert kinds[spec.agent["world_model"]] == "world_model"
     assert spec.agent.get("thinker") is None or kinds[spec.agent["thinker"]] == "thinker"
-    evaluation = yaml.safe_load((ROOT / spec.agent["eval"]).read_text())
-    assert evaluation["planner"]["class_path"] and evaluation["cost"], "the agent's planner and cost come from its eval recipe"
+    agent = yaml.safe_load((ROOT / spec.agent["eval"]).read_text())["agent"]
+    assert agent["planner"]["class_path"] and agent["cost"], "the agent's planner and cost come from its eval recipe"
+    settings = AgentSettings.from_eval_recipe(ROOT / spec.agent["eval"])
+    assert settings.make_planner() is not None and settings.planning_cost() is not None
 
 
 def test_the_goto_release_ends_in_the_gpu_continued_router_thinker() -> None:

@@ -87,6 +87,7 @@ def demo(
     """
     from thinkjepa.data.collect import collect
     from thinkjepa.policy.evaluate import evaluate
+    from thinkjepa.policy.settings import AgentSettings
 
     base = Path(out)
     if fresh and base.exists():
@@ -131,8 +132,8 @@ def demo(
     print("\n== 4/4 evaluating bot / flat / hierarchical / oracle ==")
     # finished chunks of an interrupted evaluation are reused; those of other models or settings rerun
     summary = evaluate(world_model=str(world_model), thinker=str(thinker_dir / "thinker"), episodes=eval_episodes,
-                       num_envs=10, max_steps=eval_max_steps, out=str(base / "eval"), log_episodes=2, workers=eval_workers,
-                       stale="replace")
+                       agent=AgentSettings(max_steps=eval_max_steps), num_envs=10, out=str(base / "eval"),
+                       log_episodes=2, workers=eval_workers, stale="replace")
     timings["evaluate"] = time.perf_counter() - start
     print("\nwall time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()))
     if released is not None:

@@ -15,6 +15,7 @@ from thinkjepa.planning.spaces import DiscreteSpace
 from thinkjepa.policy import FlatPolicy, HierarchicalPolicy, OracleSubgoals, ThinkerSubgoals
 from thinkjepa.policy.evaluate import Demo, evaluate, run_episodes
 from thinkjepa.policy.plots import COLORS, length_bins, success_by_length
+from thinkjepa.policy.settings import AgentSettings
 from thinkjepa.policy.stats import EpisodeResult, wilson_interval
 from thinkjepa.protocols import EpisodeStart, Policy, SubgoalSource
 from thinkjepa.worldmodel import JEPA, EncoderConfig, PredictorConfig, save_world_model
@@ -29,8 +30,16 @@ def wm() -> JEPA:
     return JEPA(enc, PredictorConfig(hidden_dim=32, depth=1)).eval()
 
 
+PLANNER = {"horizon": 3, "num_samples": 16, "iterations": 2, "num_elites": 4}
+
+
 def planner() -> CEMPlanner:
-    return CEMPlanner(horizon=3, num_samples=16, iterations=2, num_elites=4)
+    return CEMPlanner(**PLANNER)
+
+
+def agent(**values) -> AgentSettings:
+    """The small agent the harness tests run: this file's planner, the given settings."""
+    return AgentSettings(planner={"class_path": "thinkjepa.planning.cem.CEMPlanner", "init_args": PLANNER}, **values)
 
 
 class FixedSubgoal:
@@ -175,7 +184,7 @@ def test_evaluate_writes_json_table_and_tensorboard(wm, tmp_path):
     save_world_model(wm, tmp_path / "wm")
     summary = evaluate(
         world_model=str(tmp_path / "wm"), levels=["BabyAI-GoToLocal-v0"], modes=["bot", "flat", "oracle"],
-        episodes=3, num_envs=2, max_steps=3, planner=planner(), out=str(tmp_path / "out"),
+        episodes=3, num_envs=2, agent=agent(max_steps=3), out=str(tmp_path / "out"),
     )
     level = summary["BabyAI-GoToLocal-v0"]
     assert level["bot"]["success_rate"] == 1.0 and level["bot"]["episodes"] == 3
@@ -218,7 +227,7 @@ def test_evaluate_resumes_from_finished_chunks_and_refuses_other_settings(wm, tm
 
     save_world_model(wm, tmp_path / "wm")
     args = dict(world_model=str(tmp_path / "wm"), levels=["BabyAI-GoToLocal-v0"], modes=["bot", "flat", "oracle"],
-                episodes=4, num_envs=2, max_steps=3, planner=planner(), out=str(tmp_path / "out"))
+                episodes=4, num_envs=2, agent=agent(max_steps=3), out=str(tmp_path / "out"))
     first = evaluate(**args)
     chunks = sorted(p.name for p in (tmp_path / "out" / "episodes" / "BabyAI-GoToLocal-v0").iterdir())
     assert chunks == ["flat-0000000.json", "flat-0000002.json", "oracle-0000000.json", "oracle-0000002.json"]
@@ -241,19 +250,19 @@ def test_evaluate_resumes_from_finished_chunks_and_refuses_other_settings(wm, tm
     # the same output directory with another step limit: refused, naming what differs, nothing run
     ran.clear()
     with pytest.raises(ValueError, match=r"flat-0000000.json holds episodes run with other settings \(max_steps\)"):
-        evaluate(**{**args, "max_steps": 4})
+        evaluate(**{**args, "agent": agent(max_steps=4)})
     assert ran == []
     # ... or run again and replaced, when asked
-    evaluate(**{**args, "max_steps": 4}, stale="replace")
+    evaluate(**{**args, "agent": agent(max_steps=4)}, stale="replace")
     assert len(ran) == 4
-    evaluate(**{**args, "max_steps": 4})  # now they are the chunks of these settings
+    evaluate(**{**args, "agent": agent(max_steps=4)})  # now they are the chunks of these settings
     assert len(ran) == 4
 
 
 def test_evaluate_with_two_workers_decides_every_episode_as_one_process_does(wm, tmp_path):
     save_world_model(wm, tmp_path / "wm")
     args = dict(world_model=str(tmp_path / "wm"), levels=["BabyAI-GoToLocal-v0"], modes=["flat", "oracle"],
-                episodes=4, num_envs=2, max_steps=6, planner=planner())
+                episodes=4, num_envs=2, agent=agent(max_steps=6))
     evaluate(**args, out=str(tmp_path / "one"))
     evaluate(**args, out=str(tmp_path / "two"), workers=2)
     one, two = _episodes(tmp_path / "one" / "results.json"), _episodes(tmp_path / "two" / "results.json")

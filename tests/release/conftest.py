@@ -12,19 +12,14 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
-from thinkjepa.policy.settings import AgentSettings  # noqa: E402
+from release_helpers import make_release  # noqa: E402
+
 from thinkjepa.release import Release  # noqa: E402
 from thinkjepa.thinker.checkpoint import save_thinker, world_model_fingerprint  # noqa: E402
 from thinkjepa.thinker.head import PyramidLatentHead  # noqa: E402
 from thinkjepa.thinker.thinker import Thinker  # noqa: E402
 from thinkjepa.thinker.vlm import build_tiny_vlm  # noqa: E402
 from thinkjepa.worldmodel import JEPA, EncoderConfig, PredictorConfig, save_world_model  # noqa: E402
-
-LEVEL = "BabyAI-GoToLocal-v0"
-SMALL_PLANNER = {"class_path": "thinkjepa.planning.cem.CEMPlanner",
-                 "init_args": {"horizon": 2, "num_samples": 8, "iterations": 1, "num_elites": 2}}
-SETTINGS = AgentSettings(level=LEVEL, planner=SMALL_PLANNER, cost={"distance": "latent", "latent_weight": 1.0},
-                         reach_threshold=0.5, patience=3, requery_every=5, max_steps=8)
 
 
 @pytest.fixture(scope="session")
@@ -40,15 +35,6 @@ def parts(tmp_path_factory) -> tuple[Path, Path]:
     thinker = save_thinker(Thinker(model, processor, head, world_model=wm), root / "thinker",
                            world_model_fingerprint=world_model_fingerprint(wm))
     return Path(wm_dir), Path(thinker)
-
-
-def make_release(root: Path, parts: tuple[Path, Path], name: str = "tiny") -> Release:
-    release = Release.create(name, root=root, description="a tiny test release")
-    record = {"recipe": "recipes/wm/babyai-tiny.yaml", "kind": "fit", "segments": []}
-    release.publish_stage("wm", record, parts[0])
-    release.publish_stage("thinker", {**record, "recipe": "recipes/thinker/babyai-tiny.yaml"}, parts[1])
-    release.assemble("wm", "thinker", SETTINGS.to_dict())
-    return release
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 import yaml
-from conftest import SMALL_PLANNER
+from release_helpers import SMALL_PLANNER
 
 from thinkjepa.policy import FlatPolicy, HierarchicalPolicy
 from thinkjepa.release import Release, ReleaseError

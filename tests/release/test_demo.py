@@ -3,7 +3,7 @@ stage of the pipeline and its evaluation."""
 
 from __future__ import annotations
 
-from conftest import make_release
+from release_helpers import make_release
 
 from thinkjepa.demo import demo
 

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import LEVEL, SETTINGS, make_release
+from release_helpers import LEVEL, SETTINGS, make_release
 
 from thinkjepa.envs.babyai import NAV_ACTIONS, make_env
 from thinkjepa.policy import FlatPolicy, HierarchicalPolicy

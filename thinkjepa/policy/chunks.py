@@ -8,7 +8,7 @@ import json
 import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from thinkjepa.envs.babyai import navigation_space
-from thinkjepa.planning.base import Planner
 from thinkjepa.policy.demos import Demo
 from thinkjepa.policy.flat import FlatPolicy
 from thinkjepa.policy.hierarchical import HierarchicalPolicy
@@ -43,22 +42,20 @@ class ChunkRunner:
     Args:
         world_model: The world model every agent plans with.
         thinker: The hierarchical agent's thinker (``None`` without that mode).
-        planner: The planner instance (its settings are recorded with every chunk).
-        settings: The agents' settings; each chunk supplies its calibrated reach threshold.
+        settings: The agents' settings (planner included); each chunk supplies its calibrated reach threshold.
     """
 
-    def __init__(self, world_model, thinker, planner: Planner, settings: AgentSettings) -> None:
-        self.world_model, self.thinker, self.planner, self.settings = world_model, thinker, planner, settings
+    def __init__(self, world_model, thinker, settings: AgentSettings) -> None:
+        self.world_model, self.thinker, self.settings = world_model, thinker, settings
         self.space = navigation_space()
 
     def policy(self, mode: str, reach_threshold: float, seed: int) -> FlatPolicy | HierarchicalPolicy:
         """A fresh agent for ``mode`` whose planner is seeded with ``seed`` (the chunk's first episode)."""
         settings = replace(self.settings, reach_threshold=reach_threshold)
         if mode == "flat":
-            return FlatPolicy.from_settings(self.world_model, settings, self.space, seed, self.planner)
+            return FlatPolicy.from_settings(self.world_model, settings, self.space, seed)
         return HierarchicalPolicy.from_settings(self.world_model, settings, thinker=self.thinker,
-                                                oracle=mode == "oracle", space=self.space, seed=seed,
-                                                planner=self.planner)
+                                                oracle=mode == "oracle", space=self.space, seed=seed)
 
     def __call__(self, chunk: Chunk) -> tuple[list[EpisodeResult], list[np.ndarray]]:
         policy = self.policy(chunk.mode, chunk.reach_threshold, chunk.start)
@@ -70,13 +67,12 @@ class ChunkRunner:
 _WORKER_RUNNER: ChunkRunner | None = None
 
 
-def _start_worker(world_model: str, thinker: str | None, device: str, threads: int, planner: Planner,
-                  settings: AgentSettings) -> None:
+def _start_worker(world_model: str, thinker: str | None, device: str, threads: int, settings: AgentSettings) -> None:
     global _WORKER_RUNNER
     torch.set_num_threads(threads)
     torch.set_grad_enabled(False)
     wm, th = load_models(world_model, thinker, device)
-    _WORKER_RUNNER = ChunkRunner(wm, th, planner, settings)
+    _WORKER_RUNNER = ChunkRunner(wm, th, settings)
 
 
 def _run_in_worker(chunk: Chunk) -> tuple[list[EpisodeResult], list[np.ndarray]]:
@@ -108,18 +104,27 @@ def digest(directory: str) -> str:
     return h.hexdigest()
 
 
-def chunk_settings(chunk: Chunk, common: dict[str, Any], thinker_digest: str | None, snap_depth: int = 0,
-                    follow_paths: bool = False, snap_tabu: bool = False) -> dict[str, Any]:
+SNAPPING = ("snap_depth", "follow_paths", "snap_tabu")
+
+
+def agent_record(settings: AgentSettings) -> dict[str, Any]:
+    """The agent settings every chunk records: the planner as built (class and every attribute, defaults
+    included), the cost and the rest of :class:`AgentSettings` but its level and reach threshold (a chunk
+    records the threshold it ran with)."""
+    planner = settings.make_planner()
+    values = {k: v for k, v in settings.to_dict().items() if k not in ("level", "reach_threshold", "planner")}
+    return {"planner_class": type(planner).__qualname__, "planner": dict(vars(planner)),
+            "cost": asdict(settings.planning_cost()), **{k: v for k, v in values.items() if k != "cost"}}
+
+
+def chunk_settings(chunk: Chunk, common: dict[str, Any], thinker_digest: str | None) -> dict[str, Any]:
     """Everything a chunk's episodes depend on, as stored beside its results (after a JSON round trip).
     The snapping settings are recorded for hierarchical chunks only: they change nothing else."""
     settings = {**common, "level": chunk.level, "mode": chunk.mode, "seeds": [d.seed for d in chunk.demos],
                 "reach_threshold": None if chunk.mode == "flat" else chunk.reach_threshold,
                 "thinker": thinker_digest if chunk.mode == "hierarchical" else None}
-    if chunk.mode == "hierarchical":
-        settings["snap_depth"] = snap_depth
-        settings["follow_paths"] = bool(follow_paths and snap_depth)
-        if snap_tabu and snap_depth:  # recorded only when on: chunks run before it existed stay valid
-            settings["snap_tabu"] = True
+    if chunk.mode != "hierarchical":
+        settings = {k: v for k, v in settings.items() if k not in SNAPPING}
     return json.loads(json.dumps(settings))
 
 

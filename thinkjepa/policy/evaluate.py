@@ -1,7 +1,7 @@
 """Evaluation harness: seeded BabyAI episodes, several environments stepped together.
 
     thinkjepa eval --world_model checkpoints/wm/babyai-tiny-stage2/world_model \
-        --thinker checkpoints/thinker/babyai-tiny/thinker --episodes 100
+        --thinker checkpoints/thinker/babyai-tiny/thinker --episodes 100 --agent.snap_depth 8
 
 For every level and seed it first runs the BabyAI bot (the ``bot`` row, and the source of the goal
 image for the flat policy: the frame where the bot's demonstration ended), then each requested mode
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,11 +37,10 @@ from tqdm.auto import tqdm
 
 from thinkjepa.checkpoint import atomic_write_text
 from thinkjepa.envs.babyai import make_env
-from thinkjepa.planning.base import Planner
-from thinkjepa.planning.cem import CEMPlanner
 from thinkjepa.policy.chunks import (
     Chunk,
     ChunkRunner,
+    agent_record,
     chunk_settings,
     digest,
     load_models,
@@ -49,11 +48,11 @@ from thinkjepa.policy.chunks import (
     saved_chunk,
 )
 from thinkjepa.policy.demos import Demo, calibrate_reach_threshold, demonstrate
-from thinkjepa.policy.mpc import PlanningCost
 from thinkjepa.policy.plots import plot_success_by_length, save_png
 from thinkjepa.policy.rollout import nearest_layout_states, run_episodes, subgoal_picture
 from thinkjepa.policy.settings import AgentSettings
 from thinkjepa.policy.stats import EpisodeResult, markdown_table, summarize, to_json
+from thinkjepa.worldmodel.export import fingerprint
 
 MODES = ("bot", "flat", "hierarchical", "oracle")
 __all__ = ["MODES", "Demo", "calibrate_reach_threshold", "demonstrate", "evaluate", "nearest_layout_states",
@@ -64,21 +63,12 @@ __all__ = ["MODES", "Demo", "calibrate_reach_threshold", "demonstrate", "evaluat
 def evaluate(
     world_model: str,
     thinker: str | None = None,
+    agent: AgentSettings | None = None,
     levels: list[str] | None = None,
     modes: list[str] | None = None,
     episodes: int = 100,
     seed: int = 1_000_000,
     num_envs: int = 16,
-    max_steps: int = 128,
-    planner: Planner | None = None,
-    reach_threshold: float | None = None,
-    patience: int = 4,
-    requery_every: int = 8,
-    oracle_gap: int | None = None,
-    snap_depth: int = 0,
-    follow_paths: bool = False,
-    snap_tabu: bool = False,
-    cost: PlanningCost | None = None,
     out: str = "results/eval",
     log_episodes: int = 2,
     device: str = "cpu",
@@ -90,29 +80,16 @@ def evaluate(
     Args:
         world_model: Exported world-model directory (or Lightning ``.ckpt``).
         thinker: Thinker checkpoint directory; needed for the ``hierarchical`` mode.
+        agent: What every agent plans with (:class:`~thinkjepa.policy.settings.AgentSettings`: planner, cost,
+            reach threshold, patience, query budget, snapping, step limit); the defaults when ``None``. Its
+            ``reach_threshold`` left ``None`` is calibrated per level as half the median one-step latent
+            distance along the bot's demonstrations; its ``level`` is not used (``levels`` are evaluated).
         levels: BabyAI levels (default: GoToLocal and GoTo).
         modes: Any of ``bot``, ``flat``, ``hierarchical``, ``oracle``.
         episodes: Seeded episodes per level (seeds ``seed .. seed + episodes - 1``; training data
             uses small seeds, so the default start keeps evaluation layouts unseen).
         seed: First seed.
         num_envs: Environments stepped together and planned in one batch (one chunk).
-        max_steps: Step limit per episode.
-        planner: The latent planner (default: categorical CEM, horizon 6).
-        reach_threshold: Latent distance at which a subgoal counts as reached (default: calibrated
-            as half the median one-step latent distance along the bot's demonstrations).
-        patience: Steps without progress before a subgoal is declared unreachable.
-        requery_every: Thinker query budget in steps.
-        oracle_gap: The oracle's subgoals: door crossings and the final approach (``None``, the
-            thinker's training label), or also a waypoint every ``oracle_gap`` shortest-path steps.
-        snap_depth: Move each thinker subgoal to the nearest latent the world model predicts within
-            this many actions (:class:`~thinkjepa.policy.subgoals.ReachableSubgoals`, states merged
-            within the reach threshold); 0 uses the thinker's z* as it is. Hierarchical mode only.
-        follow_paths: With ``snap_depth``: execute the action path the world model predicts reaches
-            each snapped subgoal instead of planning toward it (re-query when it is done).
-        snap_tabu: With ``snap_depth``: never snap twice to the same state from the same frame of an
-            episode (a re-query from where the last subgoal proved unreachable gets the next nearest).
-        cost: The planning cost shared by every agent (:class:`~thinkjepa.policy.mpc.PlanningCost`;
-            default: the world model's goal-distance head if it has one, plus latent L2).
         out: Output directory. Finished chunks already there (same settings) are reused.
         log_episodes: Episodes per (level, mode) drawn (subgoal sheets, or the frames for ``flat``).
         device: ``cpu`` or ``cuda``.
@@ -139,22 +116,12 @@ def evaluate(
     wm, th = load_models(world_model, thinker, device)
     for level in levels:  # fail before any compute on a bad level or image size
         make_env(level, image_size=wm.image_size).close()
-    cost = cost or PlanningCost()
-    cost.metric(wm)  # ... or a cost this world model cannot provide
-    planner = planner or CEMPlanner(horizon=6, num_samples=128, iterations=6, num_elites=16)
-    if snap_depth < 0:
-        raise ValueError(f"snap_depth must be >= 0, got {snap_depth}")
-    settings = AgentSettings(level=levels[0], cost=asdict(cost), patience=patience, requery_every=requery_every,
-                             snap_depth=snap_depth, snap_tabu=snap_tabu, follow_paths=follow_paths,
-                             oracle_gap=oracle_gap, max_steps=max_steps)
-    from thinkjepa.worldmodel.export import fingerprint
-
-    common = {"world_model": fingerprint(wm), "device": device, "planner_class": type(planner).__qualname__,
-              "planner": dict(vars(planner)), "cost": asdict(cost), "max_steps": max_steps, "patience": patience,
-              "requery_every": requery_every, "oracle_gap": oracle_gap}
+    settings = agent or AgentSettings()
+    settings.planning_cost().metric(wm)  # ... or a cost this world model cannot provide
+    common = {"world_model": fingerprint(wm), "device": device, **agent_record(settings)}
     thinker_digest = digest(thinker) if thinker is not None else None
     threads = int(os.environ.get("THINKJEPA_NUM_THREADS") or 1)
-    worker_args = (world_model, thinker, device, threads, planner, settings)
+    worker_args = (world_model, thinker, device, threads, settings)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     from torch.utils.tensorboard import SummaryWriter
@@ -165,7 +132,7 @@ def evaluate(
     for level in levels:
         seeds = range(seed, seed + episodes)
         demos = [demonstrate(level, s, wm.image_size) for s in tqdm(seeds, desc=f"{level} bot", unit="ep")]
-        threshold = reach_threshold or calibrate_reach_threshold(wm, demos)
+        threshold = settings.reach_threshold or calibrate_reach_threshold(wm, demos)
         light = [replace(d, frames=None) for d in demos]  # what a chunk needs; the frames stay here
         done: dict[tuple[str, int], list[EpisodeResult]] = {}
         todo: list[Chunk] = []
@@ -175,7 +142,7 @@ def evaluate(
                 chunk = Chunk(level, mode, start, tuple(light[start : start + num_envs]), threshold,
                               keep_frames=log_episodes if start == 0 else 0)
                 path = out_dir / "episodes" / level / f"{mode}-{start:07d}.json"
-                paths[mode, start] = path, chunk_settings(chunk, common, thinker_digest, snap_depth, follow_paths, snap_tabu)
+                paths[mode, start] = path, chunk_settings(chunk, common, thinker_digest)
                 saved = saved_chunk(*paths[mode, start], stale=stale)
                 if saved is None:
                     todo.append(chunk)
@@ -185,7 +152,7 @@ def evaluate(
             print(f"{level}: {sum(map(len, done.values()))} episodes already in {out_dir / 'episodes' / level}")
         bar = tqdm(total=sum(len(c.demos) for c in todo), desc=f"{level} {'/'.join(sorted({c.mode for c in todo}))}",
                    unit="ep")
-        for chunk, res, strips in run_chunks(todo, lambda: ChunkRunner(wm, th, planner, settings), workers, worker_args):
+        for chunk, res, strips in run_chunks(todo, lambda: ChunkRunner(wm, th, settings), workers, worker_args):
             path, recorded = paths[chunk.mode, chunk.start]
             atomic_write_text(path, json.dumps({"settings": recorded, "results": to_json(res)}, indent=1))
             done[chunk.mode, chunk.start] = res

@@ -50,7 +50,7 @@ class PlanningCost:
     """What latent MPC minimises: a distance from rolled-out latents to the goal, and which steps count.
 
     One value shared by every agent of an evaluation (flat, hierarchical, oracle), so they plan with
-    the same cost; on the command line ``--cost.distance latent --cost.latent_weight 0.5``.
+    the same cost; on the command line ``--agent.cost "{distance: latent, latent_weight: 0.5}"``.
 
     Args:
         distance: ``"latent"`` (L2 to the goal latent), ``"learned"`` (the world model's goal-distance

@@ -73,11 +73,8 @@ def evaluate_release(
     levels = levels or [settings.level]
     out = out or str(Path("results") / "release" / release.name)
     summary = evaluate(
-        world_model=str(release.world_model_path), thinker=str(thinker) if thinker else None, levels=levels,
-        modes=modes, episodes=episodes, seed=seed, num_envs=num_envs, max_steps=settings.max_steps,
-        planner=settings.make_planner(), reach_threshold=settings.reach_threshold, patience=settings.patience,
-        requery_every=settings.requery_every, oracle_gap=settings.oracle_gap, snap_depth=settings.snap_depth,
-        follow_paths=settings.follow_paths, snap_tabu=settings.snap_tabu, cost=settings.planning_cost(), out=out,
+        world_model=str(release.world_model_path), thinker=str(thinker) if thinker else None, agent=settings,
+        levels=levels, modes=modes, episodes=episodes, seed=seed, num_envs=num_envs, out=out,
         log_episodes=log_episodes, device=device, workers=workers, stale="replace",
     )
     print(f"subgoal sheets and episode frames: {Path(out) / 'plots'}")

@@ -73,15 +73,12 @@ class AgentSettings:
 
     @classmethod
     def from_eval_recipe(cls, path: str | Path, **overrides: Any) -> AgentSettings:
-        """The agent an evaluation recipe (``recipes/eval/*.yaml``) describes; its first level is ``level``.
-
-        Evaluation-only keys (episodes, seeds, output, modes, workers...) are ignored.
-        """
+        """The agent an evaluation recipe (``recipes/eval/*.yaml``) describes: its ``agent`` block, with its
+        first level as ``level``."""
         import yaml
 
-        recipe = yaml.safe_load(Path(path).read_text())
-        keys = {f.name for f in fields(cls)} - {"level"}
-        values = {k: v for k, v in recipe.items() if k in keys}
+        recipe = yaml.safe_load(Path(path).read_text()) or {}
+        values = dict(recipe.get("agent") or {})
         if "levels" in recipe:
             values["level"] = recipe["levels"][0]
         return cls.from_dict({**values, **overrides}, source=str(path))

@@ -3,10 +3,10 @@
 The VLM's image tokens learn quickly which cell holds the named object (a linear read-out per token finds it
 on every held-out GoTo layout after ~1250 steps), but not which doorway leads there: the next waypoint needs
 the agent's room, the target's room and the doors between, and a 4-layer language model's tokens did not
-learn it (session 13: 31 % of held-out waypoints with the instruction, 32 % with a neutral one, after 1500
+learn it (31 % of held-out waypoints with the instruction, 32 % with a neutral one, after 1500
 steps). Routing is what stacked dilated convolutions over a grid do well — a per-cell network with eight of
 them, seeing the whole 22 x 22 grid, found 82.75 % of GoTo waypoints from pixels and the instruction
-(session 11) — so the router is such a stack on the token grid, fed each token's features and its
+— so the router is such a stack on the token grid, fed each token's features and its
 named-object logit. It is a dense-prediction head on VLM features, in the way segmentation decoders sit on
 ViT tokens: the VLM says *what* the instruction names, the router works out *how to get there*.
 
