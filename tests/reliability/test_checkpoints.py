@@ -125,3 +125,21 @@ def test_state_dict_mismatch_lists_every_key_and_shape():
     assert "ckpt.pt does not match the JEPA architecture" in msg
     assert "missing key predictor.inp.bias" in msg and "unexpected key bogus.weight (shape (2,))" in msg
     assert "shape mismatch at encoder.proj.weight: checkpoint (16," in msg
+
+
+def test_atomic_directory_keeps_the_old_directory_when_a_write_fails_and_replaces_it_when_one_succeeds(tmp_path):
+    from thinkjepa.checkpoint import atomic_directory
+
+    target = tmp_path / "export"
+    with atomic_directory(target) as tmp:
+        (tmp / "weights.bin").write_bytes(b"old")
+    with pytest.raises(OSError, match="disk full"), atomic_directory(target) as tmp:
+        (tmp / "weights.bin").write_bytes(b"half")
+        raise OSError("disk full")
+    assert sorted(p.name for p in target.iterdir()) == ["weights.bin"]
+    assert (target / "weights.bin").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no temporary sibling left behind
+    with atomic_directory(target) as tmp:
+        (tmp / "other.bin").write_bytes(b"new")
+    assert sorted(p.name for p in target.iterdir()) == ["other.bin"]  # replaced whole, not merged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]

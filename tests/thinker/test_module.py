@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -211,3 +213,39 @@ def test_init_from_a_thinker_with_other_adapters_copies_its_vlm_under_or_into_th
     save_thinker(adapted.thinker, tmp_path / "adapted", world_model_fingerprint="another-world-model")
     merged = _module(world_model_dir, lora=None, init_from=str(tmp_path / "adapted")).thinker.eval()
     torch.testing.assert_close(merged.propose(images, missions), adapted.thinker.propose(images, missions))
+
+
+class _FixedHead(torch.nn.Module):
+    """A head whose z* is given: the training step's arithmetic is then known."""
+
+    residual = False
+
+    def __init__(self, z: torch.Tensor) -> None:
+        super().__init__()
+        self.z = z
+
+    def forward(self, hidden, attention_mask, z_current, image_mask) -> torch.Tensor:
+        return self.z
+
+
+def test_training_step_scores_z_against_the_indexed_subgoal_target_with_energy_and_infonce(world_model_dir) -> None:
+    """z* = (0, 0), (3, 0) against the targets of samples 1 and 0, (1, 0) and (3, 4): energy (1 + 16) / 2 = 8.5;
+    InfoNCE over d²(z_i, y_j) = [[1, 25], [4, 16]] in units of τ times the mean squared target distance
+    (2 · 20 / 4 = 10), i.e. logits −d² / 5."""
+    module = _module(world_model_dir, loss=LossOptions(infonce_weight=0.7, temperature=0.5))
+    z = torch.tensor([[0.0, 0.0], [3.0, 0.0]])
+    module.thinker.head = _FixedHead(z)
+    module.thinker.encode = lambda images, missions: (None, {"attention_mask": None})
+    module.thinker.image_mask = lambda inputs: None
+    targets = torch.tensor([[3.0, 4.0], [1.0, 0.0]])  # sample 0, sample 1
+    module._latents = {"train": {"target": targets, "current": torch.zeros(2, 2)}}
+    loss = module.training_step({"index": torch.tensor([1, 0]), "image": frames(2), "mission": ["a", "b"]}, 0)
+
+    def cross_entropy(row: list[float], true: int) -> float:
+        return math.log(sum(math.exp(x) for x in row)) - row[true]
+
+    infonce = (cross_entropy([-1 / 5, -25 / 5], 0) + cross_entropy([-4 / 5, -16 / 5], 1)) / 2
+    assert loss.item() == pytest.approx(8.5 + 0.7 * infonce, rel=1e-6)
+    module.loss_options = LossOptions()  # no InfoNCE: the energy alone
+    assert module.training_step({"index": torch.tensor([1, 0]), "image": frames(2), "mission": ["a", "b"]},
+                                0).item() == pytest.approx(8.5)

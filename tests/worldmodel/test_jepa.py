@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -196,3 +198,60 @@ def test_init_from_copies_encoders_and_predictor_and_refuses_another_architectur
                          init_from=str(tmp_path / "wm"))
     with pytest.raises(FileNotFoundError, match="no world-model checkpoint"):
         WorldModelModule(encoder=asdict(ENC), predictor=asdict(PRED), init_from=str(tmp_path / "missing"))
+
+
+class _AddAction(torch.nn.Module):
+    """A predictor with a known answer: the last latent with the action id added to its first coordinate."""
+
+    history = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = PredictorConfig(num_actions=3, history=1)
+
+    def forward(self, hist: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        out = hist[:, -1].clone()
+        out[:, 0] = out[:, 0] + actions.float()
+        return out
+
+
+class _Const(torch.nn.Module):
+    def __init__(self, value: torch.Tensor) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.value.expand(*x.shape[:-1], *self.value.shape) if self.value.ndim else self.value
+
+
+def test_loss_is_assembled_from_t_plus_one_targets_rollout_regularizer_and_inverse_dynamics():
+    """A known answer: frames whose pixel value v encode to z = (v, 0) and z̄ = (v, 1); the predictor adds the
+    action to the first coordinate. Frames 0, 2, 3 and actions 1, 2:
+    teacher  ẑ1 = (1, 0) vs z̄1 = (2, 1), ẑ2 = z2 + 2 = (4, 0) vs z̄2 = (3, 1): (1 + 1 + 1 + 1) / 4 = 1.0;
+    rollout  (1, 0) vs (2, 1), then (1, 0) + 2 = (3, 0) vs (3, 1): (1 + 1 + 0 + 1) / 4 = 0.75 — predicted from
+    the rollout's own previous prediction, not from z2;
+    inverse dynamics: uniform logits over 3 actions, cross-entropy log 3, accuracy 0 (argmax 0, actions 1, 2)."""
+    model = tiny()
+    model.predictor = _AddAction()
+    model.regularizer = _Const(torch.tensor(0.25))
+    model.inverse_dynamics = _Const(torch.zeros(3))
+
+    def pixel(images: torch.Tensor, second: float) -> torch.Tensor:
+        v = images[:, 0, 0, 0].float()
+        return torch.stack([v, torch.full_like(v, second)], dim=-1)
+
+    model.encode = lambda images: pixel(images, 0.0)
+    model.target_encode = lambda images: pixel(images, 1.0)
+    frames = torch.stack([torch.full((32, 32, 3), v, dtype=torch.uint8) for v in (0, 2, 3)])[None]
+    actions = torch.tensor([[1, 2]])
+    objective = ObjectiveConfig(rollout_steps=2, rollout_weight=2.0, reg_weight=4.0, idm_weight=0.5)
+    out = model.loss(frames, actions, objective)
+    assert out["teacher"].item() == pytest.approx(1.0)
+    assert out["rollout"].item() == pytest.approx(0.75)
+    assert out["idm"].item() == pytest.approx(math.log(3)) and out["idm_acc"].item() == 0.0
+    assert out["loss"].item() == pytest.approx(1.0 + 2.0 * 0.75 + 4.0 * 0.25 + 0.5 * math.log(3))
+    one_step = model.loss(frames, actions, ObjectiveConfig(rollout_steps=1, rollout_weight=2.0, reg_weight=4.0,
+                                                           idm_weight=0.0))
+    assert one_step["rollout"].item() == pytest.approx(1.0)  # only (1, 0) vs (2, 1): 2 / 2
+    assert "idm" not in one_step
+    assert one_step["loss"].item() == pytest.approx(1.0 + 2.0 * 1.0 + 4.0 * 0.25)
