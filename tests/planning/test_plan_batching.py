@@ -66,7 +66,7 @@ def test_batched_grid_matches_alone_in_one_call_per_iteration(grid, counting, ki
 
 
 @pytest.mark.parametrize("kind", ["cem", "mppi", "gradient"])
-def test_batched_point_mass_matches_alone(point_mass, counting, kind: str) -> None:
+def test_batched_point_mass_reaches_every_goal_as_planning_alone_does(point_mass, counting, kind: str) -> None:
     z0 = torch.tensor([[0.0, 0.0], [1.0, -1.0], [0.5, 2.0]])
     goal = z0 + torch.tensor([[1.0, -0.5], [-2.0, 1.0], [0.3, 0.7]]) @ point_mass.matrix.T
     planner = make_planner(kind, horizon=3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -87,11 +88,22 @@ def test_non_finite_loss_stops_with_step_and_keeps_the_last_good_checkpoint(baby
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
 
 
-def test_collapse_is_warned_about(babyai_dataset, tmp_path):
-    with pytest.warns(UserWarning, match="representation collapse suspected"):
-        main([*fit_args(babyai_dataset, tmp_path, "--trainer.max_steps=3", "--trainer.limit_val_batches=1",
-                        "--trainer.val_check_interval=3", "--model.init_args.collapse_std=1000",
-                        "--model.init_args.optim.warmup_steps=1")])
+def test_collapse_is_warned_about_at_the_default_threshold_and_spread_latents_are_not(babyai_dataset, tmp_path,
+                                                                                      monkeypatch):
+    """The tiny encoder's latents at step 3 have a mean std of ~0.04 (just under the default 0.05): scaled by 100
+    they are well spread and nothing is said; scaled by 1e-4 every frame is one point and the warning names it."""
+    args = ["--trainer.max_steps=3", "--trainer.limit_val_batches=1", "--trainer.val_check_interval=3",
+            "--model.init_args.optim.warmup_steps=1"]
+    original = JEPA.encode
+    monkeypatch.setattr(JEPA, "encode", lambda self, images: 100 * original(self, images))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main([*fit_args(babyai_dataset, tmp_path / "spread", *args)])
+    assert not [str(w.message) for w in caught if "representation collapse" in str(w.message)]
+
+    monkeypatch.setattr(JEPA, "encode", lambda self, images: 1e-4 * original(self, images))
+    with pytest.warns(UserWarning, match=r"representation collapse suspected at step 3: mean per-dimension std"):
+        main([*fit_args(babyai_dataset, tmp_path / "collapsed", *args)])
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from fit_checks import fit_and_check
 
 from thinkjepa.checkpoint import safe_torch_load
 from thinkjepa.cli import main
@@ -199,4 +200,4 @@ def test_missing_stage1_world_model_is_named(babyai_dataset, tmp_path):
 
 @pytest.mark.parametrize("recipe", sorted(str(p) for p in (ROOT / "recipes/predictor").glob("*.yaml")))
 def test_every_predictor_recipe_runs_fast_dev_run(recipe, babyai_dataset, stage1, tmp_path):
-    main(["fit", "--config", recipe, *overrides(babyai_dataset, stage1, tmp_path, "--trainer.fast_dev_run=1")])
+    fit_and_check(["--config", recipe, *overrides(babyai_dataset, stage1, tmp_path, "--trainer.fast_dev_run=1")])

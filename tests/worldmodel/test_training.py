@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from fit_checks import fit_and_check
 
 from thinkjepa.checkpoint import safe_torch_load
 from thinkjepa.cli import main
@@ -38,8 +39,9 @@ def test_every_wm_recipe_runs_fast_dev_run(recipe, babyai_dataset, tmp_path):
     if init_args.get("init_from"):  # a fine-tuning recipe: start it from a model of its architecture
         start = JEPA(EncoderConfig(**init_args["encoder"]), PredictorConfig(**init_args["predictor"]))
         extra.append(f"--model.init_args.init_from={save_world_model(start, tmp_path / 'start')}")
-    main(["fit", "--config", recipe, *overrides(babyai_dataset, tmp_path, "--trainer.fast_dev_run=1",
-                                                 "--trainer.devices=1", "--trainer.strategy=auto", *extra)])
+    fit_and_check(["--config", recipe, *overrides(babyai_dataset, tmp_path, "--trainer.fast_dev_run=1",
+                                                  "--trainer.devices=1", "--trainer.strategy=auto", *extra)],
+                  ema="model.target_encoder.")
 
 
 def test_fit_logs_metrics_checkpoints_exports_and_resumes(babyai_dataset, tmp_path):
