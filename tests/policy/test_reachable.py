@@ -171,3 +171,32 @@ def test_following_paths_walks_to_each_snapped_subgoal_without_planning():
 
     with pytest.raises(ValueError, match="follow_paths needs a subgoal source that gives paths"):
         HierarchicalPolicy(wm, Proposes(torch.zeros(1, 2)), planner, SPACE, follow_paths=True)
+
+
+def test_flat_and_hierarchical_agents_plan_their_way_along_a_corridor_whose_dynamics_matter():
+    """Unlike an untrained world model, this one's candidates cost differently: only stepping right nears the
+    goal, so the planner's choice is checked, not just that it picked an allowed action."""
+    from thinkjepa.planning.cem import CEMPlanner
+    from thinkjepa.policy import FlatPolicy, HierarchicalPolicy
+    from thinkjepa.policy.mpc import PlanningCost
+    from thinkjepa.protocols import EpisodeStart
+
+    wm = Corridor()
+    cost = PlanningCost(distance="latent")
+
+    def planner() -> CEMPlanner:
+        return CEMPlanner(horizon=3, num_samples=32, iterations=3, num_elites=4)
+
+    flat = FlatPolicy(wm, planner(), SPACE, cost=cost)
+    flat.reset(EpisodeStart(goal_image=torch.tensor([[[7]]]).numpy()))
+    cell, taken = 2, []
+    for _ in range(6):
+        action = flat.act(torch.tensor([[[[cell]]]]))
+        taken.append(action)
+        cell = min(max(cell + {0: 0, 1: -1, 2: 1}[action], 0), 9)
+    # five steps right, then it stays (once: a step seen to change nothing is not repeated from the same state)
+    assert taken == [2, 2, 2, 2, 2, 0] and cell == 7
+
+    hierarchical = HierarchicalPolicy(wm, Proposes(torch.tensor([[40.0, 0.0]])), planner(), SPACE,
+                                      reach_threshold=1.0, cost=cost)
+    assert walk(hierarchical, start=8, wall=99, steps=5)[:4] == [1, 1, 1, 1]  # left, toward the subgoal at 4
