@@ -105,3 +105,19 @@ def test_all_dropped_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="every attempt was dropped.*failed"):
         collect(LEVELS[:1], 2, tmp_path / "ds", epsilon=0.0, max_steps=1)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("recipe", sorted(str(p) for p in (Path(__file__).resolve().parents[2] / "recipes/data").glob("*.yaml")))
+def test_every_data_recipe_collects_its_levels(recipe: str, tmp_path: Path) -> None:
+    """Each data recipe, cut to 2 episodes a level: the dataset holds the recipe's levels, image size and seeds."""
+    import yaml
+
+    from thinkjepa.cli import main
+
+    spec = yaml.safe_load(Path(recipe).read_text())
+    out = tmp_path / "data"
+    main(["collect", "--config", recipe, "--episodes_per_level=2", f"--out={out}"])
+    store = EpisodeStore(str(out))
+    assert len(store) == 2 * len(spec["levels"]) and store.image_size == spec["image_size"]
+    assert sorted({store.meta(i).level for i in range(len(store))}) == sorted(spec["levels"])
+    assert min(store.meta(i).seed for i in range(len(store))) >= spec.get("seed", 0)

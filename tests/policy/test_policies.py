@@ -93,6 +93,13 @@ def test_hierarchical_query_reasons(wm):
     assert [[r for _, r in t.queries] for t in policy.traces] == [["start", "reached"]] * 2
     assert len(policy.traces[0].distance) == 2
 
+    # the query budget: a subgoal neither reached nor given up on is asked for again every requery_every steps
+    policy = HierarchicalPolicy(wm, far, planner(), SPACE, reach_threshold=1e-3, patience=100, requery_every=3)
+    policy.reset("go to the red ball")
+    for _ in range(7):
+        policy.act(obs[0])
+    assert policy.traces[0].queries == [(0, "start"), (3, "budget"), (6, "budget")]
+
 
 def test_one_contract_for_every_agent(wm):
     """Flat and hierarchical agents take the same EpisodeStart; one frame in, one action out for one episode."""
