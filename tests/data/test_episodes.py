@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from thinkjepa.data.episodes import EpisodeFileError, EpisodeStore, EpisodeWriter
+from thinkjepa.data.episodes import EpisodeFileError, EpisodeStore
 from thinkjepa.data.records import EpisodeRecord, SubgoalSegment, WaypointSegment
+from thinkjepa.data.writer import EpisodeWriter
 
 SIZE = 8
 

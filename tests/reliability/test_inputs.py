@@ -124,7 +124,7 @@ def test_wrong_action_space_at_evaluation_is_named(wm):
 
 
 def test_empty_dataset_is_refused(tmp_path):
-    from thinkjepa.data.episodes import EpisodeWriter
+    from thinkjepa.data.writer import EpisodeWriter
 
     with pytest.raises(ValueError, match="empty"), EpisodeWriter(tmp_path / "empty"):
         pass

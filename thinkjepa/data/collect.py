@@ -28,9 +28,9 @@ from minigrid.utils.baby_ai_bot import BabyAIBot, DisappearedBoxError
 from tqdm.auto import tqdm
 
 from thinkjepa.data.bot_labels import active_subgoal, mission_targets
-from thinkjepa.data.episodes import EpisodeWriter
 from thinkjepa.data.records import EpisodeRecord, SubgoalSegment, WaypointSegment, label_runs
 from thinkjepa.data.waypoints import AgentState, Waypoint, kinds_from_encoding, path_waypoints, shortest_path
+from thinkjepa.data.writer import EpisodeWriter
 from thinkjepa.envs.babyai import NAV_ACTIONS, FullGridObservation, is_success, make_env
 
 log = logging.getLogger(__name__)
