@@ -228,6 +228,7 @@ class _FixedHead(torch.nn.Module):
         return self.z
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\(\)`")
 def test_training_step_scores_z_against_the_indexed_subgoal_target_with_energy_and_infonce(world_model_dir) -> None:
     """z* = (0, 0), (3, 0) against the targets of samples 1 and 0, (1, 0) and (3, 4): energy (1 + 16) / 2 = 8.5;
     InfoNCE over d²(z_i, y_j) = [[1, 25], [4, 16]] in units of τ times the mean squared target distance
