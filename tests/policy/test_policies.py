@@ -377,3 +377,15 @@ def test_evaluate_leaves_autograd_as_it_found_it(wm, tmp_path):
     evaluate(world_model=str(tmp_path / "wm"), levels=["BabyAI-GoToLocal-v0"], modes=["bot"], episodes=1,
              out=str(tmp_path / "out"))
     assert torch.is_grad_enabled()
+
+
+def test_agent_settings_name_a_mistyped_key_and_a_bad_value(tmp_path):
+    with pytest.raises(ValueError, match=r"x\.yaml: unknown AgentSettings keys \['snap_dept'\]; known: .*'snap_depth'"):
+        AgentSettings.from_dict({"snap_dept": 3}, source="x.yaml")
+    with pytest.raises(ValueError, match="snap_depth must be >= 0"):
+        AgentSettings(snap_depth=-1)
+    recipe = tmp_path / "eval.yaml"
+    recipe.write_text("levels: [BabyAI-GoTo-v0]\nagent:\n  snap_depth: 8\n  cost: {distance: latent}\n")
+    settings = AgentSettings.from_eval_recipe(recipe, patience=7)
+    assert (settings.level, settings.snap_depth, settings.patience, settings.cost) == (
+        "BabyAI-GoTo-v0", 8, 7, {"distance": "latent"})

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from thinkjepa.configs import as_dataclass
 from thinkjepa.planning.base import Planner
 from thinkjepa.policy.mpc import PlanningCost
 
@@ -65,11 +66,10 @@ class AgentSettings:
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "settings") -> AgentSettings:
         """Settings from a dict; an unknown key is an error naming it and ``source``."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown agent settings {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        try:
+            return as_dataclass(cls, dict(values))
+        except TypeError as err:  # an unknown key, named
+            raise ValueError(f"{source}: {err}; known: {sorted(f.name for f in fields(cls))}") from err
 
     @classmethod
     def from_eval_recipe(cls, path: str | Path, **overrides: Any) -> AgentSettings:
