@@ -6,6 +6,8 @@ final action)::
 
     frames.npy           uint8 (N, H, W, 3)  full-grid RGB observation, H == W == image_size
     actions.npy          int64 (N,)          action taken at frame g; -1 on each episode's last frame
+                         float32 (N, A)      ... in a continuous-action dataset (header ``action_box``):
+                                             the A-dim action, NaN on each episode's last frame
     expert.npy           bool  (N,)          action came from the bot (False: epsilon-random; last: False)
     bot_subgoal_end.npy  int32 (N,)          episode-local frame where the bot subgoal active at g completes
                                              (always in [t, T] for local step t; T on the last frame)
@@ -14,6 +16,7 @@ final action)::
                                              open), deduplicated within each episode, episode-contiguous
     episodes.json        {"format_version", "image_size", "tile_sizes" {level: px}, "levels",
                           "action_names", "num_actions", "num_frames", "num_waypoint_frames", "info",
+                          "action_box" {"low": [A], "high": [A]} (continuous actions only; num_actions = A),
                           "episodes": [EpisodeMeta.to_dict(), ...]}
 
 Per-episode metadata (:class:`~thinkjepa.data.records.EpisodeMeta`): level, seed, mission, start,
@@ -86,8 +89,21 @@ class EpisodeStore:
 
     @property
     def num_actions(self) -> int:
-        """Number of discrete actions (indices ``0..num_actions-1``)."""
+        """Number of discrete actions (indices ``0..num_actions-1``), or the dimension of continuous ones."""
         return int(self.header["num_actions"])
+
+    @property
+    def action_box(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(low, high)`` float32 ``(A,)`` bounds of a continuous-action dataset; ``None`` for discrete actions."""
+        box = self.header.get("action_box")
+        if box is None:
+            return None
+        return np.asarray(box["low"], dtype=np.float32), np.asarray(box["high"], dtype=np.float32)
+
+    @property
+    def action_space(self) -> str:
+        """``"discrete"`` or ``"continuous"`` (what a world model's ``predictor.action_space`` must say)."""
+        return "discrete" if self.action_box is None else "continuous"
 
     @property
     def num_frames(self) -> int:
@@ -200,6 +216,8 @@ class EpisodeStore:
         for name, dtype in [*FRAME_ARRAYS.items(), (WAYPOINT_FRAMES, np.uint8)]:
             n = num_wp if name == WAYPOINT_FRAMES else num_frames
             shape = (n, image_size, image_size, 3) if name in ("frames", WAYPOINT_FRAMES) else (n,)
+            if name == "actions" and self.action_box is not None:
+                dtype, shape = np.float32, (n, num_actions)
             self._arrays[name] = self._load(name, np.dtype(dtype), shape)
         self._check_consistency(num_actions)
 
@@ -235,7 +253,17 @@ class EpisodeStore:
         actions = np.asarray(self._arrays["actions"])
         is_last = np.zeros(start, dtype=bool)
         is_last[last] = True
-        if np.any(actions[is_last] != -1) or np.any(
+        if self.action_box is not None:
+            low, high = self.action_box
+            taken = actions[~is_last]
+            if not np.isnan(actions[is_last]).all() or not np.isfinite(taken).all() or np.any(
+                (taken < low) | (taken > high)
+            ):
+                raise EpisodeFileError(
+                    f"{self.root / 'actions.npy'}: expected NaN exactly on episode ends and actions inside "
+                    f"[{low.tolist()}, {high.tolist()}] elsewhere"
+                )
+        elif np.any(actions[is_last] != -1) or np.any(
             (actions[~is_last] < 0) | (actions[~is_last] >= num_actions)
         ):
             raise EpisodeFileError(

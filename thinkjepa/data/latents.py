@@ -163,7 +163,8 @@ class LatentWindowDataset(Dataset):
             order (items enumerate every window of the first episode, then of the next, ...).
         window: latents per item (>= 2).
 
-    Items are dicts: ``latents`` float32 ``(T, D)`` and ``actions`` int64 ``(T - 1,)``.
+    Items are dicts: ``latents`` float32 ``(T, D)`` and ``actions`` int64 ``(T - 1,)`` (float32 ``(T - 1, A)``
+    for continuous actions).
     """
 
     def __init__(
@@ -187,7 +188,7 @@ class LatentWindowDataset(Dataset):
         s, (latents, actions) = int(self._start[k]), self.parts[int(self._part[k])]
         return {
             "latents": torch.from_numpy(np.array(latents[s : s + self.window], dtype=np.float32)),
-            "actions": torch.from_numpy(np.array(actions[s : s + self.window - 1], dtype=np.int64)),
+            "actions": torch.from_numpy(_action_array(actions[s : s + self.window - 1])),
         }
 
     def __getstate__(self) -> dict:
@@ -199,6 +200,11 @@ class LatentWindowDataset(Dataset):
     def __setstate__(self, state: dict) -> None:
         state["parts"] = [tuple(_Remap.open_if(a) for a in part) for part in state["parts"]]
         self.__dict__.update(state)
+
+
+def _action_array(actions: np.ndarray) -> np.ndarray:
+    """A copy of stored actions as the predictor takes them: int64 ids, or float32 continuous actions."""
+    return np.array(actions, dtype=np.int64 if np.issubdtype(actions.dtype, np.integer) else np.float32)
 
 
 class _Remap:

@@ -62,7 +62,7 @@ class EpisodeRecord:
         success: whether the episode ended in success.
         tile_size: pixels per grid cell in the frames.
         frames: ``uint8 (T+1, H, W, 3)`` observations.
-        actions: ``int64 (T,)`` actions taken.
+        actions: ``int64 (T,)`` actions taken, or ``float32 (T, A)`` continuous ones.
         expert: ``bool (T,)``; False on epsilon-random steps.
         bot_subgoal_end: ``int32 (T+1,)`` episode-local frame where the step's bot subgoal completes.
         waypoint_index: ``int32 (T+1,)`` row of the step's next waypoint in ``waypoint_frames``.
@@ -89,6 +89,17 @@ class EpisodeRecord:
     def num_steps(self) -> int:
         """Number of actions ``T``."""
         return int(self.actions.shape[0])
+
+    @classmethod
+    def from_trajectory(cls, level: str, seed: int, frames: np.ndarray, actions: np.ndarray, success: bool,
+                        mission: str = "", expert: np.ndarray | None = None) -> EpisodeRecord:
+        """An episode of an environment without BabyAI's labels: its one subgoal is where it ends (every
+        step's subgoal completes at ``T``, the one waypoint render is the last frame)."""
+        t = len(actions)
+        return cls(level=level, seed=seed, mission=mission, success=success, tile_size=1, frames=frames,
+                   actions=actions, expert=np.ones(t, np.bool_) if expert is None else expert,
+                   bot_subgoal_end=np.full(t + 1, t, np.int32), waypoint_index=np.zeros(t + 1, np.int32),
+                   waypoint_frames=frames[-1:].copy())
 
 
 @dataclass(frozen=True)

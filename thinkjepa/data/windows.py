@@ -25,8 +25,9 @@ class WindowDataset(Dataset):
         window: frames per item (>= 2).
         episodes: indices of the episodes to serve.
 
-    Items are dicts: ``frames`` uint8 ``(T, H, W, 3)`` and ``actions`` int64 ``(T - 1,)`` with
-    ``T == window``; ``actions[k]`` leads from ``frames[k]`` to ``frames[k + 1]``.
+    Items are dicts: ``frames`` uint8 ``(T, H, W, 3)`` and ``actions`` int64 ``(T - 1,)`` (float32
+    ``(T - 1, A)`` in a continuous-action dataset) with ``T == window``; ``actions[k]`` leads from ``frames[k]``
+    to ``frames[k + 1]``.
     """
 
     def __init__(self, store: EpisodeStore, window: int, episodes: list[int]) -> None:

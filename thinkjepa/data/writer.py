@@ -29,18 +29,31 @@ class EpisodeWriter:
         root: dataset directory to create.
         overwrite: replace an existing dataset at ``root`` (only a directory holding ``episodes.json``,
             or an empty one, is ever replaced).
-        action_names: names of the action indices, stored in the header.
+        action_names: names of the action indices, stored in the header (discrete actions).
+        action_box: ``(low, high)`` bounds of continuous actions: each record's ``actions`` is then float
+            ``(T, A)`` inside them, with ``A = len(low)`` (``action_names`` may name the A dimensions).
 
     Raises:
         FileExistsError: if ``root`` exists and ``overwrite`` is False.
     """
 
     def __init__(
-        self, root: str | os.PathLike, overwrite: bool = False, action_names: Sequence[str] = ACTION_NAMES
+        self, root: str | os.PathLike, overwrite: bool = False, action_names: Sequence[str] = ACTION_NAMES,
+        action_box: tuple[Sequence[float], Sequence[float]] | None = None,
     ) -> None:
         self.root = Path(root)
         self.overwrite = overwrite
         self.action_names = list(action_names)
+        self.action_box = None
+        if action_box is not None:
+            low, high = (np.asarray(b, dtype=np.float32).reshape(-1) for b in action_box)
+            if len(low) != len(high) or not len(low) or not np.all(np.isfinite(low) & np.isfinite(high) & (low < high)):
+                raise ValueError(f"action_box needs finite low < high of one length, got {action_box}")
+            self.action_box = (low, high)
+            if action_names is ACTION_NAMES:
+                self.action_names = [f"a{i}" for i in range(len(low))]
+            elif len(self.action_names) != len(low):
+                raise ValueError(f"action_names has {len(self.action_names)} names for {len(low)} action dimensions")
         self.info: dict[str, Any] = {}
         """Free-form JSON-able facts stored under the header's ``info`` (e.g. collection stats)."""
         self._check_root()
@@ -82,7 +95,11 @@ class EpisodeWriter:
             raise RuntimeError("EpisodeWriter.add called outside its `with` block")
         size = self._validate(record)
         num_steps = record.num_steps
-        actions = np.concatenate([record.actions.astype(np.int64), np.array([-1], np.int64)])
+        if self.action_box is None:
+            actions = np.concatenate([record.actions.astype(np.int64), np.array([-1], np.int64)])
+        else:
+            actions = np.concatenate([record.actions.astype(np.float32), np.full((1, len(self.action_box[0])), np.nan,
+                                                                                   np.float32)])
         expert = np.concatenate([record.expert.astype(np.bool_), np.array([False])])
         arrays = {
             "frames": record.frames,
@@ -93,8 +110,9 @@ class EpisodeWriter:
             WAYPOINT_FRAMES: record.waypoint_frames,
         }
         for name, arr in arrays.items():
+            dtype = np.float32 if name == "actions" and self.action_box is not None else FRAME_ARRAYS.get(name, np.uint8)
             self._files[name].write(
-                np.ascontiguousarray(arr, dtype=FRAME_ARRAYS.get(name, np.uint8)).tobytes()
+                np.ascontiguousarray(arr, dtype=dtype).tobytes()
             )
         offset = self._num_waypoint_frames
         self._episodes.append(
@@ -123,7 +141,7 @@ class EpisodeWriter:
         size = r.frames.shape[1] if r.frames.ndim == 4 else -1
         expected = {
             "frames": ((num_steps + 1, size, size, 3), np.uint8),
-            "actions": ((num_steps,), None),
+            "actions": ((num_steps,) if self.action_box is None else (num_steps, len(self.action_box[0])), None),
             "expert": ((num_steps,), np.bool_),
             "bot_subgoal_end": ((num_steps + 1,), None),
             "waypoint_index": ((num_steps + 1,), None),
@@ -147,7 +165,13 @@ class EpisodeWriter:
             raise ValueError(
                 f"episode {r.level} seed {r.seed}: waypoint_index outside [0, {len(r.waypoint_frames)})"
             )
-        if np.any(r.actions < 0) or np.any(r.actions >= len(self.action_names)):
+        if self.action_box is not None:
+            low, high = self.action_box
+            if not np.all(np.isfinite(r.actions)) or np.any((r.actions < low) | (r.actions > high)):
+                raise ValueError(
+                    f"episode {r.level} seed {r.seed}: actions outside the action box [{low.tolist()}, {high.tolist()}]"
+                )
+        elif np.any(r.actions < 0) or np.any(r.actions >= len(self.action_names)):
             raise ValueError(
                 f"episode {r.level} seed {r.seed}: actions outside [0, {len(self.action_names)})"
             )
@@ -170,6 +194,8 @@ class EpisodeWriter:
         for name, dtype in [*FRAME_ARRAYS.items(), (WAYPOINT_FRAMES, np.uint8)]:
             n = self._num_waypoint_frames if name == WAYPOINT_FRAMES else self._num_frames
             shape = (n, size, size, 3) if name in ("frames", WAYPOINT_FRAMES) else (n,)
+            if name == "actions" and self.action_box is not None:
+                dtype, shape = np.float32, (n, len(self.action_box[0]))
             raw = self._tmp / f"{name}.raw"
             with open(self._tmp / f"{name}.npy", "wb") as out, open(raw, "rb") as src:
                 header = {
@@ -187,6 +213,8 @@ class EpisodeWriter:
             "levels": list(self._tile_sizes),
             "action_names": self.action_names,
             "num_actions": len(self.action_names),
+            **({"action_box": {"low": self.action_box[0].tolist(), "high": self.action_box[1].tolist()}}
+               if self.action_box is not None else {}),
             "num_frames": self._num_frames,
             "num_waypoint_frames": self._num_waypoint_frames,
             "info": self.info,

@@ -114,7 +114,8 @@ class PredictorModule(pl.LightningModule):
         z, actions = batch["latents"], batch["actions"]
         self.log("val/loss", self._loss(batch)["loss"], on_epoch=True, sync_dist=True, prog_bar=True)
         self.val_forecast.update(self.model.rollout(z[:, 0], actions), z[:, 1:])
-        self.val_actions.update(self.model, z[:, :-1], z[:, 1:], actions)
+        if not self.model.continuous:  # which of the K actions explains each step: discrete actions only
+            self.val_actions.update(self.model, z[:, :-1], z[:, 1:], actions)
 
     def on_validation_epoch_end(self) -> None:
         log_forecast_metrics(self, self.val_forecast, self.val_actions, self.eval_horizons)

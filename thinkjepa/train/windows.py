@@ -136,8 +136,13 @@ class EpisodeDataModule(ResumableWindows):
 
     @property
     def num_actions(self) -> int:
-        """Number of discrete actions (available after :meth:`setup`)."""
+        """Number of discrete actions, or the continuous action dimension (available after :meth:`setup`)."""
         return self._opened().num_actions
+
+    @property
+    def action_space(self) -> str:
+        """``discrete`` or ``continuous`` (available after :meth:`setup`)."""
+        return self._opened().action_space
 
     def _opened(self) -> EpisodeStore:
         if self.store is None:
@@ -238,6 +243,15 @@ class LatentDataModule(ResumableWindows):
 
     @property
     def num_actions(self) -> int:
-        """Number of discrete actions, the largest over the datasets."""
+        """Number of discrete actions, the largest over the datasets (or their continuous action dimension)."""
         self._open()
         return max(s.num_actions for s in self.stores)
+
+    @property
+    def action_space(self) -> str:
+        """``discrete`` or ``continuous``: every dataset must say the same."""
+        self._open()
+        spaces = {s.action_space for s in self.stores}
+        if len(spaces) > 1:
+            raise ValueError(f"datasets {self.roots} mix discrete and continuous actions")
+        return spaces.pop()

@@ -37,12 +37,18 @@ def check_data_fits(module: pl.LightningModule, model: JEPA, eval_horizons: tupl
     if dm is None:
         return
     enc, pred = model.encoder.config, model.predictor.config
+    space = getattr(dm, "action_space", None)
+    if space is not None and space != pred.action_space:
+        raise ValueError(
+            f"the data's actions are {space} but the model's predictor takes {pred.action_space} ones "
+            f"(model.predictor.action_space={pred.action_space!r})"
+        )
     for name, data_value, model_value in (
         ("image_size", getattr(dm, "image_size", None), enc.image_size),
         ("num_actions", getattr(dm, "num_actions", None), pred.num_actions),
     ):
         if data_value is not None and data_value != model_value and not (
-            name == "num_actions" and data_value < model_value
+            name == "num_actions" and data_value < model_value and pred.action_space == "discrete"
         ):
             raise ValueError(
                 f"data {name}={data_value} does not match the model's {name}={model_value} "
@@ -205,7 +211,7 @@ class WorldModelModule(pl.LightningModule):
         z_tgt = self.model.target_encode(frames.flatten(0, 1)).view(b, t, -1)
         pred = self.model.rollout(out["z"][:, 0], actions)  # (B, T-1, D) open loop
         self.val_forecast.update(pred, z_tgt[:, 1:])
-        if actions.dtype == torch.long:
+        if not self.model.continuous:
             self.val_actions.update(self.model, out["z"][:, :-1], z_tgt[:, 1:], actions)
         if "idm_acc" in out:
             self.log("val/idm_acc", out["idm_acc"], on_epoch=True)

@@ -42,7 +42,8 @@ class ObjectiveConfig:
         rollout_steps: k, the open-loop steps of the rollout term (capped by the window length).
         rollout_weight: Weight of the rollout term.
         reg_weight: λ, weight of the anti-collapse regularizer.
-        idm_weight: Weight of the inverse-dynamics cross-entropy (discrete actions only; 0 = off).
+        idm_weight: Weight of the inverse-dynamics term: cross-entropy over discrete action ids, mean squared
+            error of continuous actions (0 = off).
     """
 
     rollout_steps: int = 4
@@ -66,7 +67,8 @@ class JEPA(nn.Module):
         self.predictor = MLPPredictor(predictor, encoder.latent_dim)
         self.regularizer = regularizer
         d, k = encoder.latent_dim, predictor.num_actions
-        # Training-only head (not exported): which action led from z_t to z_{t+1}?
+        # Training-only head (not exported): which action led from z_t to z_{t+1}? Logits over the K discrete
+        # actions, or the A-dim continuous action itself.
         self.inverse_dynamics = nn.Sequential(nn.Linear(2 * d, 256), nn.GELU(), nn.Linear(256, k))
         # Optional planning cost, fit after the predictor (thinkjepa.train.distance); exported.
         self.distance: nn.Module | None = None
@@ -74,6 +76,11 @@ class JEPA(nn.Module):
     @property
     def latent_dim(self) -> int:
         return self.encoder.latent_dim
+
+    @property
+    def continuous(self) -> bool:
+        """Whether the predictor takes continuous action vectors (else discrete action ids)."""
+        return self.predictor.config.action_space == "continuous"
 
     @property
     def image_size(self) -> int:
@@ -193,10 +200,13 @@ class JEPA(nn.Module):
         reg = self.regularizer(z.flatten(0, 1)) if self.regularizer is not None else z.new_zeros(())
         total = teacher + objective.rollout_weight * roll + objective.reg_weight * reg
         out = {"teacher": teacher, "rollout": roll, "reg": reg, "z": z}
-        if objective.idm_weight > 0 and actions.dtype in (torch.int64, torch.int32):
-            logits = self.inverse_dynamics(torch.cat([z[:, :-1], z[:, 1:]], dim=-1))  # (B, T-1, K)
-            out["idm"] = F.cross_entropy(logits.flatten(0, 1), actions.flatten())
-            out["idm_acc"] = (logits.argmax(-1) == actions).float().mean()
+        if objective.idm_weight > 0 and (self.continuous or not actions.is_floating_point()):
+            guess = self.inverse_dynamics(torch.cat([z[:, :-1], z[:, 1:]], dim=-1))  # (B, T-1, K) or (B, T-1, A)
+            if self.continuous:  # regress the action that led from z_t to z_{t+1}
+                out["idm"] = F.mse_loss(guess, actions.to(guess.dtype))
+            else:
+                out["idm"] = F.cross_entropy(guess.flatten(0, 1), actions.flatten())
+                out["idm_acc"] = (guess.argmax(-1) == actions).float().mean()
             total = total + objective.idm_weight * out["idm"]
         out["loss"] = total
         return out

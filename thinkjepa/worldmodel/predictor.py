@@ -35,7 +35,9 @@ class DiscreteActionEncoder(nn.Module):
             return self.embedding(actions)
         if actions.shape[-1] != self.num_actions:
             raise ValueError(
-                f"soft actions must have last dim num_actions={self.num_actions}, got {tuple(actions.shape)}"
+                f"this world model takes discrete actions (ids in [0, {self.num_actions}) or soft actions with last dim "
+                f"{self.num_actions}); got float actions {tuple(actions.shape)}: continuous actions need a world model "
+                "with predictor.action_space='continuous'"
             )
         return actions.to(self.embedding.weight.dtype) @ self.embedding.weight
 
@@ -49,9 +51,15 @@ class ContinuousActionEncoder(nn.Module):
         self.net = nn.Sequential(nn.Linear(action_dim, dim), nn.GELU(), nn.Linear(dim, dim))
 
     def forward(self, actions: torch.Tensor) -> torch.Tensor:
+        if not actions.is_floating_point():
+            raise ValueError(
+                f"this world model takes continuous actions (..., {self.action_dim}); got integer action ids "
+                f"{tuple(actions.shape)}: discrete actions need a world model with predictor.action_space='discrete'"
+            )
         if actions.shape[-1] != self.action_dim:
-            raise ValueError(f"expected actions (..., {self.action_dim}), got {tuple(actions.shape)}")
-        return self.net(actions.float())
+            raise ValueError(f"this world model takes continuous actions (..., {self.action_dim}), got "
+                             f"{tuple(actions.shape)}")
+        return self.net(actions.to(self.net[0].weight.dtype))
 
 
 @dataclass(frozen=True)
