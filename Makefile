@@ -17,7 +17,7 @@ WM     ?= checkpoints/wm/babyai-tiny-stage2/world_model
 THINKER ?= checkpoints/thinker/babyai-tiny/thinker
 DATA   ?= data/babyai-tiny
 
-.PHONY: help install data train-wm train-predictor train-distance finetune-thinker eval probe demo test test-slow bench-wm bench-plan lint clean
+.PHONY: help install install-swm data train-wm train-predictor train-distance finetune-thinker eval probe demo test test-slow bench-wm bench-plan lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install thinkjepa with its dependencies
+
+install-swm: $(STAMP) ## add stable-worldmodel's environments (TwoRoom, PushT): the swm extra
+	$(PY) -m pip install -q -e '.[dev,swm]'
 
 data: $(STAMP) ## collect BabyAI bot episodes: both tiny datasets, or RECIPE=recipes/data/*.yaml
 	$(foreach r,$(or $(RECIPE),recipes/data/babyai-tiny.yaml recipes/data/babyai-tiny-dynamics.yaml recipes/data/babyai-tiny-explore.yaml),\

@@ -2,6 +2,7 @@
 
     thinkjepa fit --config recipes/wm/babyai-tiny.yaml        train (LightningCLI: fit/validate/test)
     thinkjepa collect --levels '[BabyAI-GoToLocal-v0]' ...    roll the BabyAI bot, write episodes
+    thinkjepa collect-swm --env_id swm/TwoRoom-v1 ...         roll a stable-worldmodel expert (continuous actions)
     thinkjepa eval ...                                        evaluate policies (see thinkjepa.policy)
     thinkjepa probe --world_model PATH                        pose probe of a world model's latent space
     thinkjepa score-thinker --thinker PATH --world_model PATH  a saved thinker's held-out metrics per level
@@ -35,6 +36,14 @@ def _collect(argv: list[str]) -> None:
     from thinkjepa.data.collect import collect
 
     auto_cli(collect, args=argv, as_positional=False)
+
+
+def _collect_swm(argv: list[str]) -> None:
+    from jsonargparse import auto_cli
+
+    from thinkjepa.envs.swm import collect_swm
+
+    auto_cli(collect_swm, args=argv, as_positional=False)
 
 
 def _eval(argv: list[str]) -> None:
@@ -80,6 +89,7 @@ def _release(argv: list[str]) -> None:
 
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "collect": _collect,
+    "collect-swm": _collect_swm,
     "eval": _eval,
     "release": _release,
     "probe": _probe,

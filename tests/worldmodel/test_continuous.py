@@ -128,7 +128,7 @@ def test_actions_of_the_other_kind_are_refused_naming_both_sides() -> None:
 
 def fit_args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["--config", str(ROOT / "recipes/wm/babyai-tiny.yaml"), f"--data.init_args.root={data}",
-            "--data.init_args.batch_size=8", "--data.init_args.window=4", "--data.init_args.val_window=4",
+            "--data.init_args.batch_size=8", "--data.init_args.window=3", "--data.init_args.val_window=4",
             "--model.init_args.eval_horizons=[1,2]", "--model.init_args.encoder.image_size=32",
             "--model.init_args.encoder.patch_size=8", "--model.init_args.predictor.num_actions=2",
             f"--trainer.default_root_dir={out}", f"--trainer.logger.init_args.save_dir={out}",
@@ -174,3 +174,27 @@ def test_stage_two_fits_a_continuous_predictor_on_cached_latents(dataset, tmp_pa
                    f"--trainer.callbacks.init_args.dirpath={out}/checkpoints", "--trainer.enable_progress_bar=false",
                    "--trainer.enable_model_summary=false"])
     assert load_world_model(out / "world_model").continuous
+
+
+def test_action_blocks_window_every_kth_frame_with_the_k_actions_between_concatenated(dataset) -> None:
+    store = EpisodeStore(dataset)
+    blocks = WindowDataset(store, 3, [2], frameskip=4)  # 13 frames: starts 0 .. 4 cover 9 frames each
+    assert len(blocks) == 5
+    item, raw = blocks[1], episode(2)
+    torch.testing.assert_close(item["frames"], torch.from_numpy(raw.frames[[1, 5, 9]]))
+    torch.testing.assert_close(item["actions"], torch.from_numpy(raw.actions[1:9].reshape(2, 8)))
+    with pytest.raises(ValueError, match=r"frameskip must be >= 1, and 1 for discrete actions; got 2 \(discrete"):
+        WindowDataset(SimpleStore(), 3, [0], frameskip=2)
+
+
+class SimpleStore:
+    action_box, action_space = None, "discrete"
+
+
+def test_a_world_model_learns_action_blocks(dataset, tmp_path) -> None:
+    out = tmp_path / "blocks"
+    fit_and_check(fit_args(dataset, out, "--model.init_args.predictor.action_space=continuous",
+                           "--model.init_args.predictor.num_actions=6", "--data.init_args.frameskip=3",
+                           "--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.val_check_interval=2"),
+                  ema="model.target_encoder.")
+    assert load_world_model(out / "world_model").predictor.config.num_actions == 6  # 3 steps x 2-D

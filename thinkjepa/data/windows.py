@@ -24,27 +24,36 @@ class WindowDataset(Dataset):
         store: the opened dataset.
         window: frames per item (>= 2).
         episodes: indices of the episodes to serve.
+        frameskip: Action blocks (continuous actions only): an item's frames are every ``frameskip``-th frame
+            and each of its actions is the ``frameskip`` actions between two of them, concatenated
+            (``frameskip * A`` values), as DINO-WM and LeWM plan one block of actions per predictor step.
 
     Items are dicts: ``frames`` uint8 ``(T, H, W, 3)`` and ``actions`` int64 ``(T - 1,)`` (float32
-    ``(T - 1, A)`` in a continuous-action dataset) with ``T == window``; ``actions[k]`` leads from ``frames[k]``
-    to ``frames[k + 1]``.
+    ``(T - 1, frameskip * A)`` in a continuous-action dataset) with ``T == window``; ``actions[k]`` leads from
+    ``frames[k]`` to ``frames[k + 1]``.
     """
 
-    def __init__(self, store: EpisodeStore, window: int, episodes: list[int]) -> None:
+    def __init__(self, store: EpisodeStore, window: int, episodes: list[int], frameskip: int = 1) -> None:
         if window < 2:
             raise ValueError(f"window must be >= 2 frames, got {window}")
-        self.store, self.window, self.episodes = store, window, list(episodes)
+        if frameskip < 1 or (frameskip > 1 and store.action_box is None):
+            raise ValueError(f"frameskip must be >= 1, and 1 for discrete actions; got {frameskip} "
+                             f"({store.action_space} actions)")
+        self.store, self.window, self.episodes, self.frameskip = store, window, list(episodes), frameskip
+        self.span = (window - 1) * frameskip + 1  # stored frames an item covers
         lengths = [store.meta(e).num_frames for e in self.episodes]
-        self._index = window_index(self.episodes, lengths, window)  # (num_windows, 2): episode, start
+        self._index = window_index(self.episodes, lengths, self.span)  # (num_windows, 2): episode, start
 
     def __len__(self) -> int:
         return len(self._index)
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         episode, start = (int(v) for v in self._index[k])
-        frames = self.store.frames(episode)[start : start + self.window]  # (T, H, W, 3) memmap view
-        actions = self.store.actions(episode)[start : start + self.window - 1]  # (T-1,)
-        return {"frames": torch.from_numpy(np.array(frames)), "actions": torch.from_numpy(np.array(actions))}
+        frames = self.store.frames(episode)[start : start + self.span : self.frameskip]  # (T, H, W, 3)
+        actions = np.array(self.store.actions(episode)[start : start + self.span - 1])  # (span - 1[, A])
+        if self.frameskip > 1:
+            actions = actions.reshape(self.window - 1, -1)  # (T - 1, frameskip * A): one block per step
+        return {"frames": torch.from_numpy(np.array(frames)), "actions": torch.from_numpy(actions)}
 
 
 def window_index(

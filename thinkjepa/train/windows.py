@@ -98,6 +98,9 @@ class EpisodeDataModule(ResumableWindows):
             are two or more episodes).
         num_workers: DataLoader worker processes.
         seed: seed of the episode split.
+        frameskip: Action blocks of a continuous-action dataset: windows step ``frameskip`` stored frames at a
+            time and each action is the block of ``frameskip`` actions between them (the model's
+            ``predictor.num_actions`` is then ``frameskip`` times the stored action dimension).
     """
 
     def __init__(
@@ -109,8 +112,12 @@ class EpisodeDataModule(ResumableWindows):
         val_fraction: float = 0.1,
         num_workers: int = 0,
         seed: int = 0,
+        frameskip: int = 1,
     ) -> None:
         super().__init__(window, val_window, batch_size, num_workers, seed)
+        if frameskip < 1:
+            raise ValueError(f"frameskip must be >= 1, got {frameskip}")
+        self.frameskip = frameskip
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         self.save_hyperparameters()
@@ -125,8 +132,8 @@ class EpisodeDataModule(ResumableWindows):
             return
         self.store = EpisodeStore(self.root)
         self.train_episodes, self.val_episodes = split_episodes(len(self.store), self.val_fraction, self.seed)
-        self.train_set = WindowDataset(self.store, self.window, self.train_episodes)
-        self.val_set = WindowDataset(self.store, self.val_window, self.val_episodes)
+        self.train_set = WindowDataset(self.store, self.window, self.train_episodes, self.frameskip)
+        self.val_set = WindowDataset(self.store, self.val_window, self.val_episodes, self.frameskip)
         self._check_windows(self.root, bool(self.val_episodes))
 
     @property
@@ -136,8 +143,9 @@ class EpisodeDataModule(ResumableWindows):
 
     @property
     def num_actions(self) -> int:
-        """Number of discrete actions, or the continuous action dimension (available after :meth:`setup`)."""
-        return self._opened().num_actions
+        """Number of discrete actions, or the dimension of a continuous action block (available after
+        :meth:`setup`)."""
+        return self._opened().num_actions * self.frameskip
 
     @property
     def action_space(self) -> str:

@@ -1,0 +1,130 @@
+"""stable-worldmodel's continuous-control environments (``swm/TwoRoom-v1``, ``swm/PushT-v1``), seen as frames.
+
+An optional extra: ``pip install -e '.[swm]'`` (``make install-swm``). stable-worldmodel registers its
+environments with gymnasium on import; :func:`make_swm_env` imports it and builds one, and :func:`frame` renders
+what the agent sees as a square ``uint8 (S, S, 3)`` image, the format of every frame in this project.
+
+:func:`collect_swm` rolls an environment's own expert policy (with Gaussian action noise) and writes the
+episodes to the episode store (:mod:`thinkjepa.data.episodes`) with their continuous actions. An episode runs
+``steps`` steps; whenever the agent reaches its target, a new target is drawn from where it stands
+(``reset(options={"state": ...})`` resamples only the target), so an episode is one long, varied trajectory,
+the data a world model learns dynamics from.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+from PIL import Image
+
+from thinkjepa.data.records import EpisodeRecord
+from thinkjepa.data.writer import EpisodeWriter
+
+INSTALL = "pip install -e '.[swm]' (or make install-swm)"
+EXPERTS = {
+    "swm/TwoRoom-v1": "stable_worldmodel.envs.two_room.expert_policy:ExpertPolicy",
+    "swm/PushT-v1": "stable_worldmodel.envs.pusht.expert_policy:WeakPolicy",
+}
+"""The expert policy of each environment :func:`collect_swm` knows."""
+
+
+def require_swm() -> None:
+    """Import stable-worldmodel (registering its environments), or say how to install it."""
+    try:
+        importlib.import_module("stable_worldmodel")
+    except ImportError as err:
+        raise ImportError(f"stable-worldmodel environments need the swm extra: {INSTALL} ({err})") from err
+
+
+def make_swm_env(env_id: str, **kwargs) -> gym.Env:
+    """``gym.make(env_id)`` of a stable-worldmodel environment, with a clear error for an unknown id.
+
+    Raises:
+        ImportError: stable-worldmodel is not installed (the message says how).
+        ValueError: ``env_id`` is not registered (the message lists the ``swm/`` ids that are).
+    """
+    require_swm()
+    if env_id not in gym.registry:
+        known = sorted(k for k in gym.registry if k.startswith("swm/"))
+        raise ValueError(f"unknown environment {env_id!r}; stable-worldmodel registers {known}")
+    return gym.make(env_id, **kwargs)
+
+
+def frame(env: gym.Env, image_size: int) -> np.ndarray:
+    """The environment's current view as ``uint8 (image_size, image_size, 3)`` (area-averaged from its render)."""
+    image = np.asarray(env.render())
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"{env.spec.id if env.spec else env}: render() gave {image.shape}, expected (H, W, 3)")
+    if image.shape[0] != image_size or image.shape[1] != image_size:
+        image = np.asarray(Image.fromarray(image).resize((image_size, image_size), Image.Resampling.BOX))
+    return np.ascontiguousarray(image, dtype=np.uint8)
+
+
+def expert_policy(env_id: str, env: gym.Env, noise: float, seed: int):
+    """The environment's expert (stable-worldmodel's own), attached to ``env``, with Gaussian action noise."""
+    if env_id not in EXPERTS:
+        raise ValueError(f"no expert policy known for {env_id!r}; known: {sorted(EXPERTS)}")
+    module, _, name = EXPERTS[env_id].partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    policy = cls(action_noise=noise, seed=seed) if "action_noise" in cls.__init__.__code__.co_varnames else cls(seed=seed)
+    policy.set_env(env)
+    return policy
+
+
+def collect_swm(
+    env_id: str,
+    episodes: int,
+    out: str | os.PathLike,
+    steps: int = 100,
+    image_size: int = 64,
+    noise: float = 0.3,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Path:
+    """Roll the expert of ``env_id`` for ``episodes`` episodes of ``steps`` steps into a new dataset.
+
+    Args:
+        env_id: A stable-worldmodel environment with a known expert (:data:`EXPERTS`).
+        episodes: Episodes to record; episode ``e`` resets with seed ``seed + e``.
+        out: Dataset directory to create.
+        steps: Actions per episode (the target is redrawn each time it is reached).
+        image_size: Side of the stored frames.
+        noise: Standard deviation of the Gaussian noise the expert adds to its actions (clipped to the box).
+        seed: First reset seed; also seeds the expert's noise.
+        overwrite: Replace an existing dataset at ``out``.
+
+    Returns:
+        The dataset path.
+    """
+    if episodes < 1 or steps < 1 or image_size < 8 or noise < 0:
+        raise ValueError(f"collect_swm needs episodes, steps >= 1, image_size >= 8 and noise >= 0; got {episodes=} "
+                         f"{steps=} {image_size=} {noise=}")
+    env = make_swm_env(env_id)
+    space = env.action_space
+    if not isinstance(space, gym.spaces.Box):
+        raise ValueError(f"{env_id} has {type(space).__name__} actions; collect_swm records continuous (Box) ones")
+    low, high = space.low.astype(np.float32).reshape(-1), space.high.astype(np.float32).reshape(-1)
+    reached = 0
+    with EpisodeWriter(out, overwrite=overwrite, action_names=[f"a{i}" for i in range(len(low))],
+                       action_box=(low, high)) as writer:
+        for e in range(episodes):
+            s = seed + e
+            _, info = env.reset(seed=s)
+            policy = expert_policy(env_id, env, noise, s)
+            frames, actions = [frame(env, image_size)], []
+            for t in range(steps):
+                action = np.clip(np.asarray(policy.get_action(info), dtype=np.float32).reshape(-1), low, high)
+                _, _, terminated, truncated, info = env.step(action)
+                actions.append(action)
+                frames.append(frame(env, image_size))
+                if terminated or truncated:  # a new target from where the agent stands; walls and doors stay
+                    reached += int(terminated)
+                    _, info = env.reset(seed=s + 1_000_003 * (t + 1), options={"state": np.asarray(info["state"])})
+            writer.add(EpisodeRecord.from_trajectory(env_id, s, np.stack(frames), np.stack(actions), success=True))
+        writer.info = {"env": env_id, "steps": steps, "noise": noise, "targets_reached": reached}
+    env.close()
+    return Path(out)
