@@ -389,3 +389,15 @@ def test_agent_settings_name_a_mistyped_key_and_a_bad_value(tmp_path):
     settings = AgentSettings.from_eval_recipe(recipe, patience=7)
     assert (settings.level, settings.snap_depth, settings.patience, settings.cost) == (
         "BabyAI-GoTo-v0", 8, 7, {"distance": "latent"})
+
+
+def test_summary_compares_each_success_with_the_bot_on_the_same_seed():
+    def result(seed: int, success: bool, steps: int, expert: int) -> EpisodeResult:
+        return EpisodeResult("L", "hierarchical", seed, "m", success, steps, expert)
+
+    from thinkjepa.policy.stats import markdown_table, summarize
+
+    s = summarize([result(0, True, 30, 20), result(1, True, 10, 10), result(2, False, 128, 5)])
+    assert s["mean_length"] == 20 and s["length_vs_expert"] == pytest.approx((1.5 + 1.0) / 2)
+    assert "20.0 (1.25x the bot)" in markdown_table({"L": {"hierarchical": s}})
+    assert summarize([result(0, False, 128, 20)])["length_vs_expert"] is None

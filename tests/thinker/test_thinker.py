@@ -87,3 +87,17 @@ def test_training_learns_an_instruction_dependent_subgoal(world_model) -> None:
     blind = (thinker.propose(images, ["go to the object"] * 8) - target).pow(2).sum(-1).mean()
     copy = (z_t - target).pow(2).sum(-1).mean()
     assert energy < 0.2 * copy and energy < 0.2 * blind
+
+
+@pytest.mark.parametrize("kind", ["idefics3", "qwen2_vl"])
+def test_an_instruction_with_words_the_thinker_never_learned_is_refused_naming_them(kind: str, world_model) -> None:
+    from thinkjepa.policy.subgoals import ThinkerSubgoals
+    from thinkjepa.protocols import EpisodeStart
+
+    thinker = tiny_thinker(kind, world_model)
+    assert thinker.unknown_words("go to the red ball") == []
+    assert thinker.unknown_words("go to the red chair near the sofa") == ["chair", "near", "sofa"]
+    source = ThinkerSubgoals(thinker)
+    source.reset([EpisodeStart("go to a purple key")])
+    with pytest.raises(ValueError, match=r"does not know the words \['chair'\] of 'go to the chair'"):
+        source.reset([EpisodeStart("go to a purple key"), EpisodeStart("go to the chair")])

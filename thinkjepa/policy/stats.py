@@ -54,6 +54,8 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
         "ci95": [lo, hi],
         "mean_length": sum(r.steps for r in won) / len(won) if won else None,
         "mean_expert_length": sum(r.expert_steps for r in results) / n if n else None,
+        # the agent's steps over the bot's on the same seeds, averaged over the agent's successes
+        "length_vs_expert": sum(r.steps / max(r.expert_steps, 1) for r in won) / len(won) if won else None,
         "planning_ms_per_step": 1e3 * plan_s / steps if steps else None,
         "thinker_share": think_s / (think_s + plan_s) if think_s + plan_s > 0 else 0.0,
         "thinker_calls_per_episode": sum(r.thinker_calls for r in results) / n if n else 0.0,
@@ -87,12 +89,17 @@ def markdown_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
             fmt = lambda v, spec: "–" if v is None else format(v, spec)  # noqa: E731
             lines.append(
                 f"| {level} | {mode} | {s['successes']}/{s['episodes']} ({100 * s['success_rate']:.0f}%) "
-                f"| {100 * s['ci95'][0]:.0f}–{100 * s['ci95'][1]:.0f}% | {fmt(s['mean_length'], '.1f')} "
+                f"| {100 * s['ci95'][0]:.0f}–{100 * s['ci95'][1]:.0f}% | {fmt(s['mean_length'], '.1f')}{_ratio(s)} "
                 f"| {fmt(s['mean_expert_length'], '.1f')} | {fmt(s['planning_ms_per_step'], '.0f')} "
                 f"| {100 * s['thinker_share']:.0f}% | {s['thinker_calls_per_episode']:.1f} | {_reached(s)} "
                 f"| {s['errored']} |"
             )
     return "\n".join(lines)
+
+
+def _ratio(s: dict[str, Any]) -> str:
+    ratio = s.get("length_vs_expert")
+    return "" if ratio is None else f" ({ratio:.2f}x the bot)"
 
 
 def _reached(s: dict[str, Any]) -> str:

@@ -44,6 +44,12 @@ class ThinkerSubgoals:
         missing = [i for i, e in enumerate(episodes) if not e.instruction]
         if missing:
             raise ValueError(f"a thinker reads the instruction: episodes {missing} have none")
+        unknown = getattr(self.thinker, "unknown_words", None)
+        for e in episodes:
+            words = unknown(e.instruction) if unknown is not None else []
+            if words:
+                raise ValueError(f"the thinker does not know the words {words} of {e.instruction!r} (its tokenizer "
+                                 "would read each as unknown): this agent cannot follow that instruction")
         self.instructions = [e.instruction for e in episodes]
 
     @torch.no_grad()

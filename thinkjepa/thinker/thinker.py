@@ -106,6 +106,15 @@ class Thinker(nn.Module):
             self._prompts[instruction] = chat_text(self.processor, self.prompt, instruction, self.text_first)
         return self._prompts[instruction]
 
+    def unknown_words(self, instruction: str) -> list[str]:
+        """The words of ``instruction`` this thinker's tokenizer does not know (it would read each as its unknown
+        token). Subword tokenizers of real VLMs know every word: for them this is always empty."""
+        tokenizer = getattr(self.processor, "tokenizer", None)
+        unk = getattr(tokenizer, "unk_token_id", None)
+        if unk is None:
+            return []
+        return [w for w in instruction.split() if unk in tokenizer(w, add_special_tokens=False)["input_ids"]]
+
     @staticmethod
     def check_inputs(images: torch.Tensor, instructions: list[str]) -> None:
         """Raise ``ValueError`` unless ``images`` is ``uint8 (B, H, W, 3)`` with B ``instructions``."""
