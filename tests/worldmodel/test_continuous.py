@@ -198,3 +198,17 @@ def test_a_world_model_learns_action_blocks(dataset, tmp_path) -> None:
                            "--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.val_check_interval=2"),
                   ema="model.target_encoder.")
     assert load_world_model(out / "world_model").predictor.config.num_actions == 6  # 3 steps x 2-D
+
+
+def test_a_planner_space_the_world_model_was_not_trained_on_is_refused_naming_both() -> None:
+    from thinkjepa.planning.spaces import DiscreteSpace
+    from thinkjepa.policy.mpc import LatentMPC, PlanningCost
+
+    planner, cost = CEMPlanner(horizon=2, num_samples=8, iterations=1, num_elites=2), PlanningCost(distance="latent")
+    with pytest.raises(ValueError, match=r"a 2-D box but the world model was trained on 5 discrete actions"):
+        LatentMPC(tiny("discrete"), planner, BoxSpace(-1.0, 1.0, dim=2), cost)
+    with pytest.raises(ValueError, match=r"5 discrete actions but the world model was trained on 2-D continuous"):
+        LatentMPC(tiny("continuous"), planner, DiscreteSpace(5), cost)
+    with pytest.raises(ValueError, match=r"a 10-D box but the world model takes 2-D actions"):
+        LatentMPC(tiny("continuous"), planner, BoxSpace(-1.0, 1.0, dim=10), cost)
+    LatentMPC(tiny("continuous"), planner, BoxSpace(-1.0, 1.0, dim=2), cost)  # the right space is taken

@@ -16,7 +16,7 @@ import torch
 
 from thinkjepa.planning.base import Planner, PlanResult
 from thinkjepa.planning.costs import GoalCost, Metric
-from thinkjepa.planning.spaces import ActionSpace, DiscreteSpace
+from thinkjepa.planning.spaces import ActionSpace, BoxSpace, DiscreteSpace
 from thinkjepa.protocols import RolloutFn, WorldModel
 
 COSTS = ("auto", "latent", "learned")
@@ -43,6 +43,27 @@ class ActionsToGo:
         if self.latent_weight:
             out = out + self.latent_weight * torch.linalg.vector_norm(z - goal, dim=-1)
         return out
+
+
+def check_space(world_model: WorldModel, space: ActionSpace) -> None:
+    """Refuse, naming both sides, an action space the world model was not trained on: discrete actions for a
+    continuous model or the reverse, another number of actions, another action (block) dimension."""
+    num_actions = getattr(world_model, "num_actions", None)
+    continuous = getattr(world_model, "continuous", None)
+    if isinstance(space, DiscreteSpace):
+        if continuous:
+            raise ValueError(f"the planner's action space has {space.n} discrete actions but the world model was "
+                             f"trained on {num_actions}-D continuous actions (predictor.action_space='continuous')")
+        if num_actions is not None and space.n != num_actions:
+            raise ValueError(f"the planner's action space has {space.n} discrete actions but the world model was "
+                             f"trained with {num_actions} (predictor.num_actions)")
+    elif isinstance(space, BoxSpace):
+        if continuous is False:
+            raise ValueError(f"the planner's action space is a {space.dim}-D box but the world model was trained on "
+                             f"{num_actions} discrete actions (predictor.action_space='discrete')")
+        if num_actions is not None and space.dim != num_actions:
+            raise ValueError(f"the planner's action space is a {space.dim}-D box but the world model takes "
+                             f"{num_actions}-D actions (predictor.num_actions: the action dimension times the block)")
 
 
 @dataclass(frozen=True)
@@ -231,12 +252,7 @@ class LatentMPC:
     ) -> None:
         self.cost = cost or PlanningCost()
         self.metric, self.step_cost = self.cost.metric(world_model)
-        num_actions = getattr(world_model, "num_actions", None)
-        if isinstance(space, DiscreteSpace) and num_actions is not None and space.n != num_actions:
-            raise ValueError(
-                f"the planner's action space has {space.n} discrete actions but the world model was "
-                f"trained with {num_actions} (predictor.num_actions)"
-            )
+        check_space(world_model, space)
         self.world_model = world_model
         self.planner = planner
         self.space = space
