@@ -4,6 +4,7 @@
     thinkjepa collect --levels '[BabyAI-GoToLocal-v0]' ...    roll the BabyAI bot, write episodes
     thinkjepa collect-swm --env_id swm/TwoRoom-v1 ...         roll a stable-worldmodel expert (continuous actions)
     thinkjepa eval ...                                        evaluate policies (see thinkjepa.policy)
+    thinkjepa eval-swm --world_model PATH --env_id swm/TwoRoom-v1   goal reaching under the published protocol
     thinkjepa probe --world_model PATH                        pose probe of a world model's latent space
     thinkjepa score-thinker --thinker PATH --world_model PATH  a saved thinker's held-out metrics per level
     thinkjepa release build|status|park|verify|evaluate ...   released agents (see thinkjepa.release)
@@ -54,6 +55,14 @@ def _eval(argv: list[str]) -> None:
     auto_cli(evaluate, args=argv, as_positional=False)
 
 
+def _eval_swm(argv: list[str]) -> None:
+    from jsonargparse import auto_cli
+
+    from thinkjepa.policy.swm_protocol import evaluate_swm
+
+    auto_cli(evaluate_swm, args=argv, as_positional=False)
+
+
 def _probe(argv: list[str]) -> None:
     from jsonargparse import auto_cli
 
@@ -91,6 +100,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "collect": _collect,
     "collect-swm": _collect_swm,
     "eval": _eval,
+    "eval-swm": _eval_swm,
     "release": _release,
     "probe": _probe,
     "score-thinker": _score_thinker,

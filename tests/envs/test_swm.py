@@ -33,3 +33,53 @@ def test_frames_are_square_uint8_at_the_asked_size_and_an_unknown_env_is_named()
     with pytest.raises(ValueError, match=r"unknown environment 'swm/TwoRooms-v1'; stable-worldmodel registers .*"
                                          r"'swm/TwoRoom-v1'"):
         make_swm_env("swm/TwoRooms-v1")
+
+
+class ExpertReplay:
+    """An agent that replays the expert actions that led to the goal: the protocol must count it a success."""
+
+    def reset(self, goal_frame, episode) -> None:
+        self.actions = list(episode.expert_actions)
+
+    def plan(self, frame) -> np.ndarray:
+        return np.stack([self.actions.pop(0) for _ in range(min(5, len(self.actions)))]) if self.actions else \
+            np.zeros((1, 2), np.float32)
+
+
+def test_the_goal_protocol_counts_the_expert_path_a_success_and_a_standing_agent_a_failure() -> None:
+    from thinkjepa.policy.swm_protocol import GoalProtocol, run_protocol
+
+    protocol = GoalProtocol(episodes=3, goal_offset=25, eval_budget=30)
+    replayed = run_protocol("swm/TwoRoom-v1", ExpertReplay(), protocol, image_size=32)
+    assert [r["success"] for r in replayed] == [True] * 3 and all(r["steps"] <= 25 for r in replayed)
+
+    class Stand:
+        def reset(self, goal_frame, episode) -> None:
+            self.far = float(np.linalg.norm(episode.goal - episode.start))
+
+        def plan(self, frame) -> np.ndarray:
+            return np.zeros((5, 2), np.float32)
+
+    stood = run_protocol("swm/TwoRoom-v1", Stand(), protocol, image_size=32)
+    assert [r["steps"] for r in stood] == [30] * 3 and not any(r["success"] for r in stood)
+
+
+def test_block_mpc_plans_blocks_with_a_world_model_of_the_block_dimension(tmp_path) -> None:
+    import torch
+
+    from thinkjepa.policy.swm_protocol import BlockMPC, GoalProtocol, evaluate_swm
+    from thinkjepa.worldmodel import JEPA, EncoderConfig, PredictorConfig, save_world_model
+
+    torch.manual_seed(0)
+    wm = JEPA(EncoderConfig(image_size=32, patch_size=8, latent_dim=16, embed_dim=32, depth=1, num_heads=2),
+              PredictorConfig(action_space="continuous", num_actions=10, action_embed_dim=8, hidden_dim=32, depth=1))
+    protocol = GoalProtocol(episodes=2, goal_offset=10, eval_budget=10, horizon=2, receding_horizon=1,
+                            num_samples=16, iterations=2, num_elites=4)
+    agent = BlockMPC(wm, np.full(2, -1.0, np.float32), np.ones(2, np.float32), protocol)
+    agent.reset(np.zeros((32, 32, 3), np.uint8))
+    actions = agent.plan(np.zeros((32, 32, 3), np.uint8))
+    assert actions.shape == (5, 2) and np.all(np.abs(actions) <= 1)  # one block of 5 two-dimensional actions
+    save_world_model(wm, tmp_path / "wm")
+    summary = evaluate_swm(str(tmp_path / "wm"), protocol=protocol, out=str(tmp_path / "out"))
+    assert summary["episodes"] == 2 and summary["errored"] == 0 and summary["planning_seconds_per_episode"] > 0
+    assert (tmp_path / "out" / "summary.json").is_file()

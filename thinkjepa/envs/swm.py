@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
@@ -75,6 +76,48 @@ def expert_policy(env_id: str, env: gym.Env, noise: float, seed: int):
     return policy
 
 
+def action_box(env: gym.Env) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)`` float32 ``(A,)`` of a continuous-action environment."""
+    space = env.action_space
+    if not isinstance(space, gym.spaces.Box):
+        raise ValueError(f"{env.spec.id if env.spec else env} has {type(space).__name__} actions; continuous (Box) "
+                         "ones are expected")
+    return space.low.astype(np.float32).reshape(-1), space.high.astype(np.float32).reshape(-1)
+
+
+@dataclass
+class ExpertRun:
+    """One expert rollout: ``frames (T + 1, S, S, 3)`` (``None`` when not rendered), ``actions (T, A)``, the agent's
+    ``states (T + 1, ...)`` (``info["state"]``) and how many targets it reached on the way."""
+
+    frames: np.ndarray | None
+    actions: np.ndarray
+    states: np.ndarray
+    targets_reached: int
+
+
+def expert_rollout(env_id: str, env: gym.Env, steps: int, seed: int, noise: float = 0.0,
+                   image_size: int | None = None) -> ExpertRun:
+    """Reset ``env`` with ``seed`` and roll its expert ``steps`` steps, drawing a new target from where the agent
+    stands each time it reaches one (walls and doors stay)."""
+    low, high = action_box(env)
+    _, info = env.reset(seed=seed)
+    policy = expert_policy(env_id, env, noise, seed)
+    frames = [frame(env, image_size)] if image_size else None
+    actions, states, reached = [], [np.asarray(info["state"], dtype=np.float32).copy()], 0
+    for t in range(steps):
+        action = np.clip(np.asarray(policy.get_action(info), dtype=np.float32).reshape(-1), low, high)
+        _, _, terminated, truncated, info = env.step(action)
+        actions.append(action)
+        states.append(np.asarray(info["state"], dtype=np.float32).copy())
+        if frames is not None:
+            frames.append(frame(env, image_size))
+        if terminated or truncated:
+            reached += int(terminated)
+            _, info = env.reset(seed=seed + 1_000_003 * (t + 1), options={"state": states[-1]})
+    return ExpertRun(None if frames is None else np.stack(frames), np.stack(actions), np.stack(states), reached)
+
+
 def collect_swm(
     env_id: str,
     episodes: int,
@@ -104,27 +147,14 @@ def collect_swm(
         raise ValueError(f"collect_swm needs episodes, steps >= 1, image_size >= 8 and noise >= 0; got {episodes=} "
                          f"{steps=} {image_size=} {noise=}")
     env = make_swm_env(env_id)
-    space = env.action_space
-    if not isinstance(space, gym.spaces.Box):
-        raise ValueError(f"{env_id} has {type(space).__name__} actions; collect_swm records continuous (Box) ones")
-    low, high = space.low.astype(np.float32).reshape(-1), space.high.astype(np.float32).reshape(-1)
+    low, high = action_box(env)
     reached = 0
     with EpisodeWriter(out, overwrite=overwrite, action_names=[f"a{i}" for i in range(len(low))],
                        action_box=(low, high)) as writer:
         for e in range(episodes):
-            s = seed + e
-            _, info = env.reset(seed=s)
-            policy = expert_policy(env_id, env, noise, s)
-            frames, actions = [frame(env, image_size)], []
-            for t in range(steps):
-                action = np.clip(np.asarray(policy.get_action(info), dtype=np.float32).reshape(-1), low, high)
-                _, _, terminated, truncated, info = env.step(action)
-                actions.append(action)
-                frames.append(frame(env, image_size))
-                if terminated or truncated:  # a new target from where the agent stands; walls and doors stay
-                    reached += int(terminated)
-                    _, info = env.reset(seed=s + 1_000_003 * (t + 1), options={"state": np.asarray(info["state"])})
-            writer.add(EpisodeRecord.from_trajectory(env_id, s, np.stack(frames), np.stack(actions), success=True))
+            run = expert_rollout(env_id, env, steps, seed + e, noise, image_size)
+            reached += run.targets_reached
+            writer.add(EpisodeRecord.from_trajectory(env_id, seed + e, run.frames, run.actions, success=True))
         writer.info = {"env": env_id, "steps": steps, "noise": noise, "targets_reached": reached}
     env.close()
     return Path(out)

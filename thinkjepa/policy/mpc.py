@@ -282,6 +282,12 @@ class LatentMPC:
             goals: ``(R, D)`` goal latents.
             rows: ``(R,)`` episode indices within the batch (for the warm starts and observed no-ops).
         """
+        plan = self.plan(z, goals, rows)
+        return plan.first_action(), plan.cost
+
+    @torch.no_grad()
+    def plan(self, z: torch.Tensor, goals: torch.Tensor, rows: torch.Tensor) -> PlanResult:
+        """Fresh plans (every planned step) for episodes ``rows``; arguments as for :meth:`act`."""
         start = time.perf_counter()
         init = take_rows(self.plans, rows) if self.plans is not None else None
         cost = self.cost.to(goals, self.metric, self.step_cost)
@@ -297,4 +303,4 @@ class LatentMPC:
         else:
             self.plans = put_rows(self.plans, rows, plan)
         self.planner_seconds += time.perf_counter() - start
-        return plan.first_action(), plan.cost
+        return plan

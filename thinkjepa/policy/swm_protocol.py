@@ -1,0 +1,191 @@
+"""Goal-reaching on stable-worldmodel environments under the protocol its published table uses.
+
+    thinkjepa eval-swm --world_model checkpoints/wm/swm-tworoom/world_model --env_id swm/TwoRoom-v1
+
+Each episode starts where a held-out expert trajectory starts (reset seed ``protocol.seed + i``, the expert
+without noise) and its goal is the state ``goal_offset`` steps further along it; the agent sees the current
+frame and the goal frame (the agent drawn at the goal) and has ``eval_budget`` environment steps. It succeeds
+when the environment says so (TwoRoom: within 16 px of the goal, in its 224 px frame).
+
+The flat agent (:class:`BlockMPC`) plans ``horizon`` action blocks of ``frameskip`` actions each with CEM
+(``num_samples`` × ``iterations``, ``num_elites`` elites) on latent L2 to the goal by default, executes the first
+``receding_horizon`` blocks, and plans again. Defaults: 50 episodes, goal 25 steps away, 50 steps of budget, CEM
+300 × 30 with the top 30, horizon 5, receding horizon 5, blocks of 5, seed 42.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from thinkjepa.checkpoint import atomic_write_text
+from thinkjepa.envs.swm import action_box, expert_rollout, frame, make_swm_env
+from thinkjepa.planning.cem import CEMPlanner
+from thinkjepa.planning.spaces import BoxSpace
+from thinkjepa.policy.mpc import LatentMPC, PlanningCost
+from thinkjepa.policy.stats import wilson_interval
+
+
+@dataclass(frozen=True)
+class GoalProtocol:
+    """The evaluation protocol (see the module docstring)."""
+
+    episodes: int = 50
+    goal_offset: int = 25
+    eval_budget: int = 50
+    frameskip: int = 5
+    horizon: int = 5
+    receding_horizon: int = 5
+    num_samples: int = 300
+    iterations: int = 30
+    num_elites: int = 30
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if min(self.episodes, self.goal_offset, self.eval_budget, self.frameskip, self.horizon,
+               self.receding_horizon, self.num_samples, self.iterations, self.num_elites) < 1:
+            raise ValueError(f"every GoalProtocol field must be >= 1, got {self}")
+        if self.receding_horizon > self.horizon or self.num_elites > self.num_samples:
+            raise ValueError(f"GoalProtocol needs receding_horizon <= horizon and num_elites <= num_samples, got {self}")
+
+
+@dataclass
+class GoalEpisode:
+    """Where an episode starts, where its goal is, what the goal looks like, and the expert actions between."""
+
+    seed: int
+    start: np.ndarray
+    goal: np.ndarray
+    goal_frame: np.ndarray
+    expert_actions: np.ndarray
+
+
+class GoalAgent(Protocol):
+    """What the protocol drives: ``reset`` with the goal, then ``plan`` from each frame the actions to execute
+    (``(n, A)`` environment actions, n >= 1) before it is asked again."""
+
+    def reset(self, goal_frame: np.ndarray, episode: GoalEpisode) -> None: ...
+
+    def plan(self, frame: np.ndarray) -> np.ndarray: ...
+
+
+def goal_episodes(env_id: str, env, protocol: GoalProtocol, image_size: int) -> list[GoalEpisode]:
+    """The protocol's episodes: expert rollouts of ``goal_offset`` steps from seeds ``protocol.seed`` on."""
+    episodes = []
+    for i in range(protocol.episodes):
+        seed = protocol.seed + i
+        run = expert_rollout(env_id, env, protocol.goal_offset, seed)
+        env.reset(seed=seed, options={"state": run.states[-1], "target_state": run.states[-1]})
+        episodes.append(GoalEpisode(seed, run.states[0], run.states[-1], frame(env, image_size), run.actions))
+    return episodes
+
+
+class BlockMPC:
+    """Flat latent MPC over action blocks (see the module docstring).
+
+    Args:
+        world_model: A world model trained on blocks of ``protocol.frameskip`` actions (``predictor.num_actions``
+            = ``frameskip`` × the environment's action dimension).
+        low, high: The environment's action bounds ``(A,)``.
+        protocol: Planner budget, horizon, receding horizon and block length.
+        cost: The planning cost (default: latent L2 to the goal at the closest approach).
+    """
+
+    def __init__(self, world_model, low: np.ndarray, high: np.ndarray, protocol: GoalProtocol,
+                 cost: PlanningCost | None = None) -> None:
+        k = protocol.frameskip
+        space = BoxSpace(np.tile(low, k).tolist(), np.tile(high, k).tolist(), dim=k * len(low))
+        planner = CEMPlanner(horizon=protocol.horizon, num_samples=protocol.num_samples,
+                             iterations=protocol.iterations, num_elites=protocol.num_elites)
+        self.world_model, self.protocol, self.action_dim = world_model, protocol, len(low)
+        self.mpc = LatentMPC(world_model, planner, space, cost or PlanningCost(distance="latent"), protocol.seed)
+        self.goal: torch.Tensor | None = None
+
+    @property
+    def planner_seconds(self) -> float:
+        return self.mpc.planner_seconds
+
+    @torch.no_grad()
+    def reset(self, goal_frame: np.ndarray, episode: GoalEpisode | None = None) -> None:
+        self.mpc.reset(1)
+        self.goal = self.world_model.target_encode(self.mpc.images(goal_frame))
+
+    @torch.no_grad()
+    def plan(self, frame: np.ndarray) -> np.ndarray:
+        if self.goal is None:
+            raise RuntimeError("BlockMPC.plan called before reset(goal_frame)")
+        z = self.world_model.encode(self.mpc.images(frame))
+        plan = self.mpc.plan(z, self.goal, torch.zeros(1, dtype=torch.long, device=z.device))
+        blocks = plan.actions[0, : self.protocol.receding_horizon]  # (R, k * A)
+        return blocks.reshape(-1, self.action_dim).float().cpu().numpy()
+
+
+def run_protocol(env_id: str, agent: GoalAgent, protocol: GoalProtocol, image_size: int,
+                 episodes: Sequence[GoalEpisode] | None = None) -> list[dict[str, Any]]:
+    """Drive ``agent`` through the protocol's episodes; one record per episode (an episode that raises is a
+    failure with its error recorded)."""
+    env = make_swm_env(env_id)
+    episodes = goal_episodes(env_id, env, protocol, image_size) if episodes is None else episodes
+    records = []
+    for ep in episodes:
+        start, steps, success, error = time.perf_counter(), 0, False, None
+        try:
+            env.reset(seed=ep.seed, options={"state": ep.start, "target_state": ep.goal})
+            agent.reset(ep.goal_frame, ep)
+            while steps < protocol.eval_budget and not success:
+                for action in agent.plan(frame(env, image_size)):
+                    _, _, terminated, _, _ = env.step(np.asarray(action, dtype=np.float32))
+                    steps += 1
+                    if terminated:
+                        success = True
+                        break
+                    if steps >= protocol.eval_budget:
+                        break
+        except Exception as err:  # noqa: BLE001  (a failing episode is recorded; the evaluation goes on)
+            error = f"step {steps}: {type(err).__name__}: {err}"
+        records.append({"seed": ep.seed, "success": success, "steps": steps, "seconds": time.perf_counter() - start,
+                        "error": error})
+    env.close()
+    return records
+
+
+def evaluate_swm(world_model: str, env_id: str = "swm/TwoRoom-v1", protocol: GoalProtocol | None = None,
+                 cost: PlanningCost | None = None, out: str | None = None, device: str = "cpu") -> dict[str, Any]:
+    """The flat agent of ``world_model`` under the protocol: success with its 95 % interval, planning time.
+
+    Args:
+        world_model: Exported continuous-action world model (trained on blocks of ``protocol.frameskip``).
+        env_id: The stable-worldmodel environment.
+        protocol: The protocol (default: the published one).
+        cost: Planning cost (default: latent L2).
+        out: Also write ``summary.json`` and ``episodes.json`` there.
+        device: ``cpu`` or ``cuda``.
+    """
+    from thinkjepa.worldmodel.export import load_world_model
+
+    protocol = protocol or GoalProtocol()
+    wm = load_world_model(world_model, device=device)
+    env = make_swm_env(env_id)
+    low, high = action_box(env)
+    env.close()
+    agent = BlockMPC(wm, low, high, protocol, cost)
+    records = run_protocol(env_id, agent, protocol, wm.image_size)
+    wins, n = sum(r["success"] for r in records), len(records)
+    lo, hi = wilson_interval(wins, n)
+    summary = {"env": env_id, "world_model": str(world_model), "protocol": asdict(protocol), "episodes": n,
+               "successes": wins, "success_rate": wins / n, "ci95": [lo, hi],
+               "planning_seconds_per_episode": agent.planner_seconds / n,
+               "errored": sum(r["error"] is not None for r in records)}
+    print(f"{env_id}: {wins}/{n} ({100 * wins / n:.0f} %, 95 % CI {100 * lo:.0f}-{100 * hi:.0f} %), "
+          f"planning {summary['planning_seconds_per_episode']:.2f} s per episode")
+    if out is not None:
+        atomic_write_text(Path(out) / "summary.json", json.dumps(summary, indent=2))
+        atomic_write_text(Path(out) / "episodes.json", json.dumps(records, indent=1))
+    return summary
