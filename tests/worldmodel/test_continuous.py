@@ -1,8 +1,5 @@
-"""Continuous actions end to end: stored, windowed, learned by the world model, planned over a box.
-
-The data come from a point mass rendered from above (a 4 px square on a 32 px frame; each step moves it by
-0.25 × the 2-D action, clipped to the frame), written through the same EpisodeWriter as BabyAI's episodes.
-"""
+"""Continuous actions end to end: stored, windowed, learned by the world model, planned over a box, on a point
+mass seen from above (tests/pointmass.py) written through the same EpisodeWriter as BabyAI's episodes."""
 
 from __future__ import annotations
 
@@ -12,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from fit_checks import fit_and_check
+from pointmass import BOX, episode, write_dataset
 
 from thinkjepa.cli import main
 from thinkjepa.data.episodes import EpisodeFileError, EpisodeStore
@@ -24,36 +22,12 @@ from thinkjepa.planning.spaces import BoxSpace
 from thinkjepa.worldmodel import JEPA, EncoderConfig, ObjectiveConfig, PredictorConfig, load_world_model
 
 ROOT = Path(__file__).resolve().parents[2]
-BOX = ([-1.0, -1.0], [1.0, 1.0])
 SIZE = 32
-
-
-def render(pos: np.ndarray) -> np.ndarray:
-    frame = np.zeros((SIZE, SIZE, 3), np.uint8)
-    r, c = (np.clip(pos, 0, 1) * (SIZE - 4)).round().astype(int)
-    frame[r : r + 4, c : c + 4] = 255
-    return frame
-
-
-def episode(seed: int, steps: int = 12) -> EpisodeRecord:
-    rng = np.random.default_rng(seed)
-    pos, frames, actions = rng.uniform(0.2, 0.8, 2), [], []
-    for _ in range(steps):
-        frames.append(render(pos))
-        a = rng.uniform(-1, 1, 2).astype(np.float32)
-        actions.append(a)
-        pos = np.clip(pos + 0.25 * a, 0, 1)
-    frames.append(render(pos))
-    return EpisodeRecord.from_trajectory("PointMass", seed, np.stack(frames), np.stack(actions), success=True)
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("pointmass") / "data"
-    with EpisodeWriter(root, action_box=BOX, action_names=["down", "right"]) as w:
-        for seed in range(16):
-            w.add(episode(seed))
-    return root
+    return write_dataset(tmp_path_factory.mktemp("pointmass") / "data")
 
 
 def test_continuous_actions_round_trip_and_window_as_float_vectors(dataset) -> None:

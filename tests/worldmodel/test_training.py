@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from fit_checks import fit_and_check
+from pointmass import write_dataset
 
 from thinkjepa.checkpoint import safe_torch_load
 from thinkjepa.cli import main
@@ -36,6 +37,8 @@ def overrides(data: Path, out: Path, *extra: str) -> list[str]:
 def test_every_wm_recipe_runs_fast_dev_run(recipe, babyai_dataset, tmp_path):
     extra = []
     init_args = yaml.safe_load(Path(recipe).read_text())["model"]["init_args"]
+    if init_args["predictor"]["action_space"] == "continuous":  # its own kind of data: a point mass at its size
+        babyai_dataset = write_dataset(tmp_path / "pointmass", episodes=6, steps=40, size=init_args["encoder"]["image_size"])
     if init_args.get("init_from"):  # a fine-tuning recipe: start it from a model of its architecture
         start = JEPA(EncoderConfig(**init_args["encoder"]), PredictorConfig(**init_args["predictor"]))
         extra.append(f"--model.init_args.init_from={save_world_model(start, tmp_path / 'start')}")
