@@ -21,6 +21,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
 from thinkjepa.data.records import EpisodeRecord
 from thinkjepa.data.writer import EpisodeWriter
@@ -52,7 +53,9 @@ def make_swm_env(env_id: str, **kwargs) -> gym.Env:
     if env_id not in gym.registry:
         known = sorted(k for k in gym.registry if k.startswith("swm/"))
         raise ValueError(f"unknown environment {env_id!r}; stable-worldmodel registers {known}")
-    return gym.make(env_id, **kwargs)
+    # stable-worldmodel's environments return torch observations and share info dicts between steps, which
+    # gymnasium's passive checker warns about on every reset; nothing here reads observations or keeps infos.
+    return gym.make(env_id, **{"disable_env_checker": True, **kwargs})
 
 
 def frame(env: gym.Env, image_size: int) -> np.ndarray:
@@ -151,7 +154,7 @@ def collect_swm(
     reached = 0
     with EpisodeWriter(out, overwrite=overwrite, action_names=[f"a{i}" for i in range(len(low))],
                        action_box=(low, high)) as writer:
-        for e in range(episodes):
+        for e in tqdm(range(episodes), desc=f"{env_id} expert", unit="ep"):
             run = expert_rollout(env_id, env, steps, seed + e, noise, image_size)
             reached += run.targets_reached
             writer.add(EpisodeRecord.from_trajectory(env_id, seed + e, run.frames, run.actions, success=True))
