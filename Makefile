@@ -17,7 +17,7 @@ WM     ?= checkpoints/wm/babyai-tiny-stage2/world_model
 THINKER ?= checkpoints/thinker/babyai-tiny/thinker
 DATA   ?= data/babyai-tiny
 
-.PHONY: help install install-swm data train-wm train-predictor train-distance finetune-thinker eval probe demo test test-slow bench-wm bench-plan lint clean
+.PHONY: help install install-swm data train-wm train-predictor train-distance finetune-thinker eval probe demo test test-slow bench-wm bench-plan bench-plan-swm lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -73,6 +73,9 @@ bench-wm: $(STAMP) ## world-model training throughput (tiny and ViT-S recipes)
 
 bench-plan: $(STAMP) ## batched CEM vs a one-episode-at-a-time reference
 	$(PY) benchmarks/bench_plan.py $(ARGS)
+
+bench-plan-swm: $(STAMP) ## our CEM vs stable-worldmodel's CEMSolver, same model and budget (needs make install-swm)
+	$(PY) benchmarks/bench_plan_swm.py $(ARGS)
 
 lint: $(STAMP) ## ruff
 	$(PY) -m ruff check thinkjepa tests benchmarks experiments
