@@ -7,6 +7,7 @@ planners get the protocol's budget (300 samples × 30 iterations, top 30, horizo
 reachable goals (the latent reached by a random plan) and the same cost, the squared latent distance to the goal
 after the last block. Printed per planner: wall time per solve, the final cost it reached (mean over episodes),
 and the world-model evaluations it spent (rows rolled out × horizon) — cost reached per evaluation, not only time.
+A third row runs our CEM with iCEM's shrinking population and an early stop once the elites agree.
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--horizon", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=3, help="solves timed per planner (the median is printed)")
+    parser.add_argument("--decay", type=float, default=0.9, help="population decay of the lean CEM row (iCEM)")
+    parser.add_argument("--converge", type=float, default=0.03,
+                        help="the lean CEM row stops once every std is below this many half-widths")
     args = parser.parse_args(argv)
     from stable_worldmodel.solver.cem import CEMSolver
 
@@ -104,9 +108,13 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             still = float((model.rollout(z0, torch.zeros(b, args.horizon, ACTION * BLOCK))[:, -1] - goal).pow(2).sum(-1).mean())
         rows = []
+        lean = CEMPlanner(horizon=args.horizon, num_samples=args.samples, iterations=args.iterations,
+                          num_elites=args.elites, population_decay=args.decay, converge_std=args.converge)
         cost = GoalCost(goal, weights="final", metric="sq_l2")
         for name, solve in (
             ("thinkjepa CEMPlanner", partial(ours.plan, z0, cost, model.rollout, space, generator=torch.Generator())),
+            (f"thinkjepa CEMPlanner, decay {args.decay}, stop at std {args.converge}",
+             partial(lean.plan, z0, cost, model.rollout, space, generator=torch.Generator())),
             ("stable-worldmodel CEMSolver", partial(solver.solve, {"z0": z0, "goal": goal})),
         ):
             times, costs, evaluations = [], [], 0

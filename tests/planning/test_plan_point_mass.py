@@ -65,3 +65,32 @@ def test_step_weights_prefer_getting_there_early(point_mass) -> None:
         z0, GoalCost(goal, weights="all"), rollout, space, generator=torch.Generator().manual_seed(0)
     )
     assert torch.allclose(result.actions[0, :, 0], torch.tensor([1.0, 1.0, 0.5]), atol=0.02)
+
+
+def test_a_shrinking_population_and_stopping_once_the_elites_agree_save_rollouts_not_accuracy(point_mass) -> None:
+    """iCEM's population decay (0.9) and an early stop at std 0.03 half-widths: the same goals, reached as closely as
+    full CEM reaches them, with fewer candidate rollouts; each iteration's population is the decayed size, never
+    below twice the elites."""
+    z0 = torch.tensor([[0.0, 0.0], [1.0, -1.0], [0.5, 2.0]])
+    goal = z0 + torch.tensor([[1.0, -0.5], [-2.0, 1.0], [0.3, 0.7]]) @ point_mass.matrix.T
+    sizes: list[int] = []
+
+    def rollout(z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        sizes.append(actions.shape[0])
+        return point_mass.rollout(z, actions)
+
+    full = CEMPlanner(H, num_samples=100, iterations=20, num_elites=10)
+    lean = CEMPlanner(H, num_samples=100, iterations=20, num_elites=10, population_decay=0.9, converge_std=0.03)
+    reached = {}
+    for name, planner in (("full", full), ("lean", lean)):
+        sizes.clear()
+        result = planner.plan(z0, GoalCost(goal), rollout, SPACE, generator=torch.Generator().manual_seed(0))
+        final = point_mass.rollout(z0, result.actions)[:, -1]
+        reached[name] = (final - goal).norm(dim=-1).max().item(), sum(sizes), planner.last_iterations
+        if name == "lean":
+            expected = [3 * max(20, round(100 * 0.9**i)) for i in range(len(sizes))]
+            assert sizes == expected
+    assert reached["full"][2] == 20 and reached["lean"][2] < 20  # stopped early
+    assert reached["lean"][1] < reached["full"][1] / 2  # less than half the rollouts
+    assert reached["lean"][0] < 0.01 and reached["full"][0] < 0.01  # both reach every goal
+    assert lean.last_evaluations == reached["lean"][1]

@@ -27,6 +27,9 @@ class CEMPlanner(SamplingPlanner):
         warm_mix: Weight of the uniform distribution mixed into a warm-started categorical.
         min_prob: Floor on every allowed id's probability per step (discrete spaces): keeps sampling
             around a collapsed categorical, as ``min_std`` does for a Gaussian.
+        population_decay: Continuous spaces: shrink the population by this factor every iteration (iCEM),
+            never below ``2 * num_elites``.
+        converge_std: Continuous spaces: stop once every std is below this many half-widths (0 = never early).
     """
 
     def __init__(
@@ -40,6 +43,8 @@ class CEMPlanner(SamplingPlanner):
         min_std: float = 0.02,
         warm_mix: float = 0.1,
         min_prob: float = 0.02,
+        population_decay: float = 1.0,
+        converge_std: float = 0.0,
     ) -> None:
         super().__init__(
             horizon,
@@ -51,6 +56,9 @@ class CEMPlanner(SamplingPlanner):
             adapt_std=True,
             warm_mix=warm_mix,
             min_prob=min_prob,
+            population_decay=population_decay,
+            min_population=max(1, min(num_samples, 2 * num_elites)),
+            converge_std=converge_std,
         )
         if num_elites < 1:
             raise ValueError(f"CEMPlanner: num_elites must be >= 1, got {num_elites}")

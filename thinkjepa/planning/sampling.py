@@ -41,6 +41,12 @@ class SamplingPlanner(Planner):
         adapt_std: Refit the Gaussian std to the weighted samples; if ``False`` it stays ``init_std``.
         warm_mix: Weight of the uniform distribution mixed into a warm-started categorical.
         min_prob: Floor on every allowed id's probability per step (discrete spaces), then renormalised.
+        population_decay: Continuous spaces: iteration ``i`` samples ``num_samples * population_decay ** i``
+            candidates (at least ``min_population``), as iCEM shrinks its population once the distribution has
+            narrowed (1 = a constant population).
+        min_population: The smallest population ``population_decay`` shrinks to.
+        converge_std: Continuous spaces: stop before ``iterations`` once every episode's Gaussian std is below
+            this many half-widths of the box in every step and dimension (its elites agree; 0 = never stop early).
     """
 
     def __init__(
@@ -54,6 +60,9 @@ class SamplingPlanner(Planner):
         adapt_std: bool,
         warm_mix: float,
         min_prob: float = 0.0,
+        population_decay: float = 1.0,
+        min_population: int = 1,
+        converge_std: float = 0.0,
     ) -> None:
         super().__init__(horizon)
         name = type(self).__name__
@@ -69,6 +78,12 @@ class SamplingPlanner(Planner):
             raise ValueError(f"{name}: need 0 <= min_prob < 1, got {min_prob}")
         if init_std <= 0 or min_std < 0:
             raise ValueError(f"{name}: need init_std > 0 and min_std >= 0, got {init_std}, {min_std}")
+        if not 0.0 < population_decay <= 1.0 or min_population < 1 or converge_std < 0:
+            raise ValueError(f"{name}: need 0 < population_decay <= 1, min_population >= 1 and converge_std >= 0, "
+                             f"got {population_decay}, {min_population}, {converge_std}")
+        self.population_decay, self.min_population, self.converge_std = population_decay, min_population, converge_std
+        self.last_iterations = 0  # iterations the last plan ran (early stopping)
+        self.last_evaluations = 0  # candidate sequences the last plan rolled out, over all episodes
         self.num_samples = num_samples
         self.iterations = iterations
         self.momentum = momentum
@@ -153,7 +168,9 @@ class SamplingPlanner(Planner):
         std = (self.init_std * half).expand(b, h, a).clone()  # (B, H, A)
         min_std = self.min_std * half  # (A,)
         tracker = BestTracker(b, z0.device)
+        self.last_evaluations = 0
         for it in range(self.iterations):
+            n = max(self.min_population, round(self.num_samples * self.population_decay**it))
             noise = torch.randn(b, n, h, a, generator=generator, device=z0.device, dtype=dtype)
             samples = (mean.unsqueeze(1) + std.unsqueeze(1) * noise).clamp(low, high)  # (B, N, H, A)
             samples[:, 0] = mean
@@ -167,6 +184,9 @@ class SamplingPlanner(Planner):
                 var = torch.einsum("bn,bnha->bha", weights, (samples - new_mean.unsqueeze(1)) ** 2)
                 std = torch.maximum(self.momentum * std + (1 - self.momentum) * var.sqrt(), min_std)
             mean = self.momentum * mean + (1 - self.momentum) * new_mean
+            self.last_iterations, self.last_evaluations = it + 1, self.last_evaluations + b * n
+            if self.converge_std > 0 and bool((std <= self.converge_std * half).all()):
+                break
         actions, best_cost = tracker.result()
         return PlanResult(actions=actions, cost=best_cost, mean=mean, std=std)
 
