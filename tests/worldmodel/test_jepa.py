@@ -255,3 +255,40 @@ def test_loss_is_assembled_from_t_plus_one_targets_rollout_regularizer_and_inver
     assert one_step["rollout"].item() == pytest.approx(1.0)  # only (1, 0) vs (2, 1): 2 / 2
     assert "idm" not in one_step
     assert one_step["loss"].item() == pytest.approx(1.0 + 2.0 * 1.0 + 4.0 * 0.25)
+
+
+def test_a_fresh_guided_predictor_is_exactly_the_unguided_one_and_its_gates_learn():
+    from thinkjepa.worldmodel.predictor import MLPPredictor
+
+    torch.manual_seed(0)
+    plain = MLPPredictor(PRED, 16)
+    torch.nn.init.normal_(plain.out[1].weight, std=0.1)  # not the identity, so the comparison means something
+    guided = MLPPredictor(PredictorConfig(**{**PRED.__dict__, "guidance_dim": 6}), 16)
+    missing, unexpected = guided.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("guidance.") for k in missing)
+    z, a, c = torch.randn(4, 1, 16), torch.tensor([0, 1, 2, 3]), torch.randn(4, 6)
+    assert torch.equal(guided(z, a, c), plain(z, a)) and torch.equal(guided(z, a), plain(z, a))
+    loss = (guided(z, a, c) - torch.randn(4, 16)).pow(2).mean()
+    loss.backward()
+    assert all(film.gate.grad is not None and film.gate.grad.abs() > 0 for film in guided.guidance)
+    with pytest.raises(ValueError, match=r"guidance must be \(B, 6\) = \(4, 6\), got \(4, 5\)"):
+        guided(z, a, torch.randn(4, 5))
+    with pytest.raises(ValueError, match="takes no guidance"):
+        plain(z, a, c)
+    forecast = guided(z, None, c)  # no action: a forecast from the history (and the guidance) alone
+    assert forecast.shape == (4, 16) and torch.isfinite(forecast).all()
+
+
+def test_a_field_added_later_leaves_unguided_exports_and_fingerprints_as_they_were(tmp_path):
+    import json
+
+    plain = tiny()
+    save_world_model(plain, tmp_path / "plain")
+    config = json.loads((tmp_path / "plain" / "config.json").read_text())
+    assert "guidance_dim" not in config["predictor"]  # as exports written before the field existed
+    assert fingerprint(load_world_model(tmp_path / "plain")) == config["fingerprint"] == fingerprint(plain)
+    torch.manual_seed(0)
+    guided = JEPA(ENC, PredictorConfig(**{**PRED.__dict__, "guidance_dim": 4}), VICReg())
+    save_world_model(guided, tmp_path / "guided")
+    assert json.loads((tmp_path / "guided" / "config.json").read_text())["predictor"]["guidance_dim"] == 4
+    assert load_world_model(tmp_path / "guided").predictor.guidance is not None

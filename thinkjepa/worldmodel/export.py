@@ -67,8 +67,17 @@ def _digest(header: dict[str, Any], state: dict[str, torch.Tensor], with_layout:
     return h.hexdigest()[:16]
 
 
+# Config fields added after models were first exported, left out of the architecture (and so of the fingerprint)
+# while they hold their default: a model exported before a field existed keeps its fingerprint.
+_LATER_FIELDS = {"predictor": {"guidance_dim": 0}}
+
+
 def architecture(model: JEPA) -> dict[str, Any]:
     out = {"encoder": asdict(model.encoder.config), "predictor": asdict(model.predictor.config)}
+    for part, defaults in _LATER_FIELDS.items():
+        for key, default in defaults.items():
+            if out[part].get(key) == default:
+                del out[part][key]
     if model.distance is not None:
         out["distance"] = asdict(model.distance.config)
     return out

@@ -73,6 +73,9 @@ class PredictorConfig:
         history: How many past latents the predictor sees (1 = Markov).
         hidden_dim: Width of the residual MLP.
         depth: Number of residual blocks.
+        guidance_dim: Width of a guidance vector ``c`` (e.g. pooled VLM hidden states) injected into every block
+            by FiLM behind a tanh gate that starts at 0, so a guided predictor starts as the unguided one
+            (0 = no guidance).
     """
 
     action_space: str = "discrete"
@@ -81,6 +84,7 @@ class PredictorConfig:
     history: int = 1
     hidden_dim: int = 512
     depth: int = 3
+    guidance_dim: int = 0
 
 
 class _Block(nn.Module):
@@ -90,6 +94,24 @@ class _Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.net(x)
+
+
+class GatedFiLM(nn.Module):
+    """``h + tanh(gate) * (gamma(c) * h + beta(c))``: FiLM of hidden features ``h (B, W)`` by a guidance vector
+    ``c (B, C)``, behind a gate that starts at 0 — exactly the identity until the gate opens. The FiLM maps start
+    random (small), so that the gate has a gradient from the first step (a zero map behind a zero gate would
+    never move)."""
+
+    def __init__(self, guidance_dim: int, width: int) -> None:
+        super().__init__()
+        self.film = nn.Linear(guidance_dim, 2 * width)
+        nn.init.normal_(self.film.weight, std=0.02)
+        nn.init.zeros_(self.film.bias)
+        self.gate = nn.Parameter(torch.zeros(1))
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.film(c.to(h.dtype)).chunk(2, dim=-1)
+        return h + torch.tanh(self.gate) * (gamma * h + beta)
 
 
 class MLPPredictor(nn.Module):
@@ -109,6 +131,8 @@ class MLPPredictor(nn.Module):
         self.latent_dim = latent_dim
         self.inp = nn.Linear(config.history * latent_dim + config.action_embed_dim, config.hidden_dim)
         self.blocks = nn.Sequential(*[_Block(config.hidden_dim) for _ in range(config.depth)])
+        self.guidance = (nn.ModuleList(GatedFiLM(config.guidance_dim, config.hidden_dim) for _ in range(config.depth))
+                         if config.guidance_dim > 0 else None)
         self.out = nn.Sequential(nn.LayerNorm(config.hidden_dim), nn.Linear(config.hidden_dim, latent_dim))
         nn.init.zeros_(self.out[1].weight)  # start as the identity map: ẑ_{t+1} = z_t
         nn.init.zeros_(self.out[1].bias)
@@ -117,7 +141,22 @@ class MLPPredictor(nn.Module):
     def history(self) -> int:
         return self.config.history
 
-    def forward(self, z_hist: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def forward(self, z_hist: torch.Tensor, actions: torch.Tensor | None, guidance: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """The next latent from the history, the action (``None``: forecast without it, a zero action embedding)
+        and, for a guided predictor, the guidance vector ``(B, guidance_dim)`` (``None``: unguided)."""
         b = z_hist.shape[0]
-        x = torch.cat([z_hist.reshape(b, -1), self.action_encoder(actions)], dim=-1)
-        return z_hist[:, -1] + self.out(self.blocks(self.inp(x)))  # (B, D)
+        action = (z_hist.new_zeros(b, self.config.action_embed_dim) if actions is None
+                  else self.action_encoder(actions))
+        h = self.inp(torch.cat([z_hist.reshape(b, -1), action], dim=-1))
+        if guidance is None:
+            h = self.blocks(h)
+        else:
+            if self.guidance is None:
+                raise ValueError("this predictor takes no guidance (predictor.guidance_dim is 0)")
+            if guidance.shape != (b, self.config.guidance_dim):
+                raise ValueError(f"guidance must be (B, {self.config.guidance_dim}) = ({b}, {self.config.guidance_dim}), "
+                                 f"got {tuple(guidance.shape)}")
+            for block, film in zip(self.blocks, self.guidance, strict=True):
+                h = film(block(h), guidance)
+        return z_hist[:, -1] + self.out(h)  # (B, D)
