@@ -41,7 +41,7 @@ class ExpertReplay:
     def reset(self, goal_frame, episode) -> None:
         self.actions = list(episode.expert_actions)
 
-    def plan(self, frame) -> np.ndarray:
+    def plan(self, frame, state) -> np.ndarray:
         return np.stack([self.actions.pop(0) for _ in range(min(5, len(self.actions)))]) if self.actions else \
             np.zeros((1, 2), np.float32)
 
@@ -57,7 +57,7 @@ def test_the_goal_protocol_counts_the_expert_path_a_success_and_a_standing_agent
         def reset(self, goal_frame, episode) -> None:
             self.far = float(np.linalg.norm(episode.goal - episode.start))
 
-        def plan(self, frame) -> np.ndarray:
+        def plan(self, frame, state) -> np.ndarray:
             return np.zeros((5, 2), np.float32)
 
     stood = run_protocol("swm/TwoRoom-v1", Stand(), protocol, image_size=32)
@@ -83,3 +83,29 @@ def test_block_mpc_plans_blocks_with_a_world_model_of_the_block_dimension(tmp_pa
     summary = evaluate_swm(str(tmp_path / "wm"), protocol=protocol, out=str(tmp_path / "out"))
     assert summary["episodes"] == 2 and summary["errored"] == 0 and summary["planning_seconds_per_episode"] > 0
     assert (tmp_path / "out" / "summary.json").is_file()
+
+
+def test_long_horizon_episodes_cross_rooms_and_the_oracle_switches_from_the_doorway_to_the_goal() -> None:
+    import torch
+
+    from thinkjepa.policy.swm_protocol import DoorwayOracle, GoalProtocol, doorway, goal_episodes, room
+    from thinkjepa.worldmodel import JEPA, EncoderConfig, PredictorConfig
+
+    env = make_swm_env("swm/TwoRoom-v1")
+    protocol = GoalProtocol(episodes=3, goal_offset=100, eval_budget=200, other_room=True, horizon=2,
+                            receding_horizon=1, num_samples=8, iterations=1, num_elites=2)
+    episodes = goal_episodes("swm/TwoRoom-v1", env, protocol, 32)
+    assert len(episodes) == 3 and all(room(env, e.start) != room(env, e.goal) for e in episodes)
+    door = doorway(env, episodes[0].start)
+    assert float(env.unwrapped.wall_pos) in [float(v) for v in door]  # a point of the wall
+
+    torch.manual_seed(0)
+    wm = JEPA(EncoderConfig(image_size=32, patch_size=8, latent_dim=16, embed_dim=32, depth=1, num_heads=2),
+              PredictorConfig(action_space="continuous", num_actions=10, action_embed_dim=8, hidden_dim=32, depth=1))
+    oracle = DoorwayOracle(wm, np.full(2, -1.0, np.float32), np.ones(2, np.float32), protocol, "swm/TwoRoom-v1", 32)
+    oracle.reset(episodes[0].goal_frame, episodes[0])
+    assert oracle.door is not None and not torch.equal(oracle.goal, oracle.final)  # first the doorway
+    oracle.plan(np.zeros((32, 32, 3), np.uint8), episodes[0].start)
+    assert oracle.door is not None  # far from the door: still heading there
+    oracle.plan(np.zeros((32, 32, 3), np.uint8), oracle.door + 1.0)
+    assert oracle.door is None and torch.equal(oracle.goal, oracle.final)  # at the door: on to the goal

@@ -47,6 +47,9 @@ class GoalProtocol:
     iterations: int = 30
     num_elites: int = 30
     seed: int = 42
+    other_room: bool = False
+    """TwoRoom only: keep only episodes whose goal lies in the other room (the long-horizon variant; seeds are
+    taken in order from ``seed`` until ``episodes`` qualify)."""
 
     def __post_init__(self) -> None:
         if min(self.episodes, self.goal_offset, self.eval_budget, self.frameskip, self.horizon,
@@ -69,22 +72,49 @@ class GoalEpisode:
 
 class GoalAgent(Protocol):
     """What the protocol drives: ``reset`` with the goal, then ``plan`` from each frame the actions to execute
-    (``(n, A)`` environment actions, n >= 1) before it is asked again."""
+    (``(n, A)`` environment actions, n >= 1) before it is asked again. ``state`` is the simulator's agent state,
+    for privileged agents (the oracle); the agents under test read only the frame."""
 
     def reset(self, goal_frame: np.ndarray, episode: GoalEpisode) -> None: ...
 
-    def plan(self, frame: np.ndarray) -> np.ndarray: ...
+    def plan(self, frame: np.ndarray, state: np.ndarray) -> np.ndarray: ...
 
 
 def goal_episodes(env_id: str, env, protocol: GoalProtocol, image_size: int) -> list[GoalEpisode]:
     """The protocol's episodes: expert rollouts of ``goal_offset`` steps from seeds ``protocol.seed`` on."""
-    episodes = []
-    for i in range(protocol.episodes):
-        seed = protocol.seed + i
+    episodes, seed = [], protocol.seed
+    while len(episodes) < protocol.episodes:
         run = expert_rollout(env_id, env, protocol.goal_offset, seed)
-        env.reset(seed=seed, options={"state": run.states[-1], "target_state": run.states[-1]})
-        episodes.append(GoalEpisode(seed, run.states[0], run.states[-1], frame(env, image_size), run.actions))
+        if not protocol.other_room or room(env, run.states[0]) != room(env, run.states[-1]):
+            env.reset(seed=seed, options={"state": run.states[-1], "target_state": run.states[-1]})
+            episodes.append(GoalEpisode(seed, run.states[0], run.states[-1], frame(env, image_size), run.actions))
+        seed += 1
+        if seed - protocol.seed > 100 * protocol.episodes:
+            raise ValueError(f"{env_id}: fewer than {protocol.episodes} qualifying episodes in "
+                             f"{100 * protocol.episodes} seeds (other_room={protocol.other_room})")
     return episodes
+
+
+def room(env, state: np.ndarray) -> int:
+    """TwoRoom: which side of the wall ``state`` is on (0 or 1)."""
+    base = env.unwrapped
+    axis = int(base.variation_space["wall"]["axis"].value)  # 1: a vertical wall (rooms left/right of it)
+    return int(float(np.asarray(state).reshape(-1)[0 if axis == 1 else 1]) > float(base.wall_pos))
+
+
+def doorway(env, state: np.ndarray) -> np.ndarray:
+    """TwoRoom: the centre of the door the agent at ``state`` is nearest to, among those it fits through."""
+    base = env.unwrapped
+    space = base.variation_space
+    axis, wall = int(space["wall"]["axis"].value), float(base.wall_pos)
+    num = int(space["door"]["number"].value)
+    centres = np.asarray(space["door"]["position"].value, dtype=np.float32)[:num]
+    sizes = np.asarray(space["door"]["size"].value, dtype=np.float32)[:num]
+    radius = float(space["agent"]["radius"].value.item())
+    doors = [np.array([wall, c] if axis == 1 else [c, wall], np.float32) for c, s in zip(centres, sizes, strict=True)
+             if s >= 1.1 * radius] or [np.array([wall, c] if axis == 1 else [c, wall], np.float32) for c in centres]
+    here = np.asarray(state, np.float32).reshape(-1)
+    return min(doors, key=lambda d: float(np.linalg.norm(d - here)))
 
 
 class BlockMPC:
@@ -118,13 +148,45 @@ class BlockMPC:
         self.goal = self.world_model.target_encode(self.mpc.images(goal_frame))
 
     @torch.no_grad()
-    def plan(self, frame: np.ndarray) -> np.ndarray:
+    def plan(self, frame: np.ndarray, state: np.ndarray | None = None) -> np.ndarray:
         if self.goal is None:
             raise RuntimeError("BlockMPC.plan called before reset(goal_frame)")
         z = self.world_model.encode(self.mpc.images(frame))
         plan = self.mpc.plan(z, self.goal, torch.zeros(1, dtype=torch.long, device=z.device))
         blocks = plan.actions[0, : self.protocol.receding_horizon]  # (R, k * A)
         return blocks.reshape(-1, self.action_dim).float().cpu().numpy()
+
+
+class DoorwayOracle(BlockMPC):
+    """TwoRoom's oracle subgoals: the latent MPC of :class:`BlockMPC` driven first to the doorway between the rooms
+    (rendered from the simulator), then to the goal once the agent stands within ``reach`` of the doorway (true
+    state: a perfect thinker). With the goal in the agent's room it plans straight to the goal."""
+
+    def __init__(self, world_model, low: np.ndarray, high: np.ndarray, protocol: GoalProtocol, env_id: str,
+                 image_size: int, cost: PlanningCost | None = None, reach: float = 12.0) -> None:
+        super().__init__(world_model, low, high, protocol, cost)
+        self.env = make_swm_env(env_id)
+        self.image_size, self.reach = image_size, reach
+        self.final: torch.Tensor | None = None
+        self.door: np.ndarray | None = None
+
+    @torch.no_grad()
+    def reset(self, goal_frame: np.ndarray, episode: GoalEpisode | None = None) -> None:
+        super().reset(goal_frame, episode)
+        self.final, self.door = self.goal, None
+        if episode is None:
+            return
+        self.env.reset(seed=episode.seed, options={"state": episode.start, "target_state": episode.goal})
+        if room(self.env, episode.start) != room(self.env, episode.goal):
+            self.door = doorway(self.env, episode.start)
+            self.env.reset(seed=episode.seed, options={"state": self.door, "target_state": self.door})
+            self.goal = self.world_model.target_encode(self.mpc.images(frame(self.env, self.image_size)))
+
+    def plan(self, frame: np.ndarray, state: np.ndarray | None = None) -> np.ndarray:
+        if self.door is not None and state is not None and np.linalg.norm(np.asarray(state) - self.door) < self.reach:
+            self.goal, self.door = self.final, None  # the doorway is reached: on to the goal
+            self.mpc.reset(1)
+        return super().plan(frame, state)
 
 
 def run_protocol(env_id: str, agent: GoalAgent, protocol: GoalProtocol, image_size: int,
@@ -137,11 +199,11 @@ def run_protocol(env_id: str, agent: GoalAgent, protocol: GoalProtocol, image_si
     for ep in episodes:
         start, steps, success, error = time.perf_counter(), 0, False, None
         try:
-            env.reset(seed=ep.seed, options={"state": ep.start, "target_state": ep.goal})
+            _, info = env.reset(seed=ep.seed, options={"state": ep.start, "target_state": ep.goal})
             agent.reset(ep.goal_frame, ep)
             while steps < protocol.eval_budget and not success:
-                for action in agent.plan(frame(env, image_size)):
-                    _, _, terminated, _, _ = env.step(np.asarray(action, dtype=np.float32))
+                for action in agent.plan(frame(env, image_size), np.asarray(info["state"])):
+                    _, _, terminated, _, info = env.step(np.asarray(action, dtype=np.float32))
                     steps += 1
                     if terminated:
                         success = True
@@ -157,7 +219,8 @@ def run_protocol(env_id: str, agent: GoalAgent, protocol: GoalProtocol, image_si
 
 
 def evaluate_swm(world_model: str, env_id: str = "swm/TwoRoom-v1", protocol: GoalProtocol | None = None,
-                 cost: PlanningCost | None = None, out: str | None = None, device: str = "cpu") -> dict[str, Any]:
+                 cost: PlanningCost | None = None, out: str | None = None, device: str = "cpu",
+                 oracle: bool = False) -> dict[str, Any]:
     """The flat agent of ``world_model`` under the protocol: success with its 95 % interval, planning time.
 
     Args:
@@ -167,6 +230,8 @@ def evaluate_swm(world_model: str, env_id: str = "swm/TwoRoom-v1", protocol: Goa
         cost: Planning cost (default: latent L2).
         out: Also write ``summary.json`` and ``episodes.json`` there.
         device: ``cpu`` or ``cuda``.
+        oracle: TwoRoom: drive the same MPC through the doorway first (:class:`DoorwayOracle`), the upper bound a
+            thinker's subgoals could reach.
     """
     from thinkjepa.worldmodel.export import load_world_model
 
@@ -175,15 +240,17 @@ def evaluate_swm(world_model: str, env_id: str = "swm/TwoRoom-v1", protocol: Goa
     env = make_swm_env(env_id)
     low, high = action_box(env)
     env.close()
-    agent = BlockMPC(wm, low, high, protocol, cost)
+    agent = (DoorwayOracle(wm, low, high, protocol, env_id, wm.image_size, cost) if oracle
+             else BlockMPC(wm, low, high, protocol, cost))
     records = run_protocol(env_id, agent, protocol, wm.image_size)
     wins, n = sum(r["success"] for r in records), len(records)
     lo, hi = wilson_interval(wins, n)
-    summary = {"env": env_id, "world_model": str(world_model), "protocol": asdict(protocol), "episodes": n,
+    summary = {"env": env_id, "world_model": str(world_model), "agent": "oracle" if oracle else "flat",
+               "protocol": asdict(protocol), "episodes": n,
                "successes": wins, "success_rate": wins / n, "ci95": [lo, hi],
                "planning_seconds_per_episode": agent.planner_seconds / n,
                "errored": sum(r["error"] is not None for r in records)}
-    print(f"{env_id}: {wins}/{n} ({100 * wins / n:.0f} %, 95 % CI {100 * lo:.0f}-{100 * hi:.0f} %), "
+    print(f"{env_id} {summary['agent']}: {wins}/{n} ({100 * wins / n:.0f} %, 95 % CI {100 * lo:.0f}-{100 * hi:.0f} %), "
           f"planning {summary['planning_seconds_per_episode']:.2f} s per episode")
     if out is not None:
         atomic_write_text(Path(out) / "summary.json", json.dumps(summary, indent=2))
