@@ -292,3 +292,20 @@ def test_a_field_added_later_leaves_unguided_exports_and_fingerprints_as_they_we
     save_world_model(guided, tmp_path / "guided")
     assert json.loads((tmp_path / "guided" / "config.json").read_text())["predictor"]["guidance_dim"] == 4
     assert load_world_model(tmp_path / "guided").predictor.guidance is not None
+
+
+def test_guided_rollouts_and_action_free_forecasts():
+    torch.manual_seed(0)
+    model = JEPA(ENC, PredictorConfig(**{**PRED.__dict__, "guidance_dim": 3}), VICReg())
+    torch.nn.init.normal_(model.predictor.out[1].weight, std=0.1)
+    z0, actions, c = torch.randn(2, 16), torch.tensor([[1, 2, 3], [0, 4, 1]]), torch.randn(2, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(model.rollout(z0, actions, guidance=c), model.rollout(z0, actions), rtol=0, atol=0)
+        for film in model.predictor.guidance:
+            film.gate.fill_(1.0)  # open the gates: now the guidance changes the forecast
+        assert not torch.allclose(model.rollout(z0, actions, guidance=c), model.rollout(z0, actions))
+        forecast = model.forecast(z0, 4, guidance=c)
+    assert forecast.shape == (2, 4, 16)
+    with torch.no_grad():
+        step1 = model.predictor(z0[:, None], None, c)
+    torch.testing.assert_close(forecast[:, 0], step1)

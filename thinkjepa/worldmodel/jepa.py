@@ -99,7 +99,8 @@ class JEPA(nn.Module):
         """Target (EMA) latents ``(B, D)``; never carries gradients."""
         return self.target_encoder(images)
 
-    def rollout(self, z0: torch.Tensor, actions: torch.Tensor, share_prefixes: bool | None = None) -> torch.Tensor:
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor, share_prefixes: bool | None = None,
+                guidance: torch.Tensor | None = None) -> torch.Tensor:
         """Open-loop predictions ``(B, T, D)`` for steps 1..T from ``z0 (B, D)`` or ``(B, h, D)``.
 
         Args:
@@ -113,6 +114,8 @@ class JEPA(nn.Module):
                 ``None`` (default) shares on CPU only: on a GPU the ``torch.unique`` calls
                 synchronise with the host and cost more than the predictor calls they save
                 (H200, batched CEM B=16 N=300 30 iterations H=5: 0.090 s plain vs 0.217 s shared).
+            guidance: ``(B, C)`` guidance vectors for a guided predictor (``predictor.guidance_dim``), held for
+                the whole rollout (the thinker's slow rate); rollouts with guidance never share prefixes.
         """
         if z0.ndim == 2:
             z0 = z0.unsqueeze(1)
@@ -124,11 +127,29 @@ class JEPA(nn.Module):
             hist = torch.cat([hist[:, :1].expand(-1, h - hist.shape[1], -1), hist], dim=1)
         if share_prefixes is None:
             share_prefixes = z0.device.type == "cpu"
-        if share_prefixes and actions.dtype == torch.long and not torch.is_grad_enabled():
+        if share_prefixes and guidance is None and actions.dtype == torch.long and not torch.is_grad_enabled():
             return self._rollout_shared(hist, actions)
         preds = []
         for t in range(actions.shape[1]):
-            z_next = self.predictor(hist, actions[:, t])  # (B, D)
+            step = actions[:, t]
+            z_next = self.predictor(hist, step) if guidance is None else self.predictor(hist, step, guidance)
+            preds.append(z_next)
+            hist = torch.cat([hist[:, 1:], z_next.unsqueeze(1)], dim=1)
+        return torch.stack(preds, dim=1)
+
+    def forecast(self, z0: torch.Tensor, steps: int, guidance: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, steps, D)``: the latents the predictor expects next without being told the actions (a zero
+        action embedding each step), from ``z0 (B, D)`` or ``(B, h, D)``, optionally guided."""
+        if steps < 1:
+            raise ValueError(f"forecast needs steps >= 1, got {steps}")
+        hist = z0.unsqueeze(1) if z0.ndim == 2 else z0
+        h = self.predictor.history
+        hist = hist[:, -h:]
+        if hist.shape[1] < h:
+            hist = torch.cat([hist[:, :1].expand(-1, h - hist.shape[1], -1), hist], dim=1)
+        preds = []
+        for _ in range(steps):
+            z_next = self.predictor(hist, None, guidance)
             preds.append(z_next)
             hist = torch.cat([hist[:, 1:], z_next.unsqueeze(1)], dim=1)
         return torch.stack(preds, dim=1)
