@@ -65,7 +65,7 @@ def frame(env: gym.Env, image_size: int) -> np.ndarray:
         raise ValueError(f"{env.spec.id if env.spec else env}: render() gave {image.shape}, expected (H, W, 3)")
     if image.shape[0] != image_size or image.shape[1] != image_size:
         image = np.asarray(Image.fromarray(image).resize((image_size, image_size), Image.Resampling.BOX))
-    return np.ascontiguousarray(image, dtype=np.uint8)
+    return np.array(image, dtype=np.uint8, order="C")  # a writable copy (a PIL array is read-only)
 
 
 def expert_policy(env_id: str, env: gym.Env, noise: float, seed: int):
