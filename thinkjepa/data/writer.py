@@ -110,9 +110,8 @@ class EpisodeWriter:
             WAYPOINT_FRAMES: record.waypoint_frames,
         }
         for name, arr in arrays.items():
-            dtype = np.float32 if name == "actions" and self.action_box is not None else FRAME_ARRAYS.get(name, np.uint8)
             self._files[name].write(
-                np.ascontiguousarray(arr, dtype=dtype).tobytes()
+                np.ascontiguousarray(arr, dtype=self._dtype(name)).tobytes()
             )
         offset = self._num_waypoint_frames
         self._episodes.append(
@@ -177,6 +176,12 @@ class EpisodeWriter:
             )
         return size
 
+    def _dtype(self, name: str) -> type:
+        """The stored dtype of array ``name``: float32 actions in a continuous-action dataset, else the format's."""
+        if name == "actions" and self.action_box is not None:
+            return np.float32
+        return FRAME_ARRAYS.get(name, np.uint8)
+
     def _check_root(self) -> None:
         if not self.root.exists():
             return
@@ -191,11 +196,12 @@ class EpisodeWriter:
         if not self._episodes:
             raise ValueError(f"no episodes were added; refusing to write an empty dataset at {self.root}")
         size = self._image_size
-        for name, dtype in [*FRAME_ARRAYS.items(), (WAYPOINT_FRAMES, np.uint8)]:
+        for name in [*FRAME_ARRAYS, WAYPOINT_FRAMES]:
             n = self._num_waypoint_frames if name == WAYPOINT_FRAMES else self._num_frames
             shape = (n, size, size, 3) if name in ("frames", WAYPOINT_FRAMES) else (n,)
             if name == "actions" and self.action_box is not None:
-                dtype, shape = np.float32, (n, len(self.action_box[0]))
+                shape = (n, len(self.action_box[0]))
+            dtype = self._dtype(name)
             raw = self._tmp / f"{name}.raw"
             with open(self._tmp / f"{name}.npy", "wb") as out, open(raw, "rb") as src:
                 header = {

@@ -112,9 +112,9 @@ def agent_record(settings: AgentSettings) -> dict[str, Any]:
     included), the cost and the rest of :class:`AgentSettings` but its level and reach threshold (a chunk
     records the threshold it ran with)."""
     planner = settings.make_planner()
-    values = {k: v for k, v in settings.to_dict().items() if k not in ("level", "reach_threshold", "planner")}
+    rest = {k: v for k, v in settings.to_dict().items() if k not in ("level", "reach_threshold", "planner", "cost")}
     return {"planner_class": type(planner).__qualname__, "planner": dict(vars(planner)),
-            "cost": asdict(settings.planning_cost()), **{k: v for k, v in values.items() if k != "cost"}}
+            "cost": asdict(settings.planning_cost()), **rest}
 
 
 def chunk_settings(chunk: Chunk, common: dict[str, Any], thinker_digest: str | None) -> dict[str, Any]:

@@ -111,8 +111,8 @@ def doorway(env, state: np.ndarray) -> np.ndarray:
     centres = np.asarray(space["door"]["position"].value, dtype=np.float32)[:num]
     sizes = np.asarray(space["door"]["size"].value, dtype=np.float32)[:num]
     radius = float(space["agent"]["radius"].value.item())
-    doors = [np.array([wall, c] if axis == 1 else [c, wall], np.float32) for c, s in zip(centres, sizes, strict=True)
-             if s >= 1.1 * radius] or [np.array([wall, c] if axis == 1 else [c, wall], np.float32) for c in centres]
+    doors = [np.array([wall, c] if axis == 1 else [c, wall], np.float32) for c in centres]
+    doors = [d for d, size in zip(doors, sizes, strict=True) if size >= 1.1 * radius] or doors
     here = np.asarray(state, np.float32).reshape(-1)
     return min(doors, key=lambda d: float(np.linalg.norm(d - here)))
 

@@ -117,39 +117,38 @@ class JEPA(nn.Module):
             guidance: ``(B, C)`` guidance vectors for a guided predictor (``predictor.guidance_dim``), held for
                 the whole rollout (the thinker's slow rate); rollouts with guidance never share prefixes.
         """
-        if z0.ndim == 2:
-            z0 = z0.unsqueeze(1)
         if actions.shape[0] != z0.shape[0]:
             raise ValueError(f"rollout: z0 has batch {z0.shape[0]} but actions have {actions.shape[0]}")
-        h = self.predictor.history
-        hist = z0[:, -h:]
-        if hist.shape[1] < h:  # pad a short history by repeating its oldest latent
-            hist = torch.cat([hist[:, :1].expand(-1, h - hist.shape[1], -1), hist], dim=1)
+        hist = self._start_history(z0)
         if share_prefixes is None:
             share_prefixes = z0.device.type == "cpu"
         if share_prefixes and guidance is None and actions.dtype == torch.long and not torch.is_grad_enabled():
             return self._rollout_shared(hist, actions)
-        preds = []
-        for t in range(actions.shape[1]):
-            step = actions[:, t]
-            z_next = self.predictor(hist, step) if guidance is None else self.predictor(hist, step, guidance)
-            preds.append(z_next)
-            hist = torch.cat([hist[:, 1:], z_next.unsqueeze(1)], dim=1)
-        return torch.stack(preds, dim=1)
+        return self._unroll(hist, [actions[:, t] for t in range(actions.shape[1])], guidance)
 
     def forecast(self, z0: torch.Tensor, steps: int, guidance: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, steps, D)``: the latents the predictor expects next without being told the actions (a zero
         action embedding each step), from ``z0 (B, D)`` or ``(B, h, D)``, optionally guided."""
         if steps < 1:
             raise ValueError(f"forecast needs steps >= 1, got {steps}")
-        hist = z0.unsqueeze(1) if z0.ndim == 2 else z0
+        return self._unroll(self._start_history(z0), [None] * steps, guidance)
+
+    def _start_history(self, z0: torch.Tensor) -> torch.Tensor:
+        """``(B, h, D)``: the predictor's history from ``z0 (B, D)`` or ``(B, h', D)``, a short one padded by
+        repeating its oldest latent."""
         h = self.predictor.history
-        hist = hist[:, -h:]
+        hist = (z0.unsqueeze(1) if z0.ndim == 2 else z0)[:, -h:]
         if hist.shape[1] < h:
             hist = torch.cat([hist[:, :1].expand(-1, h - hist.shape[1], -1), hist], dim=1)
+        return hist
+
+    def _unroll(self, hist: torch.Tensor, steps: list[torch.Tensor | None], guidance: torch.Tensor | None
+                ) -> torch.Tensor:
+        """``(B, T, D)``: one predictor step per entry of ``steps`` (an action, or ``None`` for none), each fed
+        its own prediction."""
         preds = []
-        for _ in range(steps):
-            z_next = self.predictor(hist, None, guidance)
+        for step in steps:
+            z_next = self.predictor(hist, step) if guidance is None else self.predictor(hist, step, guidance)
             preds.append(z_next)
             hist = torch.cat([hist[:, 1:], z_next.unsqueeze(1)], dim=1)
         return torch.stack(preds, dim=1)
