@@ -83,6 +83,9 @@ def test_block_mpc_plans_blocks_with_a_world_model_of_the_block_dimension(tmp_pa
     summary = evaluate_swm(str(tmp_path / "wm"), protocol=protocol, out=str(tmp_path / "out"))
     assert summary["episodes"] == 2 and summary["errored"] == 0 and summary["planning_seconds_per_episode"] > 0
     assert (tmp_path / "out" / "summary.json").is_file()
+    world = evaluate_swm(str(tmp_path / "wm"), protocol=protocol, in_world=True, num_envs=2)
+    assert world["runner"] == "stable_worldmodel.World" and world["episodes"] == 2
+    assert world["planning_seconds_per_episode"] > 0  # each of the world's two envs planned with its own agent
 
 
 def test_long_horizon_episodes_cross_rooms_and_the_oracle_switches_from_the_doorway_to_the_goal() -> None:

@@ -220,7 +220,7 @@ def run_protocol(env_id: str, agent: GoalAgent, protocol: GoalProtocol, image_si
 
 def evaluate_swm(world_model: str, env_id: str = "swm/TwoRoom-v1", protocol: GoalProtocol | None = None,
                  cost: PlanningCost | None = None, out: str | None = None, device: str = "cpu",
-                 oracle: bool = False) -> dict[str, Any]:
+                 oracle: bool = False, in_world: bool = False, num_envs: int = 10) -> dict[str, Any]:
     """The flat agent of ``world_model`` under the protocol: success with its 95 % interval, planning time.
 
     Args:
@@ -232,6 +232,8 @@ def evaluate_swm(world_model: str, env_id: str = "swm/TwoRoom-v1", protocol: Goa
         device: ``cpu`` or ``cuda``.
         oracle: TwoRoom: drive the same MPC through the doorway first (:class:`DoorwayOracle`), the upper bound a
             thinker's subgoals could reach.
+        in_world: Run the episodes in stable-worldmodel's own ``World`` (``num_envs`` at a time) through
+            :class:`~thinkjepa.policy.swm_world.AgentPolicy` instead of this module's loop.
     """
     from thinkjepa.worldmodel.export import load_world_model
 
@@ -240,15 +242,26 @@ def evaluate_swm(world_model: str, env_id: str = "swm/TwoRoom-v1", protocol: Goa
     env = make_swm_env(env_id)
     low, high = action_box(env)
     env.close()
-    agent = (DoorwayOracle(wm, low, high, protocol, env_id, wm.image_size, cost) if oracle
-             else BlockMPC(wm, low, high, protocol, cost))
-    records = run_protocol(env_id, agent, protocol, wm.image_size)
+    agents: list[BlockMPC] = []
+
+    def make_agent() -> BlockMPC:
+        agents.append(DoorwayOracle(wm, low, high, protocol, env_id, wm.image_size, cost) if oracle
+                      else BlockMPC(wm, low, high, protocol, cost))
+        return agents[-1]
+
+    if in_world:
+        from thinkjepa.policy.swm_world import evaluate_in_world
+
+        result = evaluate_in_world(make_agent, env_id, protocol, wm.image_size, num_envs, pass_episode=oracle)
+        records = [{"success": s, "error": None} for s in result.pop("episode_successes")]
+    else:
+        records = run_protocol(env_id, make_agent(), protocol, wm.image_size)
     wins, n = sum(r["success"] for r in records), len(records)
     lo, hi = wilson_interval(wins, n)
     summary = {"env": env_id, "world_model": str(world_model), "agent": "oracle" if oracle else "flat",
-               "protocol": asdict(protocol), "episodes": n,
-               "successes": wins, "success_rate": wins / n, "ci95": [lo, hi],
-               "planning_seconds_per_episode": agent.planner_seconds / n,
+               "runner": "stable_worldmodel.World" if in_world else "thinkjepa", "protocol": asdict(protocol),
+               "episodes": n, "successes": wins, "success_rate": wins / n, "ci95": [lo, hi],
+               "planning_seconds_per_episode": sum(a.planner_seconds for a in agents) / n,
                "errored": sum(r["error"] is not None for r in records)}
     print(f"{env_id} {summary['agent']}: {wins}/{n} ({100 * wins / n:.0f} %, 95 % CI {100 * lo:.0f}-{100 * hi:.0f} %), "
           f"planning {summary['planning_seconds_per_episode']:.2f} s per episode")

@@ -183,10 +183,20 @@ def _wants_gpu(recipe: str) -> bool:
     return trainer.get("accelerator") in ("gpu", "cuda")
 
 
-def _commit(release: Release, message: str) -> None:
+def _commit(release: Release, message: str, attempts: int = 30) -> None:
+    """Commit the release directory alone; waits out another git process holding the index (two builds, or
+    someone working in the tree) instead of losing a finished stage to ``index.lock``."""
     rel = os.path.relpath(release.path, REPO)
-    subprocess.run(["git", "add", "-A", "--", rel], cwd=REPO, check=True)
-    subprocess.run(["git", "commit", "-q", "-m", message, "--", rel], cwd=REPO, check=True)
+    for attempt in range(attempts):
+        add = subprocess.run(["git", "add", "-A", "--", rel], cwd=REPO, capture_output=True, text=True)
+        done = add.returncode == 0 and subprocess.run(
+            ["git", "commit", "-q", "-m", message, "--", rel], cwd=REPO, capture_output=True, text=True)
+        if done and done.returncode == 0:
+            return
+        err = (add.stderr if add.returncode else done.stderr) or ""
+        if "index.lock" not in err or attempt == attempts - 1:
+            raise ReleaseError(f"git could not commit {rel}: {err.strip()}")
+        time.sleep(2.0)
 
 
 def run_stage(release: Release, stage: Stage, work: Path, cpu: bool, gpu: bool = False) -> None:
