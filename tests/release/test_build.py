@@ -84,3 +84,35 @@ def test_release_recipes_name_real_recipes_and_earlier_stages(tmp_path) -> None:
         {"name": "wm", "fit": "recipes/wm/babyai-tiny.yaml", "inputs": {"model.init_args.init_from": "later"}}]}))
     with pytest.raises(ValueError, match="reads model.init_args.init_from from 'later'"):
         ReleaseRecipe.load(bad)
+
+
+def test_a_stage_commit_waits_for_a_held_git_index_and_names_other_git_errors(tmp_path, monkeypatch) -> None:
+    import subprocess
+    import threading
+
+    from thinkjepa.release import build as build_module
+
+    repo = tmp_path / "repo"
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "README").write_text("x")
+    subprocess.run([*git, "add", "README"], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    monkeypatch.setattr(build_module, "REPO", repo)
+    for role in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{role}_NAME", "t")
+        monkeypatch.setenv(f"GIT_{role}_EMAIL", "t@t")
+    release_dir = repo / "checkpoints" / "release" / "demo"
+    release_dir.mkdir(parents=True)
+    (release_dir / "MANIFEST.json").write_text("{}")
+    lock = repo / ".git" / "index.lock"
+    lock.write_text("")  # another git process holds the index ...
+    threading.Timer(3.0, lock.unlink).start()  # ... for three seconds
+    build_module._commit(type("R", (), {"path": release_dir})(), "Release demo: stage one")
+    log = subprocess.run([*git, "log", "--format=%s", "--name-only", "-1"], capture_output=True, text=True).stdout
+    assert "Release demo: stage one" in log and "checkpoints/release/demo/MANIFEST.json" in log
+    (release_dir / "more").write_text("y")
+    lock.write_text("")
+    with pytest.raises(ReleaseError, match="could not commit checkpoints/release/demo"):
+        build_module._commit(type("R", (), {"path": release_dir})(), "again", attempts=2)  # held for good
+    lock.unlink()

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from thinkjepa.envs.swm import frame, make_swm_env, require_swm
-from thinkjepa.policy.swm_protocol import GoalAgent, GoalEpisode, GoalProtocol, goal_episodes
 from thinkjepa.policy.stats import wilson_interval
+from thinkjepa.policy.swm_protocol import GoalAgent, GoalEpisode, GoalProtocol, goal_episodes
 
 require_swm()
 
