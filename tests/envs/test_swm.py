@@ -112,3 +112,24 @@ def test_long_horizon_episodes_cross_rooms_and_the_oracle_switches_from_the_door
     assert oracle.door is not None  # far from the door: still heading there
     oracle.plan(np.zeros((32, 32, 3), np.uint8), oracle.door + 1.0)
     assert oracle.door is None and torch.equal(oracle.goal, oracle.final)  # at the door: on to the goal
+
+
+def test_pusht_expert_pushes_the_block_and_episodes_place_agent_block_and_goal() -> None:
+    from thinkjepa.envs.swm import expert_rollout, place
+    from thinkjepa.policy.swm_protocol import GoalProtocol, goal_episodes
+
+    env = make_swm_env("swm/PushT-v1")
+    run = expert_rollout("swm/PushT-v1", env, 60, seed=3, image_size=32)
+    assert run.states.shape == (61, 7) and run.actions.shape == (60, 2) and run.frames.shape == (61, 32, 32, 3)
+    block = run.states[:, 2:5]  # block x, y, angle: the collection policy pushes it
+    assert np.abs(block[-1] - block[0]).max() > 1.0
+    again = place("swm/PushT-v1", env, 3, run.states[30], run.states[60])
+    np.testing.assert_allclose(again[2:5], run.states[30][2:5], atol=1e-3)  # the block where it was put, the
+    assert np.linalg.norm(again[:2] - run.states[30][:2]) < 5.0  # agent within a few px (PushT settles contacts)
+    with pytest.raises(ValueError, match="takes no action noise"):
+        expert_rollout("swm/PushT-v1", env, 5, seed=3, noise=0.3)
+    protocol = GoalProtocol(episodes=2, goal_offset=10, eval_budget=10)
+    episodes = goal_episodes("swm/PushT-v1", env, protocol, 32)
+    assert len(episodes) == 2 and episodes[0].goal.shape == (7,) and episodes[0].goal_frame.shape == (32, 32, 3)
+    with pytest.raises(ValueError, match="no rooms"):
+        goal_episodes("swm/PushT-v1", env, GoalProtocol(episodes=1, other_room=True), 32)

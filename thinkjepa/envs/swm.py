@@ -33,6 +33,9 @@ EXPERTS = {
 }
 """The expert policy of each environment :func:`collect_swm` knows."""
 
+GOAL_OPTIONS = {"swm/TwoRoom-v1": "target_state", "swm/PushT-v1": "goal_state"}
+"""The ``reset`` option that places each environment's goal (the agent's state goes in ``"state"``)."""
+
 
 def require_swm() -> None:
     """Import stable-worldmodel (registering its environments), or say how to install it."""
@@ -74,9 +77,50 @@ def expert_policy(env_id: str, env: gym.Env, noise: float, seed: int):
         raise ValueError(f"no expert policy known for {env_id!r}; known: {sorted(EXPERTS)}")
     module, _, name = EXPERTS[env_id].partition(":")
     cls = getattr(importlib.import_module(module), name)
-    policy = cls(action_noise=noise, seed=seed) if "action_noise" in cls.__init__.__code__.co_varnames else cls(seed=seed)
-    policy.set_env(env)
+    if "action_noise" in cls.__init__.__code__.co_varnames:
+        policy = cls(action_noise=noise, seed=seed)
+    elif noise > 0:
+        raise ValueError(f"{env_id}'s expert ({name}) takes no action noise (it samples its own exploratory "
+                         f"actions); collect it with noise 0, got {noise}")
+    else:
+        policy = cls(seed=seed)
+    policy.set_env(env if env_id != "swm/PushT-v1" else _OnePool(env))
     return policy
+
+
+class _OnePool:
+    """One environment seen as stable-worldmodel's pool of environments, for experts written for a pool
+    (PushT's ``WeakPolicy`` returns ``(num_envs, A)`` actions from ``env.envs``)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        self.envs, self.spec, self.unwrapped = [env], env.spec, env.unwrapped
+        low, high = action_box(env)
+        self.action_space = gym.spaces.Box(low[None], high[None], dtype=np.float32)
+
+
+def state_of(env_id: str, obs, info: dict) -> np.ndarray:
+    """The simulator's full state after a reset or step (TwoRoom: ``info["state"]``, the agent's position;
+    PushT: ``obs["state"]``, agent position, block pose and agent velocity)."""
+    source = info if "state" in info else obs if isinstance(obs, dict) and "state" in obs else None
+    if source is None:
+        raise KeyError(f"{env_id}: neither info nor the observation holds a 'state'")
+    return np.array(source["state"], dtype=np.float32).reshape(-1)
+
+
+def reset_at(env_id: str, env: gym.Env, seed: int, state: np.ndarray, goal: np.ndarray | None = None):
+    """``env.reset`` with ``seed``, the agent at ``state`` and the goal at ``goal`` (``None``: a new goal drawn
+    by the environment); returns ``(obs, info)``."""
+    if env_id not in GOAL_OPTIONS:
+        raise ValueError(f"no goal placement known for {env_id!r}; known: {sorted(GOAL_OPTIONS)}")
+    options = {"state": np.asarray(state, np.float32)}
+    if goal is not None:
+        options[GOAL_OPTIONS[env_id]] = np.asarray(goal, np.float32)
+    return env.reset(seed=int(seed), options=options)
+
+
+def place(env_id: str, env: gym.Env, seed: int, state: np.ndarray, goal: np.ndarray | None = None) -> np.ndarray:
+    """:func:`reset_at`, returning the simulator's state."""
+    return state_of(env_id, *reset_at(env_id, env, seed, state, goal))
 
 
 def action_box(env: gym.Env) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +135,7 @@ def action_box(env: gym.Env) -> tuple[np.ndarray, np.ndarray]:
 @dataclass
 class ExpertRun:
     """One expert rollout: ``frames (T + 1, S, S, 3)`` (``None`` when not rendered), ``actions (T, A)``, the agent's
-    ``states (T + 1, ...)`` (``info["state"]``) and how many targets it reached on the way."""
+    ``states (T + 1, D)`` (:func:`state_of`) and how many targets it reached on the way."""
 
     frames: np.ndarray | None
     actions: np.ndarray
@@ -104,20 +148,20 @@ def expert_rollout(env_id: str, env: gym.Env, steps: int, seed: int, noise: floa
     """Reset ``env`` with ``seed`` and roll its expert ``steps`` steps, drawing a new target from where the agent
     stands each time it reaches one (walls and doors stay)."""
     low, high = action_box(env)
-    _, info = env.reset(seed=seed)
+    obs, info = env.reset(seed=seed)
     policy = expert_policy(env_id, env, noise, seed)
     frames = [frame(env, image_size)] if image_size else None
-    actions, states, reached = [], [np.asarray(info["state"], dtype=np.float32).copy()], 0
+    actions, states, reached = [], [state_of(env_id, obs, info)], 0
     for t in range(steps):
         action = np.clip(np.asarray(policy.get_action(info), dtype=np.float32).reshape(-1), low, high)
-        _, _, terminated, truncated, info = env.step(action)
+        obs, _, terminated, truncated, info = env.step(action)
         actions.append(action)
-        states.append(np.asarray(info["state"], dtype=np.float32).copy())
+        states.append(state_of(env_id, obs, info))
         if frames is not None:
             frames.append(frame(env, image_size))
         if terminated or truncated:
             reached += int(terminated)
-            _, info = env.reset(seed=seed + 1_000_003 * (t + 1), options={"state": states[-1]})
+            obs, info = reset_at(env_id, env, seed + 1_000_003 * (t + 1), states[-1])  # a new target
     return ExpertRun(None if frames is None else np.stack(frames), np.stack(actions), np.stack(states), reached)
 
 

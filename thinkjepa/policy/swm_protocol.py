@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from thinkjepa.checkpoint import atomic_write_text
-from thinkjepa.envs.swm import action_box, expert_rollout, frame, make_swm_env
+from thinkjepa.envs.swm import action_box, expert_rollout, frame, make_swm_env, place, state_of
 from thinkjepa.planning.cem import CEMPlanner
 from thinkjepa.planning.spaces import BoxSpace
 from thinkjepa.policy.mpc import LatentMPC, PlanningCost
@@ -82,11 +82,13 @@ class GoalAgent(Protocol):
 
 def goal_episodes(env_id: str, env, protocol: GoalProtocol, image_size: int) -> list[GoalEpisode]:
     """The protocol's episodes: expert rollouts of ``goal_offset`` steps from seeds ``protocol.seed`` on."""
+    if protocol.other_room and env_id != "swm/TwoRoom-v1":
+        raise ValueError(f"GoalProtocol.other_room is TwoRoom's long-horizon variant; {env_id} has no rooms")
     episodes, seed = [], protocol.seed
     while len(episodes) < protocol.episodes:
         run = expert_rollout(env_id, env, protocol.goal_offset, seed)
         if not protocol.other_room or room(env, run.states[0]) != room(env, run.states[-1]):
-            env.reset(seed=seed, options={"state": run.states[-1], "target_state": run.states[-1]})
+            place(env_id, env, seed, run.states[-1], run.states[-1])
             episodes.append(GoalEpisode(seed, run.states[0], run.states[-1], frame(env, image_size), run.actions))
         seed += 1
         if seed - protocol.seed > 100 * protocol.episodes:
@@ -165,7 +167,7 @@ class DoorwayOracle(BlockMPC):
     def __init__(self, world_model, low: np.ndarray, high: np.ndarray, protocol: GoalProtocol, env_id: str,
                  image_size: int, cost: PlanningCost | None = None, reach: float = 12.0) -> None:
         super().__init__(world_model, low, high, protocol, cost)
-        self.env = make_swm_env(env_id)
+        self.env, self.env_id = make_swm_env(env_id), env_id
         self.image_size, self.reach = image_size, reach
         self.final: torch.Tensor | None = None
         self.door: np.ndarray | None = None
@@ -176,10 +178,10 @@ class DoorwayOracle(BlockMPC):
         self.final, self.door = self.goal, None
         if episode is None:
             return
-        self.env.reset(seed=episode.seed, options={"state": episode.start, "target_state": episode.goal})
+        place(self.env_id, self.env, episode.seed, episode.start, episode.goal)
         if room(self.env, episode.start) != room(self.env, episode.goal):
             self.door = doorway(self.env, episode.start)
-            self.env.reset(seed=episode.seed, options={"state": self.door, "target_state": self.door})
+            place(self.env_id, self.env, episode.seed, self.door, self.door)
             self.goal = self.world_model.target_encode(self.mpc.images(frame(self.env, self.image_size)))
 
     def plan(self, frame: np.ndarray, state: np.ndarray | None = None) -> np.ndarray:
@@ -199,11 +201,12 @@ def run_protocol(env_id: str, agent: GoalAgent, protocol: GoalProtocol, image_si
     for ep in episodes:
         start, steps, success, error = time.perf_counter(), 0, False, None
         try:
-            _, info = env.reset(seed=ep.seed, options={"state": ep.start, "target_state": ep.goal})
+            state = place(env_id, env, ep.seed, ep.start, ep.goal)
             agent.reset(ep.goal_frame, ep)
             while steps < protocol.eval_budget and not success:
-                for action in agent.plan(frame(env, image_size), np.asarray(info["state"])):
-                    _, _, terminated, _, info = env.step(np.asarray(action, dtype=np.float32))
+                for action in agent.plan(frame(env, image_size), state):
+                    obs, _, terminated, _, info = env.step(np.asarray(action, dtype=np.float32))
+                    state = state_of(env_id, obs, info)
                     steps += 1
                     if terminated:
                         success = True

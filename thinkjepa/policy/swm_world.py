@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from thinkjepa.envs.swm import frame, make_swm_env, require_swm
+from thinkjepa.envs.swm import frame, make_swm_env, place, require_swm, state_of
 from thinkjepa.policy.stats import wilson_interval
 from thinkjepa.policy.swm_protocol import GoalAgent, GoalEpisode, GoalProtocol, goal_episodes
 
@@ -147,15 +147,14 @@ class ProtocolDataset(Dataset):
             episodes = goal_episodes(env_id, env, protocol, image_size) if episodes is None else episodes
             data = []
             for ep in episodes:
-                env.reset(seed=ep.seed)
-                states = [np.asarray(ep.start, np.float32)]
+                states = [place(env_id, env, ep.seed, ep.start)]
                 for action in ep.expert_actions:
-                    _, _, _, _, info = env.step(np.asarray(action, np.float32))
-                    states.append(np.asarray(info["state"], np.float32).copy())
+                    obs, _, _, _, info = env.step(np.asarray(action, np.float32))
+                    states.append(state_of(env_id, obs, info))
                 states[-1] = np.asarray(ep.goal, np.float32)  # the goal as the protocol recorded it
                 frames = []
                 for s in states:
-                    env.reset(seed=ep.seed, options={"state": s, "target_state": ep.goal})
+                    place(env_id, env, ep.seed, s, ep.goal)
                     frames.append(frame(env, image_size).transpose(2, 0, 1))
                 actions = np.asarray(ep.expert_actions, np.float32)
                 data.append({"pixels": np.stack(frames), "state": np.stack(states),
