@@ -59,7 +59,7 @@ eval: $(STAMP) ## evaluate policies (WM=..., THINKER=...)
 probe: $(STAMP) ## pose probe of a world model's latents on unseen layouts (WM=..., ARGS="--level ...")
 	$(PY) -m thinkjepa.cli probe --world_model=$(WM) $(ARGS)
 
-demo: $(STAMP) ## the whole pipeline at tiny scale: collect, train, finetune, evaluate
+demo: $(STAMP) ## the released agent at work, then the whole pipeline at tiny scale: collect, train, finetune, evaluate
 	$(PY) -m thinkjepa.demo $(ARGS)
 
 test: $(STAMP) ## the default test suite (fast; slow tests need `make test-slow`)

@@ -2,8 +2,9 @@
 
     python -m thinkjepa.demo [--out checkpoints/demo] [--release_episodes 20] [--wm_steps 300] ...
 
-0. the released agent (``checkpoints/release/babyai-goto``, loaded by name, hashes checked): the bot, the
-   flat agent and the hierarchical agent on fresh seeded GoTo episodes; the table is printed and subgoal
+0. the released agent (``checkpoints/release/babyai-goto``, or ``babyai-gotolocal`` while GoTo's is not
+   assembled; loaded by name, hashes checked): the bot, the flat agent and the hierarchical agent on fresh
+   seeded episodes of the level its settings were measured on; the table is printed and subgoal
    sheets are drawn (``<out>/release/plots``). A clone whose release is not built yet says so and goes on;
 1. collect BabyAI bot episodes (GoToLocal and GoTo, full-grid frames, subgoal labels), plus a second,
    larger, exploratory GoToLocal set for the predictor;
@@ -34,25 +35,38 @@ def _lightning_args(recipe: str, run_dir: Path, steps: int) -> list[str]:
             *run_dir_args(run_dir), f"--trainer.callbacks.init_args.every_n_train_steps={steps}"]
 
 
+SHOWN = ("babyai-goto", "babyai-gotolocal")
+"""The releases ``release="auto"`` shows, in order of preference: the first whose agent is assembled."""
+
+
 def show_release(name: str, episodes: int, out: Path, workers: int, root: str | None = None) -> dict | None:
-    """Evaluate a released agent on ``episodes`` fresh seeds (3,000,000+), or say why it cannot be shown."""
+    """Evaluate a released agent on ``episodes`` fresh seeds (3,000,000+), or say why it cannot be shown.
+    ``name="auto"``: the first of :data:`SHOWN` that is assembled."""
     from thinkjepa.policy.release_eval import evaluate_release
     from thinkjepa.release import Release, ReleaseError
 
-    try:
-        release = Release.open(name, root=root)
-        release.agent  # noqa: B018 - an unfinished chain is an error naming the stages done
-    except ReleaseError as err:
-        print(f"\nThe released agent cannot be shown: {err}\n(`make release-goto` builds it; the tiny pipeline follows.)")
+    reasons = []
+    for candidate in SHOWN if name == "auto" else (name,):
+        try:
+            release = Release.open(candidate, root=root)
+            release.agent  # noqa: B018 - an unfinished chain is an error naming the stages done
+            name = candidate
+            break
+        except ReleaseError as err:
+            reasons.append(str(err))
+    else:
+        print("\nThe released agent cannot be shown: " + "; ".join(reasons)
+              + "\n(`make release-goto` builds it; the tiny pipeline follows.)")
         return None
-    print(f"\n== 0/4 the released agent {name!r}: bot / flat / hierarchical on {episodes} fresh GoTo episodes ==")
+    level = release.agent["settings"]["level"]
+    print(f"\n== 0/4 the released agent {name!r}: bot / flat / hierarchical on {episodes} fresh {level} episodes ==")
     print(release.manifest.get("description", ""))
     return evaluate_release(name, episodes=episodes, out=str(out), workers=workers, num_envs=min(episodes, 20), root=root)
 
 
 def demo(
     out: str = "checkpoints/demo",
-    release: str | None = "babyai-goto",
+    release: str | None = "auto",
     release_episodes: int = 20,
     release_root: str | None = None,
     goto_local_episodes: int = 600,
@@ -81,7 +95,8 @@ def demo(
         eval_workers: Processes the evaluation runs episodes in (one torch thread each).
         eval_max_steps: Step limit of the tiny pipeline's evaluated episodes.
         fresh: Delete ``out`` first.
-        release: The released agent shown first (``None``: skip it).
+        release: The released agent shown first (``"auto"``: ``babyai-goto``, or ``babyai-gotolocal`` while the
+            former is not assembled; ``None``: skip it).
         release_episodes: Its episodes per agent (fresh seeds 3,000,000+).
         release_root: Where releases live (default ``checkpoints/release``).
     """
