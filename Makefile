@@ -17,7 +17,7 @@ WM     ?= checkpoints/wm/babyai-tiny-stage2/world_model
 THINKER ?= checkpoints/thinker/babyai-tiny/thinker
 DATA   ?= data/babyai-tiny
 
-.PHONY: help install install-swm data train-wm train-predictor train-distance finetune-thinker eval probe demo test test-slow bench-wm bench-plan bench-plan-swm lint clean
+.PHONY: help install install-swm data train-wm train-predictor train-distance finetune-thinker eval probe demo test test-slow bench-wm bench-plan bench-plan-swm bench-forecast lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ test-slow: $(STAMP) ## the slow tests (training to quality bars)
 
 bench-wm: $(STAMP) ## world-model training throughput (tiny and ViT-S recipes)
 	$(PY) benchmarks/bench_wm.py $(ARGS)
+
+bench-forecast: $(STAMP) ## forecasting without actions: JEPA-only / VLM-only / VLM-guided, ADE/FDE in cells
+	$(PY) benchmarks/bench_forecast.py $(ARGS)
 
 bench-plan: $(STAMP) ## batched CEM vs a one-episode-at-a-time reference
 	$(PY) benchmarks/bench_plan.py $(ARGS)
