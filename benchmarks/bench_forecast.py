@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--data", default="data/bench-forecast", help="GoTo bot episodes (collected if absent)")
     parser.add_argument("--episodes", type=int, default=400, help="bot episodes to collect (the last 20 %% held out)")
     parser.add_argument("--horizon", type=int, default=16)
-    parser.add_argument("--anchor_stride", type=int, default=8, help="steps between forecast anchors")
+    parser.add_argument("--anchor_stride", type=int, default=4, help="steps between forecast anchors")
     parser.add_argument("--steps", type=int, default=1500, help="training steps of each trained forecaster")
     parser.add_argument("--readout_steps", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)

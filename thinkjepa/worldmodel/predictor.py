@@ -97,20 +97,21 @@ class _Block(nn.Module):
 
 
 class GatedFiLM(nn.Module):
-    """``h + tanh(gate) * (gamma(c) * h + beta(c))``: FiLM of hidden features ``h (B, W)`` by a guidance vector
-    ``c (B, C)``, behind a gate that starts at 0 — exactly the identity until the gate opens. The FiLM maps start
-    random (small), so that the gate has a gradient from the first step (a zero map behind a zero gate would
-    never move)."""
+    """``h + tanh(gate) * (gamma(c) * h + beta(c))``: FiLM of hidden features ``h (B, W)`` by a layer-normalised
+    guidance vector ``c (B, C)`` (a VLM's hidden states come at their own scale), behind a gate that starts at 0 —
+    exactly the identity until the gate opens. The FiLM maps start random (small), so that the gate has a gradient
+    from the first step (a zero map behind a zero gate would never move)."""
 
     def __init__(self, guidance_dim: int, width: int) -> None:
         super().__init__()
+        self.norm = nn.LayerNorm(guidance_dim)
         self.film = nn.Linear(guidance_dim, 2 * width)
         nn.init.normal_(self.film.weight, std=0.02)
         nn.init.zeros_(self.film.bias)
         self.gate = nn.Parameter(torch.zeros(1))
 
     def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        gamma, beta = self.film(c.to(h.dtype)).chunk(2, dim=-1)
+        gamma, beta = self.film(self.norm(c.to(h.dtype))).chunk(2, dim=-1)
         return h + torch.tanh(self.gate) * (gamma * h + beta)
 
 
