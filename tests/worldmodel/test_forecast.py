@@ -44,11 +44,15 @@ def test_guidance_pools_each_layer_where_the_grounding_readout_points(tmp_path) 
     scores, _ = grounded.eval().token_scores(images, missions)
     torch.testing.assert_close(guidance.attention(images, missions), torch.softmax(scores[:, 0], -1))
     c, w = guidance(images, missions), grounded.norm.normalized_shape[0]
-    assert c.shape == (3, guidance.dim) and guidance.dim == 3 * w and not c.requires_grad
+    assert c.shape == (3, guidance.dim) and guidance.dim == 3 * w + 2 and not c.requires_grad
     assert not any(p.requires_grad for p in guidance.parameters())
     tokens, attention = guidance.read(images, missions)
     torch.testing.assert_close(c[:, w:2 * w], torch.einsum("bn,bnd->bd", attention, tokens[-1]))  # layer -1, pooled
-    torch.testing.assert_close(c[:, 2 * w:], tokens[-1].mean(1))  # and its mean over the image
+    torch.testing.assert_close(c[:, 2 * w: 3 * w], tokens[-1].mean(1))  # its mean over the image
+    torch.testing.assert_close(c[:, 3 * w:], VLMGuidance.pointer(attention))  # and where the attention points
+    corner = torch.zeros(1, 64)
+    corner[0, 7] = 1.0  # row 0, last column of an 8 x 8 grid: top right
+    torch.testing.assert_close(VLMGuidance.pointer(corner), torch.tensor([[1.0, -1.0]]))
     other = guidance(images, ["go to the red ball"] * 3)
     assert (other - c).abs().max() > 1e-3  # the instruction changes what the VLM reads
     with pytest.raises(ValueError, match="hidden states"):

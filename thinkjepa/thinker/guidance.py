@@ -5,7 +5,8 @@ takes a vector ``c`` per rollout, computed at the thinker's slow rate and held w
 ``c`` comes from a grounding-pretrained VLM (the export of :class:`~thinkjepa.train.grounding.GroundingPretrainModule`,
 the same VLM the thinker starts from): the image tokens' hidden states of several layers ("pyramid"), each
 pooled with the attention the grounding read-out puts on the tokens (the softmax of its object scores on the last
-layer: where the instruction points), concatenated with the last layer's mean over the image. The VLM stays frozen.
+layer: where the instruction points), concatenated with the last layer's mean over the image and the attention's
+expected position on the token grid (:meth:`VLMGuidance.pointer`). The VLM stays frozen.
 
     guidance = VLMGuidance("checkpoints/release/babyai-goto/stages/vlm-router")
     c = guidance(frames, missions)          # (B, guidance.dim)
@@ -59,8 +60,8 @@ class VLMGuidance(nn.Module):
 
     @property
     def dim(self) -> int:
-        """Width of a guidance vector: one pooled hidden state per layer, and the last layer's mean."""
-        return (len(self.layers) + 1) * self.norm.normalized_shape[0]
+        """Width of a guidance vector: one pooled hidden state per layer, the last layer's mean, and the pointer."""
+        return (len(self.layers) + 1) * self.norm.normalized_shape[0] + 2
 
     def train(self, mode: bool = True) -> VLMGuidance:  # frozen: always in eval mode
         return super().train(False)
@@ -93,4 +94,15 @@ class VLMGuidance(nn.Module):
         """``(B, dim)`` float32 guidance for ``uint8 (B, H, W, 3)`` frames and their instructions."""
         tokens, attention = self.read(images, missions)
         pooled = [torch.einsum("bn,bnd->bd", attention, t) for t in tokens[:-1]]
-        return torch.cat([*pooled, tokens[-1].mean(1)], dim=-1)
+        return torch.cat([*pooled, tokens[-1].mean(1), self.pointer(attention)], dim=-1)
+
+    @staticmethod
+    def pointer(attention: torch.Tensor) -> torch.Tensor:
+        """``(B, 2)``: where the attention over a square token grid points, as ``(x, y)`` in ``[-1, 1]`` (its
+        expected token position: a soft arg-max)."""
+        side = int(round(attention.shape[-1] ** 0.5))
+        if side * side != attention.shape[-1]:
+            raise ValueError(f"{attention.shape[-1]} image tokens do not form a square grid")
+        axis = torch.linspace(-1.0, 1.0, side, device=attention.device)
+        grid = attention.view(-1, side, side)  # (B, rows, cols)
+        return torch.stack([(grid.sum(1) * axis).sum(-1), (grid.sum(2) * axis).sum(-1)], dim=-1)
