@@ -4,6 +4,7 @@ resumed from a parked checkpoint, then assembled into an agent that loads by nam
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -76,6 +77,18 @@ def test_a_chain_builds_publishes_resumes_and_assembles(tmp_path, monkeypatch) -
     report = status("resumed", root=str(root))
     assert [r["stage"] for r in report["stages"]] == ["data", "wm"] and not report["problems"]
     assert json.loads((root / "resumed" / "MANIFEST.json").read_text())["stages"]["wm"]["export"] == "world_model"
+
+    # the recipe is the authority on the agent's settings: a changed one is assembled again, an unchanged one not
+    assembled = resumed.manifest["agent"]["assembled"]
+    again = build(chain(tmp_path, steps=4, name="resumed"), root=str(root), work=str(work))
+    assert again.manifest["agent"]["assembled"] == assembled
+    recipe = yaml.safe_load(Path(chain(tmp_path, steps=4, name="resumed")).read_text())
+    recipe["agent"]["settings"]["patience"] = 7
+    (tmp_path / "patient.yaml").write_text(yaml.safe_dump(recipe))
+    patient = build(str(tmp_path / "patient.yaml"), root=str(root), work=str(work))
+    assert patient.manifest["agent"]["settings"]["patience"] == 7 and patient.manifest["evaluation"] is None
+    assert patient.manifest["agent"]["settings"]["reach_threshold"] > 0
+    Release.open("resumed", root=root)  # still every file as the manifest says
 
 
 def test_release_recipes_name_real_recipes_and_earlier_stages(tmp_path) -> None:

@@ -325,7 +325,24 @@ def build(recipe: str, root: str | None = None, cpu: bool = False, gpu: bool = F
         assemble(release, spec)
         if commit:
             _commit(release, f"Release {release.name}: the agent assembled from its stages")
+    elif only is None and (changed := settings_changed(release, spec)):
+        print(f"[{release.name}] the recipe's agent settings changed ({', '.join(changed)}): assembling again; "
+              "the recorded evaluation is dropped (`make eval-release` measures it again)")
+        assemble(release, spec)
+        if commit:
+            _commit(release, f"Release {release.name}: agent settings from the recipe ({', '.join(changed)})")
     return release
+
+
+def settings_changed(release: Release, recipe: ReleaseRecipe) -> list[str]:
+    """The agent settings whose value in the release recipe (its eval recipe and ``agent.settings``) differs from
+    the assembled agent's; a reach threshold the recipe leaves to calibration is not compared."""
+    from thinkjepa.policy.settings import AgentSettings
+
+    wanted = AgentSettings.from_eval_recipe(REPO / recipe.agent["eval"], **recipe.agent.get("settings", {})).to_dict()
+    have = release.agent["settings"]
+    return sorted(k for k, v in wanted.items()
+                  if have.get(k) != v and not (k == "reach_threshold" and v is None))
 
 
 def status(name: str, root: str | None = None, markdown: bool = False) -> dict[str, Any]:
