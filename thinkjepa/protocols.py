@@ -70,10 +70,13 @@ class EpisodeStart:
     Attributes:
         instruction: The task in words (``"go to the red ball"``): what a thinker-driven agent reads.
         goal_image: ``uint8 (H, W, 3)``: the frame the episode should end in, what a flat agent plans toward.
+        level: The BabyAI level the episode is on, if known: a released agent refuses one whose grid differs from
+            the level it was built on (:func:`thinkjepa.envs.babyai.check_level`).
     """
 
     instruction: str | None = None
     goal_image: np.ndarray | None = None
+    level: str | None = None
 
 
 def episode_starts(episodes: EpisodeStart | str | Sequence[EpisodeStart | str]) -> tuple[list[EpisodeStart], bool]:
@@ -85,6 +88,17 @@ def episode_starts(episodes: EpisodeStart | str | Sequence[EpisodeStart | str]) 
     if bad or not starts:
         raise ValueError(f"reset takes an instruction, an EpisodeStart or a non-empty list of them; got {bad or 'nothing'}")
     return starts, single
+
+
+def check_levels(starts: Sequence[EpisodeStart], built_for: str | None) -> None:
+    """Refuse episodes on a level whose grid differs from ``built_for`` (a released agent's level; ``None``: an
+    agent of one's own, nothing to check)."""
+    if built_for is None:
+        return
+    from thinkjepa.envs.babyai import check_level
+
+    for level in sorted({s.level for s in starts if s.level is not None}):
+        check_level(level, built_for)
 
 
 @runtime_checkable

@@ -56,3 +56,32 @@ def test_the_released_agent_succeeds_where_it_was_measured_to(name: str, mode: s
         wins += is_success(reward, terminated)
         env.close()
     assert wins >= len(seeds) - 1, f"{name} {mode}: {wins} of {len(seeds)} recorded successes replayed"
+
+
+def test_a_released_agent_refuses_a_level_of_another_grid_and_names_both() -> None:
+    from thinkjepa.envs.babyai import check_level, grid_size
+    from thinkjepa.policy.release_eval import evaluate_release
+    from thinkjepa.protocols import EpisodeStart
+
+    assert grid_size("BabyAI-GoToLocal-v0") == (8, 8) and grid_size("BabyAI-GoTo-v0") == (22, 22)
+    check_level("BabyAI-GoToRedBall-v0", "BabyAI-GoToLocal-v0")  # another level, the same grid: accepted
+    with pytest.raises(ValueError, match=r"BabyAI-GoTo-v0 has a 22x22 grid.*built on BabyAI-GoToLocal-v0 \(8x8\)"):
+        check_level("BabyAI-GoTo-v0", "BabyAI-GoToLocal-v0")
+    with pytest.raises(ValueError, match="unknown level"):
+        check_level("BabyAI-NoSuchLevel-v0", "BabyAI-GoToLocal-v0")
+    assembled = [n for n in RELEASES if Release.open(n, verify=False).manifest.get("agent")]
+    if not assembled:
+        pytest.skip("no assembled release")
+    name = assembled[0]
+    built_for = Release.open(name, verify=False).manifest["agent"]["settings"]["level"]
+    other = "BabyAI-GoTo-v0" if grid_size(built_for) != grid_size("BabyAI-GoTo-v0") else "BabyAI-GoToLocal-v0"
+    agent = HierarchicalPolicy.from_release(name)
+    agent.reset(EpisodeStart(instruction="go to the red ball", level=built_for))  # its own level: fine
+    with pytest.raises(ValueError, match=f"{other} has a"):
+        agent.reset(EpisodeStart(instruction="go to the red ball", level=other))
+    flat = FlatPolicy.from_release(name)
+    goal = np.zeros((agent.world_model.image_size,) * 2 + (3,), np.uint8)
+    with pytest.raises(ValueError, match=f"{other} has a"):
+        flat.reset(EpisodeStart(goal_image=goal, level=other))
+    with pytest.raises(ValueError, match=f"{other} has a"):  # before any episode runs
+        evaluate_release(name, episodes=1, levels=[other], out=None)

@@ -21,6 +21,7 @@ Rendering uses MiniGrid's cached ``Grid.render_tile`` per cell (pure numpy), nev
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 from collections.abc import Iterable
 from typing import Any, SupportsFloat
@@ -209,6 +210,32 @@ class FullGridObservation(gym.Wrapper):
         pos = tuple(base.agent_pos) if agent_pos is None else tuple(agent_pos)
         direction = base.agent_dir if agent_dir is None else agent_dir
         return render_full_grid(base.grid, pos, direction, self.tile_size, self.image_size, open_doors)
+
+
+@functools.cache
+def grid_size(level: str) -> tuple[int, int]:
+    """``(width, height)`` in cells of a BabyAI level's grid (fixed per level)."""
+    if level not in gym.registry:
+        raise ValueError(f"unknown level {level!r}: not a registered gymnasium id")
+    env = gym.make(level)
+    env.reset(seed=0)
+    size = (int(env.unwrapped.width), int(env.unwrapped.height))
+    env.close()
+    return size
+
+
+def check_level(level: str, built_for: str) -> None:
+    """Refuse ``level`` for an agent built on ``built_for`` when their grids differ: a full-grid frame of another
+    grid size draws every cell at another scale, frames its world model has never seen (it would fail silently).
+
+    Raises:
+        ValueError: naming both levels and their grids.
+    """
+    have, want = grid_size(level), grid_size(built_for)
+    if have != want:
+        raise ValueError(f"{level} has a {have[0]}x{have[1]} grid; this agent was built on {built_for} "
+                         f"({want[0]}x{want[1]}), and its world model has never seen frames of that scale: refused "
+                         f"(levels with a {want[0]}x{want[1]} grid are fine)")
 
 
 def make_env(

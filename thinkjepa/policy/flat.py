@@ -13,7 +13,7 @@ from thinkjepa.planning.base import Planner
 from thinkjepa.planning.spaces import ActionSpace
 from thinkjepa.policy.mpc import LatentMPC, PlanningCost
 from thinkjepa.policy.settings import AgentSettings, release_settings
-from thinkjepa.protocols import EpisodeStart, WorldModel
+from thinkjepa.protocols import EpisodeStart, WorldModel, check_levels
 from thinkjepa.release import Release
 from thinkjepa.worldmodel.export import load_world_model
 
@@ -44,6 +44,7 @@ class FlatPolicy:
         self.world_model = world_model
         self.goals: torch.Tensor | None = None
         self._single = False
+        self.built_for: str | None = None  # a released agent's level: episodes on another grid are refused
 
     @classmethod
     def from_settings(cls, world_model: WorldModel, settings: AgentSettings, space: ActionSpace | None = None,
@@ -60,7 +61,9 @@ class FlatPolicy:
         :meth:`~thinkjepa.policy.HierarchicalPolicy.from_release`)."""
         release = Release.open(name, root=root)
         settings = release_settings(release, overrides)
-        return cls.from_settings(load_world_model(release.world_model_path, device=device), settings)
+        agent = cls.from_settings(load_world_model(release.world_model_path, device=device), settings)
+        agent.built_for = settings.level
+        return agent
 
     @torch.no_grad()
     def reset(self, episodes: EpisodeStart | Sequence[EpisodeStart] | np.ndarray | torch.Tensor) -> None:
@@ -75,6 +78,7 @@ class FlatPolicy:
             if missing or not starts:
                 raise ValueError(f"a flat agent plans toward a goal image: episodes {missing or 'none'} give no "
                                  "EpisodeStart(goal_image=...)")
+            check_levels(starts, self.built_for)
             goal_images = np.stack([e.goal_image for e in starts])
         self.goals = self.world_model.target_encode(self.mpc.images(goal_images))
         self.mpc.reset(self.goals.shape[0])

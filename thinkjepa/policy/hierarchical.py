@@ -36,7 +36,7 @@ from thinkjepa.policy.demos import calibrated_threshold
 from thinkjepa.policy.mpc import LatentMPC, PlanningCost
 from thinkjepa.policy.settings import AgentSettings, release_settings
 from thinkjepa.policy.subgoals import OracleSubgoals, ReachableSubgoals, ThinkerSubgoals
-from thinkjepa.protocols import EpisodeStart, PathSubgoalSource, WorldModel, episode_starts
+from thinkjepa.protocols import EpisodeStart, PathSubgoalSource, WorldModel, check_levels, episode_starts
 from thinkjepa.release import Release, ReleaseError
 from thinkjepa.thinker.checkpoint import load_thinker
 from thinkjepa.worldmodel.export import load_world_model
@@ -110,6 +110,7 @@ class HierarchicalPolicy:
         self.reach_threshold, self.patience, self.requery_every = reach_threshold, patience, requery_every
         self.traces: list[EpisodeTrace] = []
         self._single = False
+        self.built_for: str | None = None  # a released agent's level: episodes on another grid are refused
 
     @classmethod
     def from_settings(
@@ -175,7 +176,9 @@ class HierarchicalPolicy:
         settings = release_settings(release, overrides)
         wm = load_world_model(release.world_model_path, device=device)
         thinker = load_thinker(release.thinker_path, world_model=wm, device=device)
-        return cls.from_settings(wm, settings, thinker=thinker)
+        agent = cls.from_settings(wm, settings, thinker=thinker)
+        agent.built_for = settings.level
+        return agent
 
     @classmethod
     def from_checkpoints(
@@ -214,6 +217,7 @@ class HierarchicalPolicy:
         """Start one episode (an instruction, or an :class:`~thinkjepa.protocols.EpisodeStart`: ``act`` then
         takes one frame and returns one action) or a batch of them."""
         starts, self._single = episode_starts(episodes)
+        check_levels(starts, self.built_for)
         b = len(starts)
         self.subgoals.reset(starts)
         self.mpc.reset(b)

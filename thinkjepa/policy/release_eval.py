@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from thinkjepa.envs.babyai import check_level
 from thinkjepa.policy.evaluate import evaluate
 from thinkjepa.policy.settings import release_settings
 from thinkjepa.release import Release
@@ -71,6 +72,8 @@ def evaluate_release(
     thinker = release.thinker_path
     modes = modes or (["bot", "flat", "hierarchical"] if thinker else ["bot", "flat"])
     levels = levels or [settings.level]
+    for level in levels:
+        check_level(level, settings.level)  # another grid size: refused, naming both, before any compute
     out = out or str(Path("results") / "release" / release.name)
     summary = evaluate(
         world_model=str(release.world_model_path), thinker=str(thinker) if thinker else None, agent=settings,
