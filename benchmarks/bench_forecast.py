@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500, help="training steps of each trained forecaster")
     parser.add_argument("--readout_steps", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--neutral", default=None,
+                        help="also a guided row whose VLM reads this instruction instead (e.g. 'go to the object')")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", default=None, help="write result.json and table.md there")
@@ -57,7 +59,7 @@ def main() -> None:
         raise SystemExit(f"{data} holds {store.image_size} px frames; the world model reads {wm.image_size} px")
     result = run_forecast_benchmark(store, wm, guidance, guidance.dim, horizon=args.horizon,
                                     anchor_stride=args.anchor_stride, steps=args.steps,
-                                    readout_steps=args.readout_steps, seed=args.seed)
+                                    readout_steps=args.readout_steps, seed=args.seed, neutral=args.neutral)
     result["seconds"]["total"] = time.perf_counter() - start
     result["settings"] = vars(args)
     table = markdown_table(result)

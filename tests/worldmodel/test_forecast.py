@@ -112,8 +112,8 @@ def test_the_benchmark_replays_poses_and_scores_every_row(tmp_path) -> None:
         return torch.tensor([[len(m) / 20.0, float(im.mean()) / 255.0] for im, m in zip(images, missions, strict=True)])
 
     result = run_forecast_benchmark(store, wm, guidance, 2, horizon=4, anchor_stride=4, held_out=0.34, steps=3,
-                                    readout_steps=3, log=lambda _: None)
-    assert set(result["table"]) == {"copy", "jepa-zero", "jepa", "vlm", "guided", "true"}
+                                    readout_steps=3, neutral="go to the object", log=lambda _: None)
+    assert set(result["table"]) == {"copy", "jepa-zero", "jepa", "vlm", "guided", "guided-blind", "true"}
     assert result["test_episodes"] == 2 and result["train_episodes"] == 4 and result["horizons"] == [1, 2, 4]
     assert result["table"]["true"]["latent@4"]["mean"] == 0.0
     assert "| guided |" in markdown_table(result)

@@ -12,6 +12,8 @@ From each anchor frame ``t`` of an episode (every ``anchor_stride`` steps while 
 * ``vlm``          a read-out of the VLM's guidance vector alone: an MLP from ``c`` to the ``H`` future latents;
 * ``guided``       the same predictor with gated FiLM guidance (``guidance_dim = C``, zero-initialised, so it
                    starts as ``jepa``), fine-tuned exactly as ``jepa`` is;
+* ``guided-blind`` (with ``neutral``) the same, guided by the VLM reading a neutral instruction instead of the
+                   episode's: what the instruction itself adds;
 * ``true``         the true future latents (what the position read-out gets right on real latents: its ceiling).
 
 Scores on held-out episodes: the latent error (mean squared, per dimension) and the error of the agent's cell
@@ -41,7 +43,7 @@ from thinkjepa.worldmodel.jepa import JEPA
 from thinkjepa.worldmodel.predictor import MLPPredictor
 from thinkjepa.worldmodel.probe import fit_pose_probe
 
-ROWS = ("copy", "jepa-zero", "jepa", "vlm", "guided", "true")
+ROWS = ("copy", "jepa-zero", "jepa", "vlm", "guided", "guided-blind", "true")
 
 
 def agent_poses(store: EpisodeStore, i: int) -> np.ndarray:
@@ -67,22 +69,31 @@ def agent_poses(store: EpisodeStore, i: int) -> np.ndarray:
 @dataclass
 class ForecastSet:
     """Anchors of a set of episodes: ``z0 (N, D)``, ``future (N, H, D)`` latents, ``guidance (N, C)``, agent
-    cells ``cells (N, H + 1, 2)`` (anchor first) and the episode of each anchor ``episode (N,)``."""
+    cells ``cells (N, H + 1, 2)`` (anchor first) and the episode of each anchor ``episode (N,)``; ``blind (N, C)``:
+    the guidance for a neutral instruction, when asked for."""
 
     z0: torch.Tensor
     future: torch.Tensor
     guidance: torch.Tensor
     cells: np.ndarray
     episode: np.ndarray
+    blind: torch.Tensor | None = None
+
+    def without_instruction(self) -> ForecastSet:
+        """The same anchors guided by the neutral instruction's vectors."""
+        if self.blind is None:
+            raise ValueError("this set was built without a neutral instruction")
+        return ForecastSet(self.z0, self.future, self.blind, self.cells, self.episode)
 
     def __len__(self) -> int:
         return len(self.z0)
 
 
 def build_sets(store: EpisodeStore, world_model: JEPA, guidance: Callable[[np.ndarray, list[str]], torch.Tensor],
-               episodes: Sequence[int], horizon: int, anchor_stride: int, batch_size: int = 128
-               ) -> tuple[ForecastSet, np.ndarray, np.ndarray, dict[str, float]]:
-    """The anchors of ``episodes``; also every frame's latent and pose (for the read-out) and the seconds spent."""
+               episodes: Sequence[int], horizon: int, anchor_stride: int, batch_size: int = 128,
+               neutral: str | None = None) -> tuple[ForecastSet, np.ndarray, np.ndarray, dict[str, float]]:
+    """The anchors of ``episodes``; also every frame's latent and pose (for the read-out) and the seconds spent.
+    ``neutral``: also the guidance for this instruction in place of each episode's."""
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     poses = {i: agent_poses(store, i) for i in episodes}
@@ -106,14 +117,16 @@ def build_sets(store: EpisodeStore, world_model: JEPA, guidance: Callable[[np.nd
     if not rows:
         raise ValueError(f"no episode of {store.root} is longer than the horizon {horizon}")
     start = time.perf_counter()
-    vectors = []
+    vectors, blind = [], []
     for k in range(0, len(rows), batch_size):
         chunk = rows[k: k + batch_size]
         images = np.stack([store.frames(i)[t] for i, t in chunk])
         vectors.append(guidance(images, [store.meta(i).mission for i, _ in chunk]).float().cpu())
+        if neutral is not None:
+            blind.append(guidance(images, [neutral] * len(chunk)).float().cpu())
     seconds["guidance"] = time.perf_counter() - start
     data = ForecastSet(torch.as_tensor(np.stack(z0)), torch.as_tensor(np.stack(future)), torch.cat(vectors).float(),
-                       np.stack(cells), np.asarray(which))
+                       np.stack(cells), np.asarray(which), torch.cat(blind) if blind else None)
     return data, latents, np.concatenate([poses[i] for i in episodes]), seconds
 
 
@@ -183,17 +196,22 @@ def _predict(model: nn.Module, z0: torch.Tensor, guidance: torch.Tensor, horizon
 
 
 @torch.no_grad()
-def forecast_rows(world_model: JEPA, models: dict[str, nn.Module], test: ForecastSet) -> dict[str, torch.Tensor]:
-    """``{row: (N, H, D)}`` forecasts of every row of :data:`ROWS` on ``test``."""
+def forecast_rows(world_model: JEPA, models: dict[str, nn.Module], test: ForecastSet,
+                  tests: dict[str, ForecastSet] | None = None) -> dict[str, torch.Tensor]:
+    """``{row: (N, H, D)}`` forecasts of every row of :data:`ROWS` on ``test`` (``tests[name]``: the same anchors
+    with other guidance for that model)."""
     horizon = test.future.shape[1]
     device = next(world_model.parameters()).device
+
+    def chunks(data: ForecastSet) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(data.z0[k: k + 512].to(device), data.guidance[k: k + 512].to(device)) for k in range(0, len(data), 512)]
+
     out = {"copy": test.z0[:, None].expand(-1, horizon, -1), "true": test.future}
     world_model.eval()
-    chunks = [(test.z0[k: k + 512].to(device), test.guidance[k: k + 512].to(device)) for k in range(0, len(test), 512)]
-    out["jepa-zero"] = torch.cat([world_model.forecast(z0, horizon).cpu() for z0, _ in chunks])
+    out["jepa-zero"] = torch.cat([world_model.forecast(z0, horizon).cpu() for z0, _ in chunks(test)])
     for name, model in models.items():
         model.eval()
-        out[name] = torch.cat([_predict(model, z0, c, horizon).cpu() for z0, c in chunks])
+        out[name] = torch.cat([_predict(model, z0, c, horizon).cpu() for z0, c in chunks((tests or {}).get(name, test))])
     return out
 
 
@@ -232,10 +250,10 @@ def run_forecast_benchmark(store: EpisodeStore, world_model: JEPA,
                            guidance: Callable[[np.ndarray, list[str]], torch.Tensor], guidance_dim: int,
                            horizon: int = 16, anchor_stride: int = 8, held_out: float = 0.2, steps: int = 1500,
                            readout_steps: int = 2000, horizons: Sequence[int] = (1, 2, 4, 8, 16), seed: int = 0,
-                           log: Callable[[str], None] = print) -> dict[str, Any]:
+                           neutral: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Build the anchors, fit the read-out and the three trained rows on the training episodes, score every row
     on the held-out ones (the last ``held_out`` share of the store's episodes). Models train on the world model's
-    device; ``guidance`` returns its vectors from wherever it runs."""
+    device; ``guidance`` returns its vectors from wherever it runs. ``neutral``: also the ``guided-blind`` row."""
     if not 0 < held_out < 1:
         raise ValueError(f"held_out must be in (0, 1), got {held_out}")
     horizons = sorted({h for h in horizons if h <= horizon} | {horizon})
@@ -245,8 +263,9 @@ def run_forecast_benchmark(store: EpisodeStore, world_model: JEPA,
         raise ValueError(f"{n} episodes leave no training or no held-out episode at held_out={held_out}")
     timings: dict[str, float] = {}
     world_model.eval()
-    train, train_latents, train_poses, t1 = build_sets(store, world_model, guidance, range(cut), horizon, anchor_stride)
-    test, _, _, t2 = build_sets(store, world_model, guidance, range(cut, n), horizon, anchor_stride)
+    train, train_latents, train_poses, t1 = build_sets(store, world_model, guidance, range(cut), horizon, anchor_stride,
+                                                       neutral=neutral)
+    test, _, _, t2 = build_sets(store, world_model, guidance, range(cut, n), horizon, anchor_stride, neutral=neutral)
     timings.update({k: t1[k] + t2[k] for k in t1})
     log(f"anchors: {len(train)} training ({cut} episodes), {len(test)} held-out ({n - cut} episodes)")
     start = time.perf_counter()
@@ -263,14 +282,19 @@ def run_forecast_benchmark(store: EpisodeStore, world_model: JEPA,
         "vlm": VLMOnly(guidance_dim, world_model.latent_dim, horizon),
         "guided": PredictorForecaster(world_model, guidance_dim),
     }
+    trains, tests = {}, {}
+    if neutral is not None:
+        models["guided-blind"] = PredictorForecaster(world_model, guidance_dim)
+        trains["guided-blind"], tests["guided-blind"] = train.without_instruction(), test.without_instruction()
     curves = {}
     for name, model in models.items():
         model.to(next(world_model.parameters()).device)
         start = time.perf_counter()
-        curves[name] = fit_forecaster(model, train, steps, lr=1e-3 if name == "vlm" else 3e-4, seed=seed)
+        curves[name] = fit_forecaster(model, trains.get(name, train), steps, lr=1e-3 if name == "vlm" else 3e-4,
+                                      seed=seed)
         timings[f"fit {name}"] = time.perf_counter() - start
         log(f"{name}: loss {curves[name][0]:.4f} -> {curves[name][-1]:.4f} ({timings[f'fit {name}']:.0f} s)")
-    table = score(forecast_rows(world_model, models, test), test, decode, horizons)
+    table = score(forecast_rows(world_model, models, test, tests), test, decode, horizons)
     return {"table": table, "horizon": horizon, "horizons": horizons, "train_anchors": len(train),
             "test_anchors": len(test), "train_episodes": cut, "test_episodes": n - cut, "grid": list(grid),
             "loss_curves": curves, "seconds": timings, "guidance_dim": guidance_dim, "steps": steps}
