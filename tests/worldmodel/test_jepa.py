@@ -142,8 +142,36 @@ def test_export_round_trip_and_fingerprint(tmp_path):
     torch.testing.assert_close(loaded.target_encode(images), model.target_encode(images))
 
 
+def test_an_export_stores_one_copy_of_encoders_that_are_the_same_weights(tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    same = tiny().eval()
+    same.encoder.load_state_dict(same.target_encoder.state_dict())
+    save_world_model(same, tmp_path / "same")
+    stored = load_file(str(tmp_path / "same" / "model.safetensors"))
+    assert json.loads((tmp_path / "same" / "config.json").read_text())["shared_encoders"] is True
+    assert not any(k.startswith("encoder.") for k in stored) and any(k.startswith("target_encoder.") for k in stored)
+    loaded = load_world_model(tmp_path / "same")
+    assert fingerprint(loaded) == fingerprint(same)  # the same model as an export with both copies
+    images = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8)
+    torch.testing.assert_close(loaded.encode(images), same.encode(images), rtol=0, atol=0)
+
+    different = tiny().eval()
+    with torch.no_grad():
+        next(different.encoder.parameters()).add_(1.0)
+    save_world_model(different, tmp_path / "different")
+    assert "shared_encoders" not in json.loads((tmp_path / "different" / "config.json").read_text())
+    assert any(k.startswith("encoder.") for k in load_file(str(tmp_path / "different" / "model.safetensors")))
+    assert fingerprint(load_world_model(tmp_path / "different")) == fingerprint(different)
+
+
 def test_loading_weights_of_another_architecture_names_keys_and_shapes(tmp_path):
-    save_world_model(tiny(), tmp_path / "wm")
+    model = tiny()
+    with torch.no_grad():
+        next(model.encoder.parameters()).add_(1.0)  # two encoders stored
+    save_world_model(model, tmp_path / "wm")
     other = JEPA(EncoderConfig(**{**ENC.__dict__, "latent_dim": 24}), PRED)
     from safetensors.torch import load_file
 

@@ -2,9 +2,12 @@
 
 An exported world model is a directory::
 
-    config.json        {"format_version", "encoder": {...}, "predictor": {...}, ["distance": {...},] "fingerprint"}
+    config.json        {"format_version", "encoder": {...}, "predictor": {...}, ["distance": {...},] "fingerprint",
+                        ["shared_encoders": true]}
     model.safetensors  encoder, target encoder, predictor [and goal-distance head] weights
-                       (no optimizer, no regularizer)
+                       (no optimizer, no regularizer); when the two encoders are the same weights (every
+                       export after stage 1: the later stages plan with the target encoder alone), the
+                       target encoder only, and ``shared_encoders`` says so (half the file)
 
 ``fingerprint`` is a SHA-256 over the architecture and every weight; the thinker records it so a
 thinker is never silently paired with a world model whose latent space it was not trained in.
@@ -88,8 +91,13 @@ def save_world_model(model: JEPA, directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = {"format_version": FORMAT_VERSION, **architecture(model), "fingerprint": fingerprint(model)}
+    state = inference_state(model)
+    online = {k: v for k, v in state.items() if k.startswith("encoder.")}
+    if all(torch.equal(v, state["target_" + k]) for k, v in online.items()):
+        state = {k: v for k, v in state.items() if k not in online}
+        config["shared_encoders"] = True
     with atomic_path(directory / "model.safetensors") as tmp:
-        save_file({k: v.cpu() for k, v in inference_state(model).items()}, str(tmp))
+        save_file({k: v.cpu() for k, v in state.items()}, str(tmp))
     atomic_write_text(directory / "config.json", json.dumps(config, indent=2))
     return directory
 
@@ -136,6 +144,8 @@ def load_world_model(path: str | os.PathLike, device: str | torch.device = "cpu"
         except (SafetensorError, OSError) as err:
             raise CheckpointError(f"{weights_file} is truncated or corrupt ({err})") from err
         model = _build(config, config_file)
+        if config.get("shared_encoders"):  # one copy stored for both encoders
+            state = {**state, **{k.removeprefix("target_"): v for k, v in state.items() if k.startswith("target_encoder.")}}
         load_state_dict_strict(model, state, str(weights_file))
         expected = config.get("fingerprint")
         if expected is not None and fingerprint(model) != expected:
