@@ -13,7 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from thinkjepa.policy.swm_protocol import GoalProtocol, evaluate_swm
+from thinkjepa.policy.swm_eval import evaluate_swm
+from thinkjepa.policy.swm_protocol import GoalProtocol
 
 
 def main() -> None:

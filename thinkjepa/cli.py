@@ -58,7 +58,7 @@ def _eval(argv: list[str]) -> None:
 def _eval_swm(argv: list[str]) -> None:
     from jsonargparse import auto_cli
 
-    from thinkjepa.policy.swm_protocol import evaluate_swm
+    from thinkjepa.policy.swm_eval import evaluate_swm
 
     auto_cli(evaluate_swm, args=argv, as_positional=False)
 

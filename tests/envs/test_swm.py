@@ -67,7 +67,8 @@ def test_the_goal_protocol_counts_the_expert_path_a_success_and_a_standing_agent
 def test_block_mpc_plans_blocks_with_a_world_model_of_the_block_dimension(tmp_path) -> None:
     import torch
 
-    from thinkjepa.policy.swm_protocol import BlockMPC, GoalProtocol, evaluate_swm
+    from thinkjepa.policy.swm_eval import evaluate_swm
+    from thinkjepa.policy.swm_protocol import BlockMPC, GoalProtocol
     from thinkjepa.worldmodel import JEPA, EncoderConfig, PredictorConfig, save_world_model
 
     torch.manual_seed(0)

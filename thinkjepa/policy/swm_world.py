@@ -16,7 +16,7 @@ writes in after ``reset``) resets that environment's agent.
 :class:`ProtocolDataset` is the protocol's held-out expert trajectories as a stable-worldmodel dataset, so that
 ``World.evaluate(dataset=...)`` — the path stable-worldmodel's published table takes — starts each environment at
 a trajectory's first state and sets its goal ``goal_offset`` steps further along. :func:`evaluate_in_world` runs
-the whole thing and reports success with its 95 % interval, as :func:`~thinkjepa.policy.swm_protocol.evaluate_swm`
+the whole thing and reports success with its 95 % interval, as :func:`~thinkjepa.policy.swm_eval.evaluate_swm`
 does with this project's own loop.
 """
 
