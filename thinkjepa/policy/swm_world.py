@@ -101,9 +101,9 @@ class AgentPolicy(BasePolicy):
                 self.goals[i] = None
             goal = goals[i, -1]
             if self.goals[i] is None or not np.array_equal(self.goals[i], goal):
-                self.goals[i] = goal.copy()
+                self.goals[i] = goal.copy()  # World reuses its buffers: the agent keeps this copy
                 self.queues[i].clear()
-                agent.reset(goal.copy(), self._episode(i, info, goal.copy()))
+                agent.reset(self.goals[i], self._episode(i, info, self.goals[i]))
             if not self.queues[i] and not dead[i]:
                 here = None if state is None else np.array(state[i, -1], np.float32)  # World reuses its buffers
                 self.queues[i].extend(np.asarray(agent.plan(pixels[i, -1].copy(), here), np.float32))

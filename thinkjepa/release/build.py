@@ -188,14 +188,14 @@ def _commit(release: Release, message: str, attempts: int = 30) -> None:
     someone working in the tree) instead of losing a finished stage to ``index.lock``."""
     rel = os.path.relpath(release.path, REPO)
     for attempt in range(attempts):
-        add = subprocess.run(["git", "add", "-A", "--", rel], cwd=REPO, capture_output=True, text=True)
-        done = add.returncode == 0 and subprocess.run(
-            ["git", "commit", "-q", "-m", message, "--", rel], cwd=REPO, capture_output=True, text=True)
-        if done and done.returncode == 0:
+        for command in (["git", "add", "-A", "--", rel], ["git", "commit", "-q", "-m", message, "--", rel]):
+            result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+            if result.returncode:
+                break
+        else:
             return
-        err = (add.stderr if add.returncode else done.stderr) or ""
-        if "index.lock" not in err or attempt == attempts - 1:
-            raise ReleaseError(f"git could not commit {rel}: {err.strip()}")
+        if "index.lock" not in result.stderr or attempt == attempts - 1:
+            raise ReleaseError(f"git could not commit {rel}: {result.stderr.strip()}")
         time.sleep(2.0)
 
 
@@ -257,6 +257,13 @@ def run_stage(release: Release, stage: Stage, work: Path, cpu: bool, gpu: bool =
     release.publish_stage(stage.name, {**base, "kind": "fit", "args": args, "segments": segments}, exports[0])
 
 
+def recipe_settings(recipe: ReleaseRecipe):
+    """The agent settings a release recipe asks for: its eval recipe's ``agent`` block and ``agent.settings``."""
+    from thinkjepa.policy.settings import AgentSettings
+
+    return AgentSettings.from_eval_recipe(REPO / recipe.agent["eval"], **recipe.agent.get("settings", {}))
+
+
 def assemble(release: Release, recipe: ReleaseRecipe) -> None:
     """Make the agent from the finished chain: parts, settings with a calibrated reach threshold, pruning."""
     from thinkjepa.policy.demos import calibrated_threshold
@@ -264,7 +271,7 @@ def assemble(release: Release, recipe: ReleaseRecipe) -> None:
     from thinkjepa.worldmodel.export import load_world_model
 
     agent = recipe.agent
-    settings = AgentSettings.from_eval_recipe(REPO / agent["eval"], **agent.get("settings", {}))
+    settings = recipe_settings(recipe)
     if settings.reach_threshold is None:
         wm = load_world_model(release.stage_export(agent["world_model"]))
         threshold = calibrated_threshold(wm, settings.level, int(agent.get("calibration_episodes", 100)))
@@ -337,9 +344,7 @@ def build(recipe: str, root: str | None = None, cpu: bool = False, gpu: bool = F
 def settings_changed(release: Release, recipe: ReleaseRecipe) -> list[str]:
     """The agent settings whose value in the release recipe (its eval recipe and ``agent.settings``) differs from
     the assembled agent's; a reach threshold the recipe leaves to calibration is not compared."""
-    from thinkjepa.policy.settings import AgentSettings
-
-    wanted = AgentSettings.from_eval_recipe(REPO / recipe.agent["eval"], **recipe.agent.get("settings", {})).to_dict()
+    wanted = recipe_settings(recipe).to_dict()
     have = release.agent["settings"]
     return sorted(k for k, v in wanted.items()
                   if have.get(k) != v and not (k == "reach_threshold" and v is None))

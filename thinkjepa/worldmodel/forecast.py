@@ -83,7 +83,7 @@ class ForecastSet:
         """The same anchors guided by the neutral instruction's vectors."""
         if self.blind is None:
             raise ValueError("this set was built without a neutral instruction")
-        return ForecastSet(self.z0, self.future, self.blind, self.cells, self.episode)
+        return dataclasses.replace(self, guidance=self.blind, blind=None)
 
     def __len__(self) -> int:
         return len(self.z0)
