@@ -59,7 +59,9 @@ def test_a_chain_builds_publishes_resumes_and_assembles(tmp_path, monkeypatch) -
     assert parked == root / "resumed" / "resume" / "wm" / "last.ckpt"
     assert not Release.open("resumed", root=root).stage_done("wm")
     (work / "resumed").rename(tmp_path / "elsewhere")  # nothing of the first machine's run is left
+    (tmp_path / "data").rename(tmp_path / "data-elsewhere")  # nor its data, which releases never hold
     resumed = build(chain(tmp_path, steps=4, name="resumed"), root=str(root), work=str(work))
+    assert (tmp_path / "data" / "episodes.json").read_text() == (tmp_path / "data-elsewhere" / "episodes.json").read_text()
     log = (work / "resumed" / "wm.log").read_text()
     assert "Restoring states from the checkpoint" in log or "Restored all states" in log
     ckpt = torch.load(work / "resumed" / "wm" / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")

@@ -199,21 +199,36 @@ def _commit(release: Release, message: str, attempts: int = 30) -> None:
         time.sleep(2.0)
 
 
+def _data_dir(stage: Stage) -> str | None:
+    """Where a collect stage writes its episodes (its ``--out=`` override, else the data recipe's ``out``)."""
+    return next((a.split("=", 1)[1] for a in stage.args if a.startswith("--out=")),
+                (yaml.safe_load((REPO / stage.collect).read_text()) or {}).get("out"))
+
+
+def _collected(stage: Stage) -> bool:
+    out = _data_dir(stage)
+    return bool(out) and (REPO / out / "episodes.json").is_file()
+
+
+def collect(stage: Stage, log: Path) -> dict[str, Any]:
+    """Run a collect stage's data recipe (seeded: the same episodes on any machine); its measured segment."""
+    segment = run_measured([sys.executable, "-m", "thinkjepa.cli", "collect", "--config", stage.collect, *stage.args], log)
+    if segment["returncode"] != 0:
+        raise RuntimeError(f"stage {stage.name!r} failed (exit {segment['returncode']}); see {log}")
+    return segment
+
+
 def run_stage(release: Release, stage: Stage, work: Path, cpu: bool, gpu: bool = False) -> None:
     """Run one stage and publish it into ``release`` (raises with the log's path if it fails)."""
     log = work / f"{stage.name}.log"
     py = [sys.executable, "-m", "thinkjepa.cli"]
     base = {"recipe": stage.recipe, "commit": git_commit()}
     if stage.collect:
-        out = next((a.split("=", 1)[1] for a in stage.args if a.startswith("--out=")),
-                   (yaml.safe_load((REPO / stage.collect).read_text()) or {}).get("out"))
-        if out and (REPO / out / "episodes.json").is_file():
-            print(f"[{release.name}] {stage.name}: {out} is already collected")
+        if _collected(stage):
+            print(f"[{release.name}] {stage.name}: {_data_dir(stage)} is already collected")
             release.publish_stage(stage.name, {**base, "kind": "collect", "segments": [], "note": "data already there"})
             return
-        segment = run_measured([*py, "collect", "--config", stage.collect, *stage.args], log)
-        if segment["returncode"] != 0:
-            raise RuntimeError(f"stage {stage.name!r} failed (exit {segment['returncode']}); see {log}")
+        segment = collect(stage, log)
         release.publish_stage(stage.name, {**base, "kind": "collect", "args": stage.args, "segments": [segment]})
         return
 
@@ -312,8 +327,17 @@ def build(recipe: str, root: str | None = None, cpu: bool = False, gpu: bool = F
     for given in [until, *(only or [])]:
         if given is not None and given not in names:
             raise ValueError(f"{given!r} is not a stage of {recipe} ({', '.join(names)})")
-    for stage in spec.stages:
-        if release.stage_done(stage.name) or (only is not None and stage.name not in only):
+    for i, stage in enumerate(spec.stages):
+        if release.stage_done(stage.name):
+            later = [s for s in spec.stages[i + 1:] if s.fit and not release.stage_done(s.name)
+                     and (only is None or s.name in only)]
+            if stage.collect and later and not _collected(stage):
+                # data is never released: a rebuild carried to another machine collects it again for what is left
+                print(f"[{release.name}] {stage.name}: collecting {_data_dir(stage)} again for "
+                      f"{', '.join(s.name for s in later)} (released stages keep no data)", flush=True)
+                collect(stage, work_dir / f"{stage.name}.log")
+            continue
+        if only is not None and stage.name not in only:
             continue
         if stage.reuse:
             other = Release.open(stage.reuse, root=base)
