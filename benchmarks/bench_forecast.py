@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--neutral", default=None,
                         help="also a guided row whose VLM reads this instruction instead (e.g. 'go to the object')")
+    parser.add_argument("--position_weight", type=float, default=0.0,
+                        help="also train every forecaster to decode to the agent's cell through the read-out")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", default=None, help="write result.json and table.md there")
@@ -59,7 +61,8 @@ def main() -> None:
         raise SystemExit(f"{data} holds {store.image_size} px frames; the world model reads {wm.image_size} px")
     result = run_forecast_benchmark(store, wm, guidance, guidance.dim, horizon=args.horizon,
                                     anchor_stride=args.anchor_stride, steps=args.steps,
-                                    readout_steps=args.readout_steps, seed=args.seed, neutral=args.neutral)
+                                    readout_steps=args.readout_steps, seed=args.seed, neutral=args.neutral,
+                                    position_weight=args.position_weight)
     result["seconds"]["total"] = time.perf_counter() - start
     result["settings"] = vars(args)
     table = markdown_table(result)

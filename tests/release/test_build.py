@@ -16,18 +16,21 @@ from thinkjepa.release import Release, ReleaseError
 from thinkjepa.release.build import ReleaseRecipe, build, park, status
 
 
-def chain(tmp_path, steps: int, name: str = "chain") -> str:
+def chain(tmp_path, steps: int, name: str = "chain", variant: bool = False) -> str:
     data = tmp_path / "data"
+    wm_args = ["--trainer.val_check_interval=2", "--trainer.limit_val_batches=1",
+               "--trainer.callbacks.init_args.every_n_train_steps=2", f"--data.init_args.root={data}",
+               "--data.init_args.batch_size=4"]
     recipe = {
         "name": name,
         "description": "a two-stage test chain",
         "stages": [
             {"name": "data", "collect": "recipes/data/babyai-tiny.yaml",
              "args": [f"--out={data}", "--episodes_per_level=[6, 1]"]},
-            {"name": "wm", "fit": "recipes/wm/babyai-tiny.yaml",
-             "args": [f"--trainer.max_steps={steps}", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1",
-                      "--trainer.callbacks.init_args.every_n_train_steps=2", f"--data.init_args.root={data}",
-                      "--data.init_args.batch_size=4"]},
+            {"name": "wm", "fit": "recipes/wm/babyai-tiny.yaml", "args": [f"--trainer.max_steps={steps}", *wm_args]},
+            # trained only when asked for: an alternative to "wm" the agent does not use
+            *([{"name": "wm-b", "fit": "recipes/wm/babyai-tiny.yaml", "variant_of": "wm",
+                "args": ["--trainer.max_steps=2", *wm_args]}] if variant else []),
         ],
         "agent": {"world_model": "wm", "thinker": None, "eval": "recipes/eval/babyai-tiny.yaml",
                   "calibration_episodes": 2, "settings": {"planner": SMALL_PLANNER}},
@@ -87,10 +90,21 @@ def test_a_chain_builds_publishes_resumes_and_assembles(tmp_path, monkeypatch) -
     recipe = yaml.safe_load(Path(chain(tmp_path, steps=4, name="resumed")).read_text())
     recipe["agent"]["settings"]["patience"] = 7
     (tmp_path / "patient.yaml").write_text(yaml.safe_dump(recipe))
+    recipe["stages"] = yaml.safe_load(Path(chain(tmp_path, steps=4, name="resumed", variant=True)).read_text())["stages"]
+    (tmp_path / "patient.yaml").write_text(yaml.safe_dump(recipe))
     patient = build(str(tmp_path / "patient.yaml"), root=str(root), work=str(work))
+    assert not patient.stage_done("wm-b")  # a variant trains only when asked for
     assert patient.manifest["agent"]["settings"]["patience"] == 7 and patient.manifest["evaluation"] is None
     assert patient.manifest["agent"]["settings"]["reach_threshold"] > 0
     Release.open("resumed", root=root)  # still every file as the manifest says
+
+    # the variant, asked for: trained beside "wm", its validation metrics recorded; the agent stays as it was
+    variant = build(str(tmp_path / "patient.yaml"), root=str(root), work=str(work), only=["wm-b"])
+    record = variant.stage("wm-b")
+    assert record["finished"] and record["validation"]["val/loss"]["value"] > 0, record.get("validation")
+    assert variant.manifest["agent"]["settings"]["patience"] == 7 and variant.manifest["evaluation"] is None
+    assert (variant.path / "stages" / "wm-b" / "config.json").is_file()
+    Release.open("resumed", root=root)
 
 
 def test_release_recipes_name_real_recipes_and_earlier_stages(tmp_path) -> None:
@@ -98,6 +112,10 @@ def test_release_recipes_name_real_recipes_and_earlier_stages(tmp_path) -> None:
     bad.write_text(yaml.safe_dump({"name": "bad", "agent": {"world_model": "wm"}, "stages": [
         {"name": "wm", "fit": "recipes/wm/babyai-tiny.yaml", "inputs": {"model.init_args.init_from": "later"}}]}))
     with pytest.raises(ValueError, match="reads model.init_args.init_from from 'later'"):
+        ReleaseRecipe.load(bad)
+    bad.write_text(yaml.safe_dump({"name": "bad", "agent": {"world_model": "wm"}, "stages": [
+        {"name": "wm", "fit": "recipes/wm/babyai-tiny.yaml", "variant_of": "wm-a"}]}))
+    with pytest.raises(ValueError, match="stage 'wm' is a variant of 'wm-a', which is not an earlier stage"):
         ReleaseRecipe.load(bad)
 
 

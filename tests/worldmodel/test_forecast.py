@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,7 @@ from thinkjepa.thinker.guidance import VLMGuidance
 from thinkjepa.thinker.vlm import TinyVLM
 from thinkjepa.train.grounding import GroundingPretrainModule, as_batch
 from thinkjepa.worldmodel import JEPA, EncoderConfig, PredictorConfig
+from thinkjepa.worldmodel.probe import fit_pose_probe
 from thinkjepa.worldmodel.forecast import (
     ForecastSet,
     PredictorForecaster,
@@ -83,6 +86,48 @@ def test_a_guided_forecaster_starts_as_the_unguided_one_and_learns_what_only_gui
     assert all(torch.equal(jepa.model.state_dict()[k], v) for k, v in encoders.items())  # only predictors train
     assert losses["guided"][-1] < 0.3 * losses["jepa"][-1], losses
     assert losses["guided"][-1] < 0.3 * losses["vlm"][-1], losses
+
+
+class FirstCoordinate(torch.nn.Module):
+    """A forecaster that reads the anchor's first latent coordinate only."""
+
+    def __init__(self, dim: int, horizon: int) -> None:
+        super().__init__()
+        self.shape = (horizon, dim)
+        self.net = torch.nn.Sequential(torch.nn.Linear(1, 64), torch.nn.GELU(), torch.nn.Linear(64, horizon * dim))
+
+    def forward(self, z0: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+        return self.net(z0[:, :1]).view(-1, *self.shape)
+
+
+def test_a_position_weight_teaches_a_forecaster_to_decode_to_the_cell_the_latent_error_cannot_say() -> None:
+    """The future latents are noise (mean squared error can only learn their mean, zero), but the agent's cell is
+    1 or 3 after the anchor's first latent coordinate's sign; the read-out decodes the cell from coordinate 1.
+    Trained through the read-out, the forecaster learns to write the right cell there; without, it cannot."""
+    g = torch.Generator().manual_seed(0)
+    n, horizon, dim = 512, 2, 16
+    cell = torch.randint(2, (1024,), generator=g) * 2 + 1  # 1 or 3
+    truth = torch.randn(1024, dim, generator=g)
+    truth[:, 1] = cell.float() - 2.0  # coordinate 1 says the cell: -1 or +1
+    layout = SimpleNamespace(poses=np.stack([cell.numpy(), np.zeros(1024, np.int64), np.zeros(1024, np.int64)], 1),
+                             grid=(5, 5))
+    readout = fit_pose_probe(truth.numpy(), layout, np.ones(1024, bool), steps=300, hidden=32)
+    assert (readout(truth.numpy())[:, 0] == cell.numpy()).mean() > 0.99
+    z0 = torch.randn(n, dim, generator=g)
+    cells = np.zeros((n, horizon + 1, 2), np.int64)
+    cells[:, 1:, 0] = np.where(z0[:, 0].numpy() > 0, 3, 1)[:, None]
+    data = ForecastSet(z0, torch.randn(n, horizon, dim, generator=g), torch.zeros(n, 1), cells, np.arange(n))
+    right = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = FirstCoordinate(dim, horizon)
+        fit_forecaster(model, data, steps=300, lr=3e-3, readout=readout, position_weight=weight)
+        with torch.no_grad():
+            decoded = readout(model(z0, data.guidance).reshape(-1, dim).numpy())[:, 0].reshape(n, horizon)
+        right[weight] = float((decoded == cells[:, 1:, 0]).mean())
+    assert right[1.0] > 0.95 and right[0.0] < 0.85, right  # without: what noise left in coordinate 1
+    with pytest.raises(ValueError, match="needs a readout"):
+        fit_forecaster(VLMOnly(1, dim, horizon), data, steps=1, position_weight=1.0)
 
 
 def test_scores_are_displacements_in_cells_with_episode_bootstrap_intervals() -> None:

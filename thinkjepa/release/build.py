@@ -51,6 +51,10 @@ class Stage:
         args: Overrides always passed to the recipe.
         cpu_args: Overrides that run a GPU recipe on a CPU (``build(cpu=True)``).
         reuse: Another release whose finished stage of the same name is taken instead of training.
+        variant_of: An earlier stage this one is an alternative to (e.g. the thinker with LoRA adapters beside
+            the fully finetuned one): it trains only when named in ``build(only=...)``, takes the same place
+            in the chain, and its record (wall time, memory, validation metrics) sits beside the other's. The
+            agent is made of whichever one ``agent`` names.
     """
 
     name: str
@@ -60,6 +64,7 @@ class Stage:
     args: list[str] = field(default_factory=list)
     cpu_args: list[str] = field(default_factory=list)
     reuse: str | None = None
+    variant_of: str | None = None
 
     def __post_init__(self) -> None:
         if (self.fit is None) == (self.collect is None):
@@ -96,6 +101,8 @@ class ReleaseRecipe:
                     raise ValueError(f"{path}: stage {s.name!r} reads {key} from {source!r}, which is not an earlier stage")
             if not (REPO / s.recipe).is_file():
                 raise ValueError(f"{path}: stage {s.name!r}: recipe {s.recipe} does not exist")
+            if s.variant_of is not None and s.variant_of not in names[: names.index(s.name)]:
+                raise ValueError(f"{path}: stage {s.name!r} is a variant of {s.variant_of!r}, which is not an earlier stage")
         for part in ("world_model", "thinker"):
             if recipe.agent.get(part) not in (*names, None):
                 raise ValueError(f"{path}: agent.{part} names {recipe.agent.get(part)!r}, which is not a stage")
@@ -148,8 +155,11 @@ def run_measured(cmd: list[str], log: Path, segments_file: Path | None = None, h
     segment = {"started": now(), "wall_seconds": 0.0, "peak_rss_mb": 0.0, "hardware": hardware(),
                "command": cmd[2:], "returncode": None}
     start = last_write = time.monotonic()
+    # one torch thread unless told otherwise: the chain's small models run several times slower on more threads
+    # of a few shared cores (as the Makefile sets it)
+    env = {**os.environ, "THINKJEPA_NUM_THREADS": os.environ.get("THINKJEPA_NUM_THREADS") or "1"}
     with open(log, "a") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         while True:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=min(heartbeat, 5.0))
@@ -269,7 +279,30 @@ def run_stage(release: Release, stage: Stage, work: Path, cpu: bool, gpu: bool =
         raise ReleaseError(f"stage {stage.name!r}: expected one export ({', '.join(EXPORTS)}) in {run_dir}, "
                            f"found {[e.name for e in exports]}")
     segments = json.loads(segments_file.read_text())
-    release.publish_stage(stage.name, {**base, "kind": "fit", "args": args, "segments": segments}, exports[0])
+    record = {**base, "kind": "fit", "args": args, "segments": segments}
+    if validation := last_validation(run_dir):
+        record["validation"] = validation
+    release.publish_stage(stage.name, record, exports[0])
+
+
+def last_validation(run_dir: Path) -> dict[str, Any]:
+    """The last value of every validation metric a run logged to TensorBoard (``val/...``), with its step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, Any] = {}
+    for events in sorted({p.parent for p in run_dir.rglob("events.out.tfevents.*")}):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags().get("scalars", []):
+            if tag.startswith("val/") or tag.startswith("val_"):
+                last = max(acc.Scalars(tag), key=lambda e: (e.step, e.wall_time))
+                if tag not in out or last.step >= out[tag]["step"]:
+                    out[tag] = {"value": round(float(last.value), 6), "step": int(last.step)}
+    return dict(sorted(out.items()))
+
+
+def _agent_parts(recipe: ReleaseRecipe) -> tuple[str, ...]:
+    return tuple(p for p in (recipe.agent["world_model"], recipe.agent.get("thinker")) if p)
 
 
 def recipe_settings(recipe: ReleaseRecipe):
@@ -291,7 +324,8 @@ def assemble(release: Release, recipe: ReleaseRecipe) -> None:
         wm = load_world_model(release.stage_export(agent["world_model"]))
         threshold = calibrated_threshold(wm, settings.level, int(agent.get("calibration_episodes", 100)))
         settings = AgentSettings.from_dict({**settings.to_dict(), "reach_threshold": round(threshold, 4)})
-    prune = [s.name for s in recipe.stages if s.fit and s.name not in (agent["world_model"], agent.get("thinker"))]
+    prune = [s.name for s in recipe.stages if s.fit and s.name not in _agent_parts(recipe)
+             and release.stage_done(s.name)]
     release.assemble(agent["world_model"], agent.get("thinker"), settings.to_dict(), prune=prune)
 
 
@@ -330,14 +364,15 @@ def build(recipe: str, root: str | None = None, cpu: bool = False, gpu: bool = F
     for i, stage in enumerate(spec.stages):
         if release.stage_done(stage.name):
             later = [s for s in spec.stages[i + 1:] if s.fit and not release.stage_done(s.name)
-                     and (only is None or s.name in only)]
+                     and (s.name in only if only is not None else not s.variant_of or s.name in _agent_parts(spec))]
             if stage.collect and later and not _collected(stage):
                 # data is never released: a rebuild carried to another machine collects it again for what is left
                 print(f"[{release.name}] {stage.name}: collecting {_data_dir(stage)} again for "
                       f"{', '.join(s.name for s in later)} (released stages keep no data)", flush=True)
                 collect(stage, work_dir / f"{stage.name}.log")
             continue
-        if only is not None and stage.name not in only:
+        if (only is not None and stage.name not in only) or (only is None and stage.variant_of
+                                                              and stage.name not in _agent_parts(spec)):
             continue
         if stage.reuse:
             other = Release.open(stage.reuse, root=base)
@@ -384,7 +419,8 @@ def status(name: str, root: str | None = None, markdown: bool = False) -> dict[s
         rows.append({"stage": stage, "state": "done" if record.get("finished") else "parked",
                      "wall_min": round(sum(s["wall_seconds"] for s in segments) / 60, 1),
                      "peak_rss_gb": round(max([s["peak_rss_mb"] for s in segments] or [0]) / 1024, 2),
-                     "hardware": "; ".join(sorted({s["hardware"] for s in segments})), "recipe": record.get("recipe")})
+                     "hardware": "; ".join(sorted({s["hardware"] for s in segments})), "recipe": record.get("recipe"),
+                     "validation": {k: v["value"] for k, v in record.get("validation", {}).items()}})
     if markdown:
         print("| stage | state | wall time | peak resident | recipe | hardware |\n|---|---|---|---|---|---|")
     for r in rows:
@@ -392,8 +428,9 @@ def status(name: str, root: str | None = None, markdown: bool = False) -> dict[s
             print(f"| {r['stage']} | {r['state']} | {r['wall_min']:.1f} min | {r['peak_rss_gb']:.2f} GB | "
                   f"`{r['recipe']}` | {r['hardware']} |")
         else:
+            top1 = "".join(f"  {k}={v:.3f}" for k, v in r["validation"].items() if "top1" in k)
             print(f"{r['stage']:<18} {r['state']:<7} {r['wall_min']:>7.1f} min  {r['peak_rss_gb']:>5.2f} GB  "
-                  f"{r['recipe']}  [{r['hardware']}]")
+                  f"{r['recipe']}  [{r['hardware']}]{top1}")
     print(f"agent: {'assembled' if release.manifest.get('agent') else 'not yet'}; size {release.size_bytes() / 2**20:.1f} MiB; "
           f"{'files match the manifest' if not problems else str(len(problems)) + ' files do not match the manifest'}")
     return {"stages": rows, "agent": bool(release.manifest.get("agent")), "problems": problems,

@@ -41,7 +41,7 @@ from thinkjepa.data.latents import encode_fixed_batches
 from thinkjepa.envs.babyai import make_env
 from thinkjepa.worldmodel.jepa import JEPA
 from thinkjepa.worldmodel.predictor import MLPPredictor
-from thinkjepa.worldmodel.probe import fit_pose_probe
+from thinkjepa.worldmodel.probe import PoseReadout, fit_pose_probe
 
 ROWS = ("copy", "jepa-zero", "jepa", "vlm", "guided", "guided-blind", "true")
 
@@ -165,12 +165,22 @@ class PredictorForecaster(nn.Module):
 
 
 def fit_forecaster(model: nn.Module, train: ForecastSet, steps: int, batch_size: int = 64, lr: float = 3e-4,
-                   seed: int = 0) -> list[float]:
+                   seed: int = 0, readout: PoseReadout | None = None, position_weight: float = 0.0) -> list[float]:
     """Fit ``model(z0, guidance[, horizon]) -> (B, H, D)`` to the true future latents (mean squared error over the
-    whole horizon); returns the loss every 100 steps."""
+    whole horizon); returns the loss every 100 steps.
+
+    ``position_weight > 0`` adds the cross-entropy of the agent's true cell under the frozen ``readout`` of each
+    forecast latent, weighted so: a forecast must then also decode to where the agent will be, where mean squared
+    error alone pulls an uncertain future to the average of its latents, which decodes to no real place.
+    """
+    if position_weight < 0 or (position_weight > 0 and readout is None):
+        raise ValueError(f"position_weight must be >= 0 and needs a readout; got {position_weight}, readout={readout}")
     horizon = train.future.shape[1]
     params = [p for p in model.parameters() if p.requires_grad]
     device = params[0].device
+    if readout is not None:
+        readout.to(device)
+    cells = torch.as_tensor(train.cells[:, 1:], dtype=torch.long)  # (N, H, 2): the agent's cell after 1..H steps
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     g = torch.Generator().manual_seed(seed)
@@ -180,6 +190,10 @@ def fit_forecaster(model: nn.Module, train: ForecastSet, steps: int, batch_size:
         b = torch.randint(len(train), (batch_size,), generator=g)
         pred = _predict(model, train.z0[b].to(device), train.guidance[b].to(device), horizon)
         loss = F.mse_loss(pred, train.future[b].to(device))
+        if position_weight > 0:
+            x, y, _ = readout.logits(pred.reshape(-1, pred.shape[-1]))
+            target = cells[b].reshape(-1, 2).to(device)
+            loss = loss + position_weight * (F.cross_entropy(x, target[:, 0]) + F.cross_entropy(y, target[:, 1]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -250,10 +264,12 @@ def run_forecast_benchmark(store: EpisodeStore, world_model: JEPA,
                            guidance: Callable[[np.ndarray, list[str]], torch.Tensor], guidance_dim: int,
                            horizon: int = 16, anchor_stride: int = 8, held_out: float = 0.2, steps: int = 1500,
                            readout_steps: int = 2000, horizons: Sequence[int] = (1, 2, 4, 8, 16), seed: int = 0,
-                           neutral: str | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                           neutral: str | None = None, position_weight: float = 0.0,
+                           log: Callable[[str], None] = print) -> dict[str, Any]:
     """Build the anchors, fit the read-out and the three trained rows on the training episodes, score every row
     on the held-out ones (the last ``held_out`` share of the store's episodes). Models train on the world model's
-    device; ``guidance`` returns its vectors from wherever it runs. ``neutral``: also the ``guided-blind`` row."""
+    device; ``guidance`` returns its vectors from wherever it runs. ``neutral``: also the ``guided-blind`` row.
+    ``position_weight``: every trained row also learns to decode to the agent's cell (:func:`fit_forecaster`)."""
     if not 0 < held_out < 1:
         raise ValueError(f"held_out must be in (0, 1), got {held_out}")
     horizons = sorted({h for h in horizons if h <= horizon} | {horizon})
@@ -291,13 +307,14 @@ def run_forecast_benchmark(store: EpisodeStore, world_model: JEPA,
         model.to(next(world_model.parameters()).device)
         start = time.perf_counter()
         curves[name] = fit_forecaster(model, trains.get(name, train), steps, lr=1e-3 if name == "vlm" else 3e-4,
-                                      seed=seed)
+                                      seed=seed, readout=decode, position_weight=position_weight)
         timings[f"fit {name}"] = time.perf_counter() - start
         log(f"{name}: loss {curves[name][0]:.4f} -> {curves[name][-1]:.4f} ({timings[f'fit {name}']:.0f} s)")
     table = score(forecast_rows(world_model, models, test, tests), test, decode, horizons)
     return {"table": table, "horizon": horizon, "horizons": horizons, "train_anchors": len(train),
             "test_anchors": len(test), "train_episodes": cut, "test_episodes": n - cut, "grid": list(grid),
-            "loss_curves": curves, "seconds": timings, "guidance_dim": guidance_dim, "steps": steps}
+            "loss_curves": curves, "seconds": timings, "guidance_dim": guidance_dim, "steps": steps,
+            "position_weight": position_weight}
 
 
 def markdown_table(result: dict[str, Any]) -> str:

@@ -61,6 +61,29 @@ class _Readout(nn.Module):
         return out[:, :w], out[:, w : w + h], out[:, w + h :]
 
 
+class PoseReadout(nn.Module):
+    """A fitted pose read-out: ``readout(latents) -> (N, 3)`` poses (NumPy in, NumPy out, argmax per axis), and
+    :meth:`logits` for training through it (standardised as it was fitted; its own weights frozen)."""
+
+    def __init__(self, readout: _Readout, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.readout = readout.eval().requires_grad_(False)
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def logits(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x, y, heading)`` logits of latents ``z`` (N, D), differentiable in ``z``."""
+        return self.readout((z - self.mean.to(z.device)) / self.std.to(z.device))
+
+    def train(self, mode: bool = True) -> PoseReadout:  # fitted: always in eval mode
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, new: np.ndarray) -> np.ndarray:
+        z = torch.as_tensor(np.asarray(new), dtype=torch.float32)
+        return torch.stack([o.argmax(-1) for o in self.logits(z)], dim=1).numpy()
+
+
 def fit_pose_probe(
     latents: np.ndarray,
     data: PoseFrames,
@@ -70,8 +93,8 @@ def fit_pose_probe(
     batch_size: int = 512,
     lr: float = 1e-3,
     seed: int = 0,
-) -> Callable[[np.ndarray], np.ndarray]:
-    """Fit the MLP read-out on the frames ``train`` (bool mask); returns ``predict(latents) -> (N, 3)`` poses."""
+) -> PoseReadout:
+    """Fit the MLP read-out on the frames ``train`` (bool mask); returns it: ``readout(latents) -> (N, 3)`` poses."""
     g = torch.Generator().manual_seed(seed)
     z = torch.as_tensor(np.asarray(latents), dtype=torch.float32)
     mean, std = z[train].mean(0), z[train].std(0).clamp_min(1e-6)  # standardise on training layouts only
@@ -91,14 +114,7 @@ def fit_pose_probe(
         loss.backward()
         opt.step()
         sched.step()
-    readout.eval()
-
-    @torch.no_grad()
-    def predict(new: np.ndarray) -> np.ndarray:
-        zn = (torch.as_tensor(np.asarray(new), dtype=torch.float32) - mean) / std
-        return torch.stack([o.argmax(-1) for o in readout(zn)], dim=1).numpy()
-
-    return predict
+    return PoseReadout(readout, mean, std)
 
 
 def _commonest_rate(values: np.ndarray) -> float:
