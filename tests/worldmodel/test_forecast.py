@@ -15,7 +15,6 @@ from thinkjepa.thinker.guidance import VLMGuidance
 from thinkjepa.thinker.vlm import TinyVLM
 from thinkjepa.train.grounding import GroundingPretrainModule, as_batch
 from thinkjepa.worldmodel import JEPA, EncoderConfig, PredictorConfig
-from thinkjepa.worldmodel.probe import fit_pose_probe
 from thinkjepa.worldmodel.forecast import (
     ForecastSet,
     PredictorForecaster,
@@ -26,6 +25,7 @@ from thinkjepa.worldmodel.forecast import (
     run_forecast_benchmark,
     score,
 )
+from thinkjepa.worldmodel.probe import fit_pose_probe
 
 LEVEL = "BabyAI-GoToLocal-v0"
 
