@@ -181,6 +181,13 @@ def run_measured(cmd: list[str], log: Path, segments_file: Path | None = None, h
     return segment
 
 
+def _in_repo(path: Path) -> Path:
+    """``path`` relative to the repository when it lies inside it (stages run there): records that read the
+    same on every machine."""
+    path = Path(path).resolve()
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
+
+
 def run_dir_args(run_dir: Path) -> list[str]:
     """Overrides that put a LightningCLI recipe's checkpoints, logs and export under ``run_dir``."""
     return [f"--trainer.default_root_dir={run_dir}",
@@ -243,7 +250,7 @@ def run_stage(release: Release, stage: Stage, work: Path, cpu: bool, gpu: bool =
         return
 
     run_dir = work / stage.name
-    args = [f"--{key}={release.stage_export(source)}" for key, source in stage.inputs.items()]
+    args = [f"--{key}={_in_repo(release.stage_export(source))}" for key, source in stage.inputs.items()]
     args += list(stage.args)
     wants_gpu = _wants_gpu(stage.recipe)
     if gpu and not wants_gpu:
@@ -263,10 +270,10 @@ def run_stage(release: Release, stage: Stage, work: Path, cpu: bool, gpu: bool =
         resume = parked
         if not segments_file.is_file():
             atomic_write_text(segments_file, json.dumps((release.stage(stage.name) or {}).get("segments", []), indent=1))
-    resume_args = [f"--ckpt_path={resume}"] if resume.is_file() else []
+    resume_args = [f"--ckpt_path={_in_repo(resume)}"] if resume.is_file() else []
     print(f"[{release.name}] {stage.name}: {stage.recipe}{' (resumed from ' + str(resume) + ')' if resume_args else ''}; "
           f"log {log}", flush=True)
-    segment = run_measured([*py, "fit", "--config", stage.recipe, *run_dir_args(run_dir), *args, *resume_args],
+    segment = run_measured([*py, "fit", "--config", stage.recipe, *run_dir_args(_in_repo(run_dir)), *args, *resume_args],
                            log, segments_file)
     if segment["returncode"] != 0:
         raise RuntimeError(f"stage {stage.name!r} failed (exit {segment['returncode']}); see {log}")
