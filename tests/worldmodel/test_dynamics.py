@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 from types import SimpleNamespace
@@ -9,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import yaml
 from fit_checks import fit_and_check
 
 from thinkjepa.checkpoint import safe_torch_load
@@ -198,6 +200,49 @@ def test_missing_stage1_world_model_is_named(babyai_dataset, tmp_path):
                                                      "--trainer.max_steps=1")])
 
 
+@pytest.fixture(scope="module")
+def grounded_vlm(tmp_path_factory) -> Path:
+    """A tiny grounded VLM export (random read-out) at the datasets' 88 px: a guided predictor's guidance."""
+    from thinkjepa.thinker.vlm import TinyVLM
+    from thinkjepa.train.grounding import GroundingPretrainModule
+
+    torch.manual_seed(0)
+    grounded = GroundingPretrainModule(vlm=TinyVLM(image_size=88, patch_size=11, merge=1))
+    return grounded.export(tmp_path_factory.mktemp("vlm") / "vlm")
+
+
 @pytest.mark.parametrize("recipe", sorted(str(p) for p in (ROOT / "recipes/predictor").glob("*.yaml")))
-def test_every_predictor_recipe_runs_fast_dev_run(recipe, babyai_dataset, stage1, tmp_path):
-    fit_and_check(["--config", recipe, *overrides(babyai_dataset, stage1, tmp_path, "--trainer.fast_dev_run=1")])
+def test_every_predictor_recipe_runs_fast_dev_run(recipe, babyai_dataset, stage1, grounded_vlm, tmp_path):
+    guided = "guidance" in (yaml.safe_load(Path(recipe).read_text())["model"]["init_args"] or {})
+    fit_and_check(["--config", recipe, *overrides(babyai_dataset, stage1, tmp_path, "--trainer.fast_dev_run=1"),
+                   *([f"--model.init_args.guidance={grounded_vlm}"] if guided else [])])
+
+
+def test_a_guided_predictor_starts_as_the_unguided_one_trains_its_gates_and_exports_its_vlm(
+        babyai_dataset, stage1, grounded_vlm, tmp_path):
+    from thinkjepa.thinker.guidance import VLMGuidance
+    from thinkjepa.train.predictor import PredictorModule
+
+    plain, guided = PredictorModule(str(stage1)), PredictorModule(str(stage1), guidance=str(grounded_vlm))
+    store = EpisodeStore(babyai_dataset)
+    i, (start, _) = next((i, span) for i, span in enumerate(store.episode_spans()) if span[1] >= 5)
+    z = torch.as_tensor(cached_latents(plain.model.target_encode, store, plain.source_key)[start: start + 5])[None]
+    actions = torch.as_tensor(store.per_frame("actions")[start: start + 4])[None]  # (1, 4): inside the episode
+    c = VLMGuidance(grounded_vlm)(store.frames(i)[:1], [store.meta(i).mission])
+    with torch.no_grad():  # gates closed: the guided predictor's rollout is the unguided one's, exactly
+        torch.testing.assert_close(guided.model.rollout(z[:, 0], actions, guidance=c),
+                                   plain.model.rollout(z[:, 0], actions), rtol=0, atol=0)
+
+    main(["fit", "--config", RECIPE, *overrides(babyai_dataset, stage1, tmp_path, "--trainer.max_steps=6",
+                                                 "--trainer.val_check_interval=3", "--trainer.limit_val_batches=1",
+                                                 f"--model.init_args.guidance={grounded_vlm}")])
+    cache = next((Path(babyai_dataset) / "latents").glob("guidance-*.npy"))
+    vectors = np.load(cache, mmap_mode="r")
+    assert vectors.shape == (store.num_frames, guided.guide.dim) and vectors.dtype == np.float16
+    torch.testing.assert_close(torch.as_tensor(np.array(vectors[start], np.float32)), c[0], rtol=1e-2, atol=1e-2)
+    out = load_world_model(tmp_path / "world_model")
+    assert out.predictor.config.guidance_dim == guided.guide.dim
+    gates = [float(film.gate) for film in out.predictor.guidance]
+    assert all(g != 0.0 for g in gates), gates  # the gates opened: guidance now changes the forecast
+    record = json.loads((tmp_path / "world_model" / "guidance.json").read_text())
+    assert record["vlm"] == str(grounded_vlm) and record["source_key"] == guided.guide.source_key

@@ -149,6 +149,60 @@ def cached_latents(encode: Encode, store: EpisodeStore, key: str, batch_size: in
     return np.load(path, mmap_mode="r")
 
 
+Guide = Callable[[np.ndarray, list[str]], torch.Tensor]
+"""``uint8 (N, H, W, 3)`` frames and their instructions -> ``(N, C)`` guidance vectors (a guided predictor's ``c``)."""
+
+
+def cached_guidance(guide: Guide, store: EpisodeStore, key: str, batch_size: int = 64) -> np.ndarray:
+    """Read-only memory map ``float16 (F, C)`` of the guidance vector of every frame of ``store`` with its
+    episode's instruction, cached under ``<store>/latents/guidance-<key>.npy`` (rows as the latent cache's);
+    computed a batch at a time straight into the file, which appears only when complete. A cache of another
+    number of frames is recomputed with a warning."""
+    path = Path(store.root) / "latents" / f"guidance-{key}.npy"
+    frames = store.num_frames
+    if path.is_file():
+        cache = np.load(path, mmap_mode="r")
+        if cache.ndim == 2 and cache.shape[0] == frames:
+            return cache
+        warnings.warn(f"guidance cache {path} has shape {cache.shape}, expected ({frames}, C); recomputing",
+                      stacklevel=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        out: np.memmap | None = None
+        rows: list[int] = []
+        images: list[np.ndarray] = []
+        missions: list[str] = []
+
+        def flush() -> None:
+            nonlocal out
+            c = guide(np.stack(images), missions).float().cpu().numpy()
+            if out is None:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(frames, c.shape[1]))
+            out[rows] = c
+            rows.clear()
+            images.clear()
+            missions.clear()
+
+        with tqdm(total=frames, desc=f"guidance {Path(store.root).name}", unit="frame", leave=False) as progress:
+            for i, (start, count) in enumerate(store.episode_spans()):
+                episode, mission = store.frames(i), store.meta(i).mission
+                for t in range(int(count)):
+                    rows.append(int(start) + t)
+                    images.append(episode[t])
+                    missions.append(mission)
+                    if len(rows) == batch_size:
+                        flush()
+                        progress.update(batch_size)
+            if rows:
+                progress.update(len(rows))
+                flush()
+        if out is None:
+            raise ValueError(f"{store.root} has no frames to guide")
+        out.flush()
+        del out
+    return np.load(path, mmap_mode="r")
+
+
 class LatentWindowDataset(Dataset):
     """Windows of ``window`` consecutive latents of one episode and the actions between them.
 
@@ -158,13 +212,15 @@ class LatentWindowDataset(Dataset):
 
     Args:
         parts: ``(latents (F_p, D), actions (F_p,))`` of each dataset ``p``: the latent and the action
-            taken at each of its frames, episodes back to back (the last frame's action is never served).
+            taken at each of its frames, episodes back to back (the last frame's action is never served);
+            or ``(latents, actions, guidance (F_p, C))`` for a guided predictor.
         episodes: ``int (E, 3)``: ``(part, first_frame, num_frames)`` of each served episode, in serving
             order (items enumerate every window of the first episode, then of the next, ...).
         window: latents per item (>= 2).
 
     Items are dicts: ``latents`` float32 ``(T, D)`` and ``actions`` int64 ``(T - 1,)`` (float32 ``(T - 1, A)``
-    for continuous actions).
+    for continuous actions); with guidance also ``guidance`` float32 ``(C,)``: the vector of the window's first
+    frame, which the predictor holds for the whole window.
     """
 
     def __init__(
@@ -173,7 +229,9 @@ class LatentWindowDataset(Dataset):
     ) -> None:
         if window < 2:
             raise ValueError(f"window must be >= 2 latents, got {window}")
-        self.parts, self.window = [(z, a) for z, a in parts], window
+        self.parts, self.window = [tuple(p) for p in parts], window
+        if len({len(p) for p in self.parts}) > 1 or any(len(p) not in (2, 3) for p in self.parts):
+            raise ValueError("parts are (latents, actions) or (latents, actions, guidance), the same for every part")
         episodes = np.asarray(episodes, dtype=np.int64).reshape(-1, 3)
         if len(episodes) and (episodes[:, 0].min() < 0 or episodes[:, 0].max() >= len(self.parts)):
             raise ValueError(f"episodes name parts outside [0, {len(self.parts)})")
@@ -185,11 +243,14 @@ class LatentWindowDataset(Dataset):
         return len(self._start)
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        s, (latents, actions) = int(self._start[k]), self.parts[int(self._part[k])]
-        return {
+        s, (latents, actions, *guidance) = int(self._start[k]), self.parts[int(self._part[k])]
+        item = {
             "latents": torch.from_numpy(np.array(latents[s : s + self.window], dtype=np.float32)),
             "actions": torch.from_numpy(_action_array(actions[s : s + self.window - 1])),
         }
+        if guidance:
+            item["guidance"] = torch.from_numpy(np.array(guidance[0][s], dtype=np.float32))
+        return item
 
     def __getstate__(self) -> dict:
         # Memory maps pickle as their whole contents; send their files instead (spawned DataLoader workers).

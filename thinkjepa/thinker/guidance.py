@@ -14,6 +14,7 @@ expected position on the token grid (:meth:`VLMGuidance.pointer`). The VLM stays
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,6 +58,10 @@ class VLMGuidance(nn.Module):
         self.requires_grad_(False)
         self.eval()
         self._texts: dict[str, str] = {}
+        digest = hashlib.sha256()
+        for name in sorted(p.name for p in Path(source).glob("*.safetensors")):  # the VLM and its read-out
+            digest.update(name.encode() + (Path(source) / name).read_bytes())
+        self.source_key = digest.hexdigest()[:16]  # names caches of this VLM's vectors
 
     @property
     def dim(self) -> int:

@@ -16,19 +16,25 @@ predictor was fit from target latents, so that is what a planner must feed it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict
+from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
 
+from thinkjepa.checkpoint import atomic_write_text
 from thinkjepa.configs import as_dataclass
-from thinkjepa.data.latents import Encode
+from thinkjepa.data.latents import Encode, Guide
 from thinkjepa.optim import OptimConfig, adamw_warmup_cosine
 from thinkjepa.train.worldmodel import check_data_fits, export_on_fit_end, log_forecast_metrics
 from thinkjepa.worldmodel.export import target_encoder_fingerprint, world_model_part
 from thinkjepa.worldmodel.jepa import JEPA, ObjectiveConfig
 from thinkjepa.worldmodel.metrics import ActionDiscrimination, ForecastRetrieval
-from thinkjepa.worldmodel.predictor import MLPPredictor, PredictorConfig
+from thinkjepa.worldmodel.predictor import MLPPredictor, PredictorConfig, with_guidance
+
+GUIDANCE_FILE = "guidance.json"  # beside a guided world model's export: the VLM its guidance comes from
 
 
 class PredictorModule(pl.LightningModule):
@@ -44,6 +50,12 @@ class PredictorModule(pl.LightningModule):
         rollout_weight: Weight of the rollout term (the teacher-forced term has weight 1).
         optim: Optimizer and schedule.
         eval_horizons: Open-loop steps scored on validation windows.
+        guidance: A grounded VLM export (:class:`~thinkjepa.thinker.guidance.VLMGuidance`, frozen): the predictor
+            becomes guided, ``g(z_t, a_t, c)``, with gated FiLM in every block that starts closed, so training
+            starts from the unguided predictor's exact output; ``c`` is the VLM's reading of each window's first
+            frame and its episode's instruction, held for the whole window (the thinker's slow rate). The
+            vectors are cached per frame beside the latents. The export records the VLM (``guidance.json``).
+        guidance_layers: The VLM's hidden states pooled into ``c`` (default: every layer).
     """
 
     def __init__(
@@ -55,6 +67,8 @@ class PredictorModule(pl.LightningModule):
         rollout_weight: float = 1.0,
         optim: OptimConfig = OptimConfig(),
         eval_horizons: tuple[int, ...] = (1, 4, 8),
+        guidance: str | None = None,
+        guidance_layers: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__()
         model, source = world_model_part(world_model)
@@ -63,6 +77,13 @@ class PredictorModule(pl.LightningModule):
         config = model.predictor.config if predictor is None else as_dataclass(PredictorConfig, predictor)
         if reinit or config != model.predictor.config:
             model.predictor = MLPPredictor(config, model.latent_dim)
+        self.guide = None
+        if guidance is not None:
+            from thinkjepa.thinker.guidance import VLMGuidance
+
+            self.guide = VLMGuidance(guidance, layers=guidance_layers)
+            model.predictor = with_guidance(model.predictor, self.guide.dim)  # gates closed: its output unchanged
+            config = model.predictor.config
         # Planning encodes observations with `encode`; the predictor is fit from target latents.
         model.encoder.load_state_dict(model.target_encoder.state_dict())
         model.predictor.requires_grad_(True).train()  # load_world_model returns everything frozen, in eval mode
@@ -76,6 +97,7 @@ class PredictorModule(pl.LightningModule):
             "encoder": asdict(model.encoder.config), "predictor": asdict(config),
             "rollout_steps": rollout_steps, "rollout_weight": rollout_weight,
             "optim": asdict(self.optim), "eval_horizons": list(eval_horizons),
+            "guidance": guidance, "guidance_layers": None if guidance_layers is None else list(guidance_layers),
         })
         self.val_forecast = ForecastRetrieval(self.eval_horizons)
         self.val_actions = ActionDiscrimination()
@@ -84,6 +106,14 @@ class PredictorModule(pl.LightningModule):
         """What :class:`~thinkjepa.train.windows.LatentDataModule` encodes frames with, and its cache key."""
         return self.model.target_encode, self.source_key
 
+    def guidance_source(self) -> tuple[Guide, str] | None:
+        """What :class:`~thinkjepa.train.windows.LatentDataModule` computes each frame's guidance with, and its
+        cache key (``None`` for an unguided predictor)."""
+        if self.guide is None:
+            return None
+        key = hashlib.sha256(json.dumps([self.guide.source_key, list(self.guide.layers)]).encode()).hexdigest()[:16]
+        return self.guide, key
+
     def setup(self, stage: str) -> None:
         check_data_fits(self, self.model, self.eval_horizons)
 
@@ -91,11 +121,13 @@ class PredictorModule(pl.LightningModule):
         super().train(mode)
         self.model.encoder.eval()  # frozen: no dropout / drop-path, ever
         self.model.target_encoder.eval()
+        if self.guide is not None:
+            self.guide.eval()
         return self
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         z = batch["latents"]
-        teacher, roll = self.model.dynamics_loss(z, z, batch["actions"], self.objective)
+        teacher, roll = self.model.dynamics_loss(z, z, batch["actions"], self.objective, batch.get("guidance"))
         loss = teacher + self.objective.rollout_weight * roll
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -113,7 +145,7 @@ class PredictorModule(pl.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         z, actions = batch["latents"], batch["actions"]
         self.log("val/loss", self._loss(batch)["loss"], on_epoch=True, sync_dist=True, prog_bar=True)
-        self.val_forecast.update(self.model.rollout(z[:, 0], actions), z[:, 1:])
+        self.val_forecast.update(self.model.rollout(z[:, 0], actions, guidance=batch.get("guidance")), z[:, 1:])
         if not self.model.continuous:  # which of the K actions explains each step: discrete actions only
             self.val_actions.update(self.model, z[:, :-1], z[:, 1:], actions)
 
@@ -127,3 +159,7 @@ class PredictorModule(pl.LightningModule):
 
     def on_fit_end(self) -> None:
         export_on_fit_end(self, self.model)
+        if self.guide is not None and not self.trainer.fast_dev_run and self.trainer.global_rank == 0:
+            out = Path(self.trainer.default_root_dir) / "world_model" / GUIDANCE_FILE
+            atomic_write_text(out, json.dumps({"vlm": self.guide.source, "layers": list(self.guide.layers),
+                                               "source_key": self.guide.source_key}, indent=1))

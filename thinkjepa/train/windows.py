@@ -14,7 +14,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from thinkjepa.data.episodes import EpisodeStore
-from thinkjepa.data.latents import Encode, LatentWindowDataset, cached_latents
+from thinkjepa.data.latents import Encode, LatentWindowDataset, cached_guidance, cached_latents
 from thinkjepa.data.windows import EpochSampler, FixedOrder, WindowDataset, split_episodes
 
 
@@ -162,7 +162,9 @@ class LatentDataModule(ResumableWindows):
     """Latent windows of one or more episode datasets, split into train/val by episode.
 
     The encoder comes from the LightningModule being fitted: it must provide
-    ``latent_source() -> (encode, key)`` (see :class:`~thinkjepa.train.predictor.PredictorModule`).
+    ``latent_source() -> (encode, key)`` (see :class:`~thinkjepa.train.predictor.PredictorModule`). A module
+    whose ``guidance_source()`` returns ``(guide, key)`` (a guided predictor) also gets each window's guidance
+    vector, cached per frame beside the latents (:func:`~thinkjepa.data.latents.cached_guidance`).
     Encoding happens once, in ``prepare_data`` (rank 0 only under DDP); every rank then reads the cache
     through a memory map, without copying it (see the module docstring).
 
@@ -206,6 +208,15 @@ class LatentDataModule(ResumableWindows):
             )
         return module.latent_source()
 
+    def _guidance(self, store: EpisodeStore) -> list[np.ndarray]:
+        """``[guidance (F, C)]`` of ``store`` for a guided predictor, else ``[]``."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        source = module.guidance_source() if module is not None and hasattr(module, "guidance_source") else None
+        if source is None:
+            return []
+        guide, key = source
+        return [cached_guidance(guide, store, key)]
+
     def _open(self) -> None:
         if not self.stores:
             self.stores = [EpisodeStore(r) for r in self.roots]
@@ -219,6 +230,7 @@ class LatentDataModule(ResumableWindows):
         encode, key = self._source()
         for store in self.stores:
             cached_latents(encode, store, key, self.encode_batch_size)
+            self._guidance(store)
 
     def setup(self, stage: str | None = None) -> None:
         """Read the caches (encoding what is missing) and split each dataset by episode."""
@@ -229,12 +241,12 @@ class LatentDataModule(ResumableWindows):
         parts, train, val = [], [], []
         for p, store in enumerate(self.stores):
             latents = cached_latents(encode, store, key, self.encode_batch_size)  # read-only memory map
-            parts.append((latents, store.per_frame("actions")))
+            parts.append((latents, store.per_frame("actions"), *self._guidance(store)))
             spans = np.concatenate([np.full((len(store), 1), p), store.episode_spans()], axis=1)  # (E, 3)
             tr, va = split_episodes(len(store), self.val_fraction, self.seed)
             train.append(spans[tr])
             val.append(spans[va])
-        dims = {z.shape[1] for z, _ in parts}
+        dims = {part[0].shape[1] for part in parts}
         if len(dims) > 1:
             raise ValueError(f"latent caches of {self.roots} have different widths {sorted(dims)}")
         self.latent_dim = dims.pop()

@@ -40,7 +40,7 @@ from thinkjepa.data.episodes import EpisodeStore
 from thinkjepa.data.latents import encode_fixed_batches
 from thinkjepa.envs.babyai import make_env
 from thinkjepa.worldmodel.jepa import JEPA
-from thinkjepa.worldmodel.predictor import MLPPredictor
+from thinkjepa.worldmodel.predictor import with_guidance
 from thinkjepa.worldmodel.probe import PoseReadout, fit_pose_probe
 
 ROWS = ("copy", "jepa-zero", "jepa", "vlm", "guided", "guided-blind", "true")
@@ -150,12 +150,7 @@ class PredictorForecaster(nn.Module):
         super().__init__()
         self.model = copy.deepcopy(world_model)
         if guidance_dim:
-            config = dataclasses.replace(world_model.predictor.config, guidance_dim=guidance_dim)
-            guided = MLPPredictor(config, world_model.latent_dim)
-            missing, unexpected = guided.load_state_dict(world_model.predictor.state_dict(), strict=False)
-            if unexpected or any(not k.startswith("guidance.") for k in missing):
-                raise ValueError(f"the guided predictor does not extend this one: {unexpected=} {missing=}")
-            self.model.predictor = guided
+            self.model.predictor = with_guidance(world_model.predictor, guidance_dim)
         self.model.requires_grad_(False)
         self.model.predictor.requires_grad_(True)  # the encoders stay as they are
         self.guided = guidance_dim > 0

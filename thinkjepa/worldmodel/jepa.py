@@ -175,7 +175,8 @@ class JEPA(nn.Module):
         return padded.unfold(1, h, 1).permute(0, 1, 3, 2)  # (B, T, h, D)
 
     def dynamics_loss(
-        self, z: torch.Tensor, z_tgt: torch.Tensor, actions: torch.Tensor, objective: ObjectiveConfig
+        self, z: torch.Tensor, z_tgt: torch.Tensor, actions: torch.Tensor, objective: ObjectiveConfig,
+        guidance: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The predictor's two terms: teacher-forced and open-loop rollout error.
 
@@ -184,16 +185,19 @@ class JEPA(nn.Module):
             z_tgt: ``(B, T, D)`` target latents (no gradient).
             actions: ``(B, T-1)`` ids or ``(B, T-1, A)`` continuous actions.
             objective: ``rollout_steps`` caps the open-loop length.
+            guidance: ``(B, C)`` for a guided predictor: one vector per window, held for every step (as a
+                thinker's guidance is held between its queries).
 
         Returns:
             ``(teacher, rollout)`` mean squared errors.
         """
         b, t = z.shape[:2]
         hist = self.history_windows(z)[:, :-1]  # (B, T-1, h, D)
-        pred = self.predictor(hist.flatten(0, 1), actions.flatten(0, 1)).view(b, t - 1, -1)
+        step = () if guidance is None else (guidance.repeat_interleave(t - 1, dim=0),)
+        pred = self.predictor(hist.flatten(0, 1), actions.flatten(0, 1), *step).view(b, t - 1, -1)
         teacher = F.mse_loss(pred, z_tgt[:, 1:])
         k = min(objective.rollout_steps, t - 1)
-        roll = F.mse_loss(self.rollout(z[:, :1], actions[:, :k]), z_tgt[:, 1 : k + 1])
+        roll = F.mse_loss(self.rollout(z[:, :1], actions[:, :k], guidance=guidance), z_tgt[:, 1 : k + 1])
         return teacher, roll
 
     def loss(

@@ -7,7 +7,7 @@ cheap. It predicts the change ``ẑ_{t+1} - z_t``, which starts near identity an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -161,3 +161,13 @@ class MLPPredictor(nn.Module):
             for block, film in zip(self.blocks, self.guidance, strict=True):
                 h = film(block(h), guidance)
         return z_hist[:, -1] + self.out(h)  # (B, D)
+
+
+def with_guidance(predictor: MLPPredictor, guidance_dim: int) -> MLPPredictor:
+    """A guided copy of ``predictor``: its weights, plus gated FiLM for ``(B, guidance_dim)`` vectors in every
+    block, gates closed, so it gives ``predictor``'s output exactly until trained."""
+    guided = MLPPredictor(replace(predictor.config, guidance_dim=guidance_dim), predictor.latent_dim)
+    missing, unexpected = guided.load_state_dict(predictor.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("guidance.") for k in missing):
+        raise ValueError(f"the guided predictor does not extend this one: {unexpected=} {missing=}")
+    return guided
