@@ -220,7 +220,7 @@ def test_every_predictor_recipe_runs_fast_dev_run(recipe, babyai_dataset, stage1
 
 def test_a_guided_predictor_starts_as_the_unguided_one_trains_its_gates_and_exports_its_vlm(
         babyai_dataset, stage1, grounded_vlm, tmp_path):
-    from thinkjepa.thinker.guidance import VLMGuidance
+    from thinkjepa.thinker.guidance import VLMGuidance, guidance_for
     from thinkjepa.train.predictor import PredictorModule
 
     plain, guided = PredictorModule(str(stage1)), PredictorModule(str(stage1), guidance=str(grounded_vlm))
@@ -246,3 +246,8 @@ def test_a_guided_predictor_starts_as_the_unguided_one_trains_its_gates_and_expo
     assert all(g != 0.0 for g in gates), gates  # the gates opened: guidance now changes the forecast
     record = json.loads((tmp_path / "world_model" / "guidance.json").read_text())
     assert record["vlm"] == str(grounded_vlm) and record["source_key"] == guided.guide.source_key
+    assert guidance_for(tmp_path / "world_model").dim == guided.guide.dim and guidance_for(stage1) is None
+    record["source_key"] = "0" * 16  # another VLM than the one it was trained with
+    (tmp_path / "world_model" / "guidance.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="not the 0000000000000000 the world model was trained with"):
+        guidance_for(tmp_path / "world_model")

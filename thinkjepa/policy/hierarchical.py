@@ -39,6 +39,7 @@ from thinkjepa.policy.subgoals import OracleSubgoals, ReachableSubgoals, Thinker
 from thinkjepa.protocols import EpisodeStart, PathSubgoalSource, WorldModel, check_levels, episode_starts
 from thinkjepa.release import Release, ReleaseError
 from thinkjepa.thinker.checkpoint import load_thinker
+from thinkjepa.thinker.guidance import guidance_for
 from thinkjepa.worldmodel.export import load_world_model
 
 
@@ -85,6 +86,9 @@ class HierarchicalPolicy:
         seed: Planner seed.
         follow_paths: Execute the paths a :class:`~thinkjepa.protocols.PathSubgoalSource` returns with its
             subgoals instead of planning (the policy keeps them, ``paths``, and the actions seen blocked).
+        guidance: For a world model with a guided predictor (``predictor.guidance_dim > 0``): the VLM that reads
+            the frame and the instruction (:class:`~thinkjepa.thinker.guidance.VLMGuidance`) at each thinker
+            query; its vector guides every planning rollout until the next query (the thinker's slow rate).
     """
 
     def __init__(
@@ -99,7 +103,14 @@ class HierarchicalPolicy:
         cost: PlanningCost | None = None,
         seed: int = 0,
         follow_paths: bool = False,
+        guidance=None,
     ) -> None:
+        guided = getattr(getattr(world_model, "predictor", None), "config", None)
+        guided = getattr(guided, "guidance_dim", 0)
+        if guidance is not None and guidance.dim != guided:
+            raise ValueError(f"the guidance gives {guidance.dim}-D vectors but the world model's predictor takes "
+                             f"{guided or 'no guidance'}{'-D ones' if guided else ''}")
+        self.guidance = guidance
         if follow_paths and not isinstance(subgoals, PathSubgoalSource):
             raise ValueError(f"follow_paths needs a subgoal source that gives paths (ReachableSubgoals), got "
                              f"{type(subgoals).__name__}")
@@ -122,6 +133,7 @@ class HierarchicalPolicy:
         space: ActionSpace | None = None,
         seed: int = 0,
         planner: Planner | None = None,
+        guidance=None,
     ) -> HierarchicalPolicy:
         """The agent ``settings`` describe, driven by ``thinker`` (or, with ``oracle``, by true waypoints).
 
@@ -134,6 +146,7 @@ class HierarchicalPolicy:
             space: The action space (default: BabyAI navigation).
             seed: The planner's seed.
             planner: A planner to use instead of building ``settings.planner``.
+            guidance: The VLM guiding a guided predictor's rollouts (see the class).
         """
         if settings.reach_threshold is None:
             raise ValueError("the agent's settings have no reach_threshold: calibrate one "
@@ -152,7 +165,7 @@ class HierarchicalPolicy:
         return cls(world_model, subgoals, planner or settings.make_planner(), space,
                    reach_threshold=settings.reach_threshold, patience=settings.patience,
                    requery_every=settings.requery_every, cost=settings.planning_cost(), seed=seed,
-                   follow_paths=snap and settings.follow_paths)
+                   follow_paths=snap and settings.follow_paths, guidance=guidance)
 
     @classmethod
     def from_release(cls, name: str | Path, device: str = "cpu", root: str | Path | None = None,
@@ -192,7 +205,8 @@ class HierarchicalPolicy:
         """Load one's own world model and a thinker trained against it, and check that they fit.
 
         Args:
-            world_model: An exported world model directory or a Lightning ``.ckpt``.
+            world_model: An exported world model directory or a Lightning ``.ckpt``; a guided one's VLM
+                (its ``guidance.json``) is loaded with it and guides the planner's rollouts.
             thinker: A thinker checkpoint directory.
             settings: Planner, cost, snapping, patience... (default: :class:`AgentSettings` defaults,
                 categorical CEM with horizon 6). Without a ``reach_threshold`` one is calibrated as
@@ -211,7 +225,7 @@ class HierarchicalPolicy:
         th = load_thinker(thinker, world_model=wm, device=device)
         if settings.reach_threshold is None:
             settings = replace(settings, reach_threshold=calibrated_threshold(wm, settings.level, calibration_episodes))
-        return cls.from_settings(wm, settings, thinker=th)
+        return cls.from_settings(wm, settings, thinker=th, guidance=guidance_for(world_model, device))
 
     def reset(self, episodes: EpisodeStart | str | Sequence[EpisodeStart | str]) -> None:
         """Start one episode (an instruction, or an :class:`~thinkjepa.protocols.EpisodeStart`: ``act`` then
@@ -229,6 +243,8 @@ class HierarchicalPolicy:
         self.since_query = torch.zeros(b, dtype=torch.long)
         self.traces = [EpisodeTrace() for _ in range(b)]
         self.path_blocked = torch.zeros(b, dtype=torch.bool)
+        self.instructions = [s.instruction or "" for s in starts]
+        self.c = None if self.guidance is None else torch.zeros(b, self.guidance.dim, device=self.mpc.device)
         self.paths: dict[int, list[int]] = {}  # episode row -> actions left of the path to its subgoal
         self.blocked: dict[int, set[int]] = {}  # episode row -> actions seen to do nothing from where it is
 
@@ -256,6 +272,8 @@ class HierarchicalPolicy:
                 self.paths.update(zip(asked, paths, strict=True))
             else:
                 new = self.subgoals.propose(asked, images[ask])
+            if self.guidance is not None:  # read at the thinker's rate, held until the next query
+                self.c[asked] = self.guidance(images[ask].cpu(), [self.instructions[r] for r in asked]).to(self.c)
             per_episode = (time.perf_counter() - start) / len(ask)
             for j, i in enumerate(ask):
                 r = int(rows[i])
@@ -276,7 +294,8 @@ class HierarchicalPolicy:
         if self.follow_paths:
             actions, cost = self._path_actions(rows, z, dist)
         else:
-            actions, cost = self.mpc.act(z, self.goal[rows], rows.to(z.device))
+            actions, cost = self.mpc.act(z, self.goal[rows], rows.to(z.device),
+                                         None if self.c is None else self.c[rows])
         for i, r in enumerate(rows.tolist()):
             trace = self.traces[r]
             trace.steps += 1
@@ -316,7 +335,8 @@ class HierarchicalPolicy:
         self.mpc.noops.executed(rows[walk], z[walk.to(z.device)], actions[walk])
         if plan:
             sub = torch.as_tensor(plan)
-            planned, planned_cost = self.mpc.act(z[sub.to(z.device)], self.goal[rows[sub]], rows[sub].to(z.device))
+            planned, planned_cost = self.mpc.act(z[sub.to(z.device)], self.goal[rows[sub]], rows[sub].to(z.device),
+                                                 None if self.c is None else self.c[rows[sub]])
             actions[sub], cost[sub] = planned.cpu(), planned_cost.cpu()
         return actions, cost
 

@@ -230,6 +230,19 @@ class ObservedNoOps:
         return rollout
 
 
+def guided_rollout(world_model: WorldModel, guidance: torch.Tensor) -> RolloutFn:
+    """``world_model.rollout`` of a planner's candidates, ``M = R·N`` rows grouped by episode as the planners lay
+    them out, each rollout guided by its episode's row of ``guidance (R, C)``."""
+
+    def rollout(z0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        if z0.shape[0] % guidance.shape[0]:
+            raise ValueError(f"{z0.shape[0]} candidate rollouts do not split into {guidance.shape[0]} episodes")
+        per_episode = guidance.repeat_interleave(z0.shape[0] // guidance.shape[0], dim=0)
+        return world_model.rollout(z0, actions, guidance=per_episode)  # type: ignore[call-arg]
+
+    return rollout
+
+
 class LatentMPC:
     """Plan H steps toward a goal latent with a world model, execute the first, re-plan.
 
@@ -274,24 +287,29 @@ class LatentMPC:
         return x if x.ndim == 4 else x.unsqueeze(0)
 
     @torch.no_grad()
-    def act(self, z: torch.Tensor, goals: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def act(self, z: torch.Tensor, goals: torch.Tensor, rows: torch.Tensor, guidance: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
         """First actions ``(R,)`` of fresh plans for episodes ``rows`` and their predicted costs ``(R,)``.
 
         Args:
             z: ``(R, D)`` current context latents of those episodes.
             goals: ``(R, D)`` goal latents.
             rows: ``(R,)`` episode indices within the batch (for the warm starts and observed no-ops).
+            guidance: ``(R, C)`` for a guided predictor: each episode's guidance vector, held for every
+                candidate rollout of its plan.
         """
-        plan = self.plan(z, goals, rows)
+        plan = self.plan(z, goals, rows, guidance)
         return plan.first_action(), plan.cost
 
     @torch.no_grad()
-    def plan(self, z: torch.Tensor, goals: torch.Tensor, rows: torch.Tensor) -> PlanResult:
+    def plan(self, z: torch.Tensor, goals: torch.Tensor, rows: torch.Tensor, guidance: torch.Tensor | None = None
+             ) -> PlanResult:
         """Fresh plans (every planned step) for episodes ``rows``; arguments as for :meth:`act`."""
         start = time.perf_counter()
         init = take_rows(self.plans, rows) if self.plans is not None else None
         cost = self.cost.to(goals, self.metric, self.step_cost)
-        rollout = self.cost.rollout(self.world_model.rollout)
+        rollout = self.cost.rollout(self.world_model.rollout if guidance is None
+                                    else guided_rollout(self.world_model, guidance))
         if isinstance(self.space, DiscreteSpace):
             self.noops.observe(rows, z)
             rollout = ObservedNoOps.rollout(rollout, self.noops.mask(rows, z, self.space.n))

@@ -15,6 +15,7 @@ expected position on the token grid (:meth:`VLMGuidance.pointer`). The VLM stays
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -111,3 +112,22 @@ class VLMGuidance(nn.Module):
         axis = torch.linspace(-1.0, 1.0, side, device=attention.device)
         grid = attention.view(-1, side, side)  # (B, rows, cols)
         return torch.stack([(grid.sum(1) * axis).sum(-1), (grid.sum(2) * axis).sum(-1)], dim=-1)
+
+
+GUIDANCE_FILE = "guidance.json"  # beside a guided world model's export: the VLM its guidance comes from
+
+
+def guidance_for(world_model: str | os.PathLike, device: str = "cpu") -> VLMGuidance | None:
+    """The VLM a guided world model export was trained with (its ``guidance.json``), or ``None`` for an unguided
+    one. The VLM must be the one it names, unchanged: another is an error naming both."""
+    record_path = Path(world_model) / GUIDANCE_FILE
+    if not record_path.is_file():
+        return None
+    record = json.loads(record_path.read_text())
+    if not Path(record["vlm"]).is_dir():
+        raise FileNotFoundError(f"{record_path} names the guidance VLM {record['vlm']}, which is not there")
+    guide = VLMGuidance(record["vlm"], layers=record["layers"]).to(device)
+    if guide.source_key != record["source_key"]:
+        raise ValueError(f"{record_path}: the VLM at {record['vlm']} is {guide.source_key}, not the "
+                         f"{record['source_key']} the world model was trained with")
+    return guide

@@ -28,13 +28,12 @@ from thinkjepa.checkpoint import atomic_write_text
 from thinkjepa.configs import as_dataclass
 from thinkjepa.data.latents import Encode, Guide
 from thinkjepa.optim import OptimConfig, adamw_warmup_cosine
+from thinkjepa.thinker.guidance import GUIDANCE_FILE, VLMGuidance
 from thinkjepa.train.worldmodel import check_data_fits, export_on_fit_end, log_forecast_metrics
 from thinkjepa.worldmodel.export import target_encoder_fingerprint, world_model_part
 from thinkjepa.worldmodel.jepa import JEPA, ObjectiveConfig
 from thinkjepa.worldmodel.metrics import ActionDiscrimination, ForecastRetrieval
 from thinkjepa.worldmodel.predictor import MLPPredictor, PredictorConfig, with_guidance
-
-GUIDANCE_FILE = "guidance.json"  # beside a guided world model's export: the VLM its guidance comes from
 
 
 class PredictorModule(pl.LightningModule):
@@ -79,8 +78,6 @@ class PredictorModule(pl.LightningModule):
             model.predictor = MLPPredictor(config, model.latent_dim)
         self.guide = None
         if guidance is not None:
-            from thinkjepa.thinker.guidance import VLMGuidance
-
             self.guide = VLMGuidance(guidance, layers=guidance_layers)
             model.predictor = with_guidance(model.predictor, self.guide.dim)  # gates closed: its output unchanged
             config = model.predictor.config
