@@ -5,9 +5,10 @@ latents 1..16 steps ahead without being told the actions; the agent's cell is de
 by a read-out fitted on the training episodes' true latents. Reported: ADE / FDE in cells and the error at each
 horizon, with 95 % bootstrap intervals over held-out episodes (rows: see :mod:`thinkjepa.worldmodel.forecast`).
 
-Defaults (2 CPU cores, ~15 min): 400 GoTo bot episodes (seeds 8,000,000+, collected on first use), the released
-stage-1 world model and grounded VLM of ``babyai-goto``, 1500 steps per trained forecaster. On a GPU:
-``--device cuda --episodes 3000 --steps 10000``.
+Defaults (2 CPU cores, ~15 min): 400 GoTo bot episodes (seeds 8,000,000+, collected on first use), the world
+model of the ``babyai-goto`` release (its GoTo encoder and predictor: stage ``distance-goto``, the agent's world
+model once assembled) and its grounded VLM (stage ``vlm-router``, kept in the release), 1500 steps per trained
+forecaster. On a GPU: ``--device cuda --episodes 3000 --steps 10000``.
 """
 
 from __future__ import annotations
@@ -20,13 +21,19 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-RELEASE = ROOT / "checkpoints" / "release" / "babyai-goto" / "stages"
+
+
+def released(stage: str) -> str:
+    """Where stage ``stage`` of the ``babyai-goto`` release lies (its own directory, or the agent part it became)."""
+    from thinkjepa.release import Release
+
+    return str(Release.open("babyai-goto", verify=False).stage_export(stage))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--world_model", default=str(RELEASE / "wm-stage1"), help="exported world model")
-    parser.add_argument("--vlm", default=str(RELEASE / "vlm-router"), help="grounded VLM export (the guidance)")
+    parser.add_argument("--world_model", default=None, help="exported world model (default: babyai-goto's)")
+    parser.add_argument("--vlm", default=None, help="grounded VLM export, the guidance (default: babyai-goto's)")
     parser.add_argument("--data", default="data/bench-forecast", help="GoTo bot episodes (collected if absent)")
     parser.add_argument("--episodes", type=int, default=400, help="bot episodes to collect (the last 20 %% held out)")
     parser.add_argument("--horizon", type=int, default=16)
@@ -43,6 +50,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write result.json and table.md there")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    args.world_model = args.world_model or released("distance-goto")
+    args.vlm = args.vlm or released("vlm-router")
 
     from thinkjepa.data.collect import collect
     from thinkjepa.data.episodes import EpisodeStore

@@ -55,6 +55,8 @@ class Stage:
             the fully finetuned one): it trains only when named in ``build(only=...)``, takes the same place
             in the chain, and its record (wall time, memory, validation metrics) sits beside the other's. The
             agent is made of whichever one ``agent`` names.
+        keep: The export stays in the release when the agent is assembled (a part users load beside the agent,
+            e.g. the grounded VLM that guides a guided predictor), where other intermediate exports are pruned.
     """
 
     name: str
@@ -65,6 +67,7 @@ class Stage:
     cpu_args: list[str] = field(default_factory=list)
     reuse: str | None = None
     variant_of: str | None = None
+    keep: bool = False
 
     def __post_init__(self) -> None:
         if (self.fit is None) == (self.collect is None):
@@ -331,7 +334,7 @@ def assemble(release: Release, recipe: ReleaseRecipe) -> None:
         wm = load_world_model(release.stage_export(agent["world_model"]))
         threshold = calibrated_threshold(wm, settings.level, int(agent.get("calibration_episodes", 100)))
         settings = AgentSettings.from_dict({**settings.to_dict(), "reach_threshold": round(threshold, 4)})
-    prune = [s.name for s in recipe.stages if s.fit and s.name not in _agent_parts(recipe)
+    prune = [s.name for s in recipe.stages if s.fit and not s.keep and s.name not in _agent_parts(recipe)
              and release.stage_done(s.name)]
     release.assemble(agent["world_model"], agent.get("thinker"), settings.to_dict(), prune=prune)
 
