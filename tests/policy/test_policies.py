@@ -296,7 +296,8 @@ def test_subgoals_are_drawn_as_the_nearest_state_of_the_layout(wm):
     z_waypoint = wm.target_encode(torch.as_tensor(waypoint[None]))
     far = z_waypoint + 5.0  # a latent no state of the layout has
     renders, gaps = nearest_layout_states(wm, level, seed, 64, torch.cat([z_waypoint, far]))
-    assert np.array_equal(renders[0], waypoint) and gaps[0] == pytest.approx(0.0, abs=1e-4)
+    # the waypoint's own render, at the distance batching leaves between two encodings of one frame
+    assert np.array_equal(renders[0], waypoint) and gaps[0] < 1e-2
     assert gaps[1] > 1.0
 
 
