@@ -106,6 +106,15 @@ def test_a_chain_builds_publishes_resumes_and_assembles(tmp_path, monkeypatch) -
     assert (variant.path / "stages" / "wm-b" / "config.json").is_file()
     Release.open("resumed", root=root)
 
+    # assembled again (new settings): a kept stage's export stays, where other intermediate exports are pruned
+    recipe["agent"]["settings"]["patience"] = 9
+    recipe["stages"][-1]["keep"] = True
+    (tmp_path / "kept.yaml").write_text(yaml.safe_dump(recipe))
+    kept = build(str(tmp_path / "kept.yaml"), root=str(root), work=str(work))
+    assert kept.manifest["agent"]["settings"]["patience"] == 9
+    assert (kept.path / "stages" / "wm-b" / "config.json").is_file() and kept.stage_export("wm-b").is_dir()
+    Release.open("resumed", root=root)
+
 
 def test_release_recipes_name_real_recipes_and_earlier_stages(tmp_path) -> None:
     bad = tmp_path / "bad.yaml"
