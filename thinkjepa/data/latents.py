@@ -134,19 +134,28 @@ def cached_latents(encode: Encode, store: EpisodeStore, key: str, batch_size: in
     """Read-only memory map of the latents of every frame of ``store`` (:func:`write_latents`), cached under
     ``<store>/latents/<key>.npy``; a stale or unreadable cache (wrong number of frames) is recomputed
     with a warning."""
-    frames = store.num_frames
     path = Path(store.root) / "latents" / f"{key}.npy"
-    if path.is_file():
-        try:
-            latents = np.load(path, mmap_mode="r")
-            if latents.ndim == 2 and latents.shape[0] == frames:
-                return latents
-            problem = f"shape {latents.shape}, expected ({frames}, D)"
-        except (OSError, ValueError) as err:
-            problem = str(err)
-        warnings.warn(f"latent cache {path} is unusable ({problem}); re-encoding", stacklevel=2)
-    write_latents(encode, store, path, batch_size)
-    return np.load(path, mmap_mode="r")
+    cache = _read_cache(path, store.num_frames, "latent")
+    if cache is None:
+        write_latents(encode, store, path, batch_size)
+        cache = np.load(path, mmap_mode="r")
+    return cache
+
+
+def _read_cache(path: Path, frames: int, what: str) -> np.ndarray | None:
+    """The per-frame cache at ``path`` as a read-only memory map, or ``None`` when there is none or it is unusable
+    (unreadable, or not one row per frame: then with a warning, and the caller computes it again)."""
+    if not path.is_file():
+        return None
+    try:
+        cache = np.load(path, mmap_mode="r")
+        if cache.ndim == 2 and cache.shape[0] == frames:
+            return cache
+        problem = f"shape {cache.shape}, expected ({frames}, ...)"
+    except (OSError, ValueError) as err:
+        problem = str(err)
+    warnings.warn(f"{what} cache {path} is unusable ({problem}); computing it again", stacklevel=3)
+    return None
 
 
 Guide = Callable[[np.ndarray, list[str]], torch.Tensor]
@@ -156,16 +165,12 @@ Guide = Callable[[np.ndarray, list[str]], torch.Tensor]
 def cached_guidance(guide: Guide, store: EpisodeStore, key: str, batch_size: int = 64) -> np.ndarray:
     """Read-only memory map ``float16 (F, C)`` of the guidance vector of every frame of ``store`` with its
     episode's instruction, cached under ``<store>/latents/guidance-<key>.npy`` (rows as the latent cache's);
-    computed a batch at a time straight into the file, which appears only when complete. A cache of another
-    number of frames is recomputed with a warning."""
+    computed a batch at a time straight into the file, which appears only when complete. An unusable cache is
+    recomputed with a warning (as the latent cache is)."""
     path = Path(store.root) / "latents" / f"guidance-{key}.npy"
     frames = store.num_frames
-    if path.is_file():
-        cache = np.load(path, mmap_mode="r")
-        if cache.ndim == 2 and cache.shape[0] == frames:
-            return cache
-        warnings.warn(f"guidance cache {path} has shape {cache.shape}, expected ({frames}, C); recomputing",
-                      stacklevel=2)
+    if (cache := _read_cache(path, frames, "guidance")) is not None:
+        return cache
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         out: np.memmap | None = None

@@ -371,18 +371,19 @@ def build(recipe: str, root: str | None = None, cpu: bool = False, gpu: bool = F
     for given in [until, *(only or [])]:
         if given is not None and given not in names:
             raise ValueError(f"{given!r} is not a stage of {recipe} ({', '.join(names)})")
+    def asked(stage: Stage) -> bool:  # named in only; without only, every stage but variants the agent does not use
+        return stage.name in only if only is not None else not stage.variant_of or stage.name in _agent_parts(spec)
+
     for i, stage in enumerate(spec.stages):
         if release.stage_done(stage.name):
-            later = [s for s in spec.stages[i + 1:] if s.fit and not release.stage_done(s.name)
-                     and (s.name in only if only is not None else not s.variant_of or s.name in _agent_parts(spec))]
+            later = [s for s in spec.stages[i + 1:] if s.fit and not release.stage_done(s.name) and asked(s)]
             if stage.collect and later and not _collected(stage):
                 # data is never released: a rebuild carried to another machine collects it again for what is left
                 print(f"[{release.name}] {stage.name}: collecting {_data_dir(stage)} again for "
                       f"{', '.join(s.name for s in later)} (released stages keep no data)", flush=True)
                 collect(stage, work_dir / f"{stage.name}.log")
             continue
-        if (only is not None and stage.name not in only) or (only is None and stage.variant_of
-                                                              and stage.name not in _agent_parts(spec)):
+        if not asked(stage):
             continue
         if stage.reuse:
             other = Release.open(stage.reuse, root=base)

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from thinkjepa.checkpoint import atomic_write_text
 from thinkjepa.thinker.grounded import READOUT, read_grounded_config
 from thinkjepa.thinker.thinker import Thinker, chat_text, processor_inputs
 from thinkjepa.thinker.vlm import load_vlm
@@ -115,6 +116,15 @@ class VLMGuidance(nn.Module):
 
 
 GUIDANCE_FILE = "guidance.json"  # beside a guided world model's export: the VLM its guidance comes from
+
+
+def write_guidance_record(world_model: str | os.PathLike, guide: VLMGuidance) -> Path:
+    """Name ``guide``'s VLM (path, layers, weights' key) beside a guided world model export: what
+    :func:`guidance_for` loads with it."""
+    path = Path(world_model) / GUIDANCE_FILE
+    atomic_write_text(path, json.dumps({"vlm": guide.source, "layers": list(guide.layers),
+                                        "source_key": guide.source_key}, indent=1))
+    return path
 
 
 def guidance_for(world_model: str | os.PathLike, device: str = "cpu") -> VLMGuidance | None:

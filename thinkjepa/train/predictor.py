@@ -24,11 +24,10 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from thinkjepa.checkpoint import atomic_write_text
 from thinkjepa.configs import as_dataclass
 from thinkjepa.data.latents import Encode, Guide
 from thinkjepa.optim import OptimConfig, adamw_warmup_cosine
-from thinkjepa.thinker.guidance import GUIDANCE_FILE, VLMGuidance
+from thinkjepa.thinker.guidance import VLMGuidance, write_guidance_record
 from thinkjepa.train.worldmodel import check_data_fits, export_on_fit_end, log_forecast_metrics
 from thinkjepa.worldmodel.export import target_encoder_fingerprint, world_model_part
 from thinkjepa.worldmodel.jepa import JEPA, ObjectiveConfig
@@ -118,9 +117,7 @@ class PredictorModule(pl.LightningModule):
         super().train(mode)
         self.model.encoder.eval()  # frozen: no dropout / drop-path, ever
         self.model.target_encoder.eval()
-        if self.guide is not None:
-            self.guide.eval()
-        return self
+        return self  # a guide (VLMGuidance) keeps itself in eval mode
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         z = batch["latents"]
@@ -157,6 +154,4 @@ class PredictorModule(pl.LightningModule):
     def on_fit_end(self) -> None:
         export_on_fit_end(self, self.model)
         if self.guide is not None and not self.trainer.fast_dev_run and self.trainer.global_rank == 0:
-            out = Path(self.trainer.default_root_dir) / "world_model" / GUIDANCE_FILE
-            atomic_write_text(out, json.dumps({"vlm": self.guide.source, "layers": list(self.guide.layers),
-                                               "source_key": self.guide.source_key}, indent=1))
+            write_guidance_record(Path(self.trainer.default_root_dir) / "world_model", self.guide)
