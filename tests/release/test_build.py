@@ -53,6 +53,8 @@ def test_a_chain_builds_publishes_resumes_and_assembles(tmp_path, monkeypatch) -
 
     # an interrupted 4-step run elsewhere: its 2-step checkpoint parked in the release carries it on
     second = Release.create("resumed", root=root)
+    second.manifest["recipe"] = chain(tmp_path, steps=4, name="resumed")
+    second.save()
     second.publish_stage("data", first.stage("data"))
     second.save()
     (work / "resumed" / "wm" / "checkpoints").mkdir(parents=True)
@@ -61,6 +63,7 @@ def test_a_chain_builds_publishes_resumes_and_assembles(tmp_path, monkeypatch) -
     parked = park("resumed", "wm", root=str(root), work=str(work))
     assert parked == root / "resumed" / "resume" / "wm" / "last.ckpt"
     assert not Release.open("resumed", root=root).stage_done("wm")
+    assert Release.open("resumed", root=root).stage("wm")["recipe"] == "recipes/wm/babyai-tiny.yaml"  # named while parked
     (work / "resumed").rename(tmp_path / "elsewhere")  # nothing of the first machine's run is left
     (tmp_path / "data").rename(tmp_path / "data-elsewhere")  # nor its data, which releases never hold
     resumed = build(chain(tmp_path, steps=4, name="resumed"), root=str(root), work=str(work))

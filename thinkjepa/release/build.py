@@ -456,4 +456,13 @@ def park(name: str, stage: str, root: str | None = None, work: str = "checkpoint
     if not ckpt.is_file():
         raise ReleaseError(f"nothing to park: {ckpt} does not exist")
     segments = json.loads((run_dir / SEGMENTS).read_text()) if (run_dir / SEGMENTS).is_file() else []
-    return release.park(stage, ckpt, segments)
+    record = {"recipe": _stage_recipe(release, stage), "commit": git_commit()}
+    return release.park(stage, ckpt, segments, record)
+
+
+def _stage_recipe(release: Release, stage: str) -> str | None:
+    """The training recipe of ``stage`` in the release recipe that built ``release`` (``None`` if not found)."""
+    recipe = release.manifest.get("recipe")
+    if not recipe or not (REPO / recipe).is_file():
+        return None
+    return next((s.recipe for s in ReleaseRecipe.load(REPO / recipe).stages if s.name == stage), None)

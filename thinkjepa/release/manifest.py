@@ -218,14 +218,16 @@ class Release:
             self.manifest["stages"][name] = record
             self.drop_resume(name)
 
-    def park(self, name: str, checkpoint: str | os.PathLike, segments: list[dict[str, Any]]) -> Path:
-        """Keep an unfinished stage's Lightning checkpoint in ``resume/<name>/last.ckpt`` (to commit it)."""
+    def park(self, name: str, checkpoint: str | os.PathLike, segments: list[dict[str, Any]],
+             record: dict[str, Any] | None = None) -> Path:
+        """Keep an unfinished stage's Lightning checkpoint in ``resume/<name>/last.ckpt`` (to commit it);
+        ``record`` adds to the stage's record (e.g. its recipe)."""
         target = self.path / "resume" / name
         with self.transaction():
             with atomic_directory(target) as tmp:
                 shutil.copy2(checkpoint, tmp / "last.ckpt")
-            self.manifest["stages"][name] = {**(self.stage(name) or {}), "segments": segments, "finished": None,
-                                             "resume": f"resume/{name}/last.ckpt"}
+            self.manifest["stages"][name] = {**(self.stage(name) or {}), **(record or {}), "segments": segments,
+                                             "finished": None, "resume": f"resume/{name}/last.ckpt"}
             self._rehash(f"resume/{name}")
         return target / "last.ckpt"
 
