@@ -76,3 +76,36 @@ def test_bf16_rollouts_run_the_world_model_in_bf16_and_return_float32():
     torch.testing.assert_close(half, full, rtol=0.05, atol=0.05)
     with pytest.raises(ValueError, match="rollout_precision must be '32' or 'bf16', got 'fp8'"):
         PlanningCost(rollout_precision="fp8")
+
+
+def test_committed_plans_execute_their_first_actions_and_replan_on_a_new_goal_or_a_blocked_step():
+    planner = CEMPlanner(horizon=3, num_samples=64, iterations=4, num_elites=8)
+    calls = []
+    plan = planner.plan
+    planner.plan = lambda z0, *a, **k: calls.append(len(z0)) or plan(z0, *a, **k)
+    mpc = LatentMPC(WallBlind(), planner, DiscreteSpace(2), PlanningCost("latent", steps="final"), commit=3)
+    mpc.reset(2)
+    rows, goal = torch.arange(2), torch.full((2, 1), 3.0)
+    first, cost = mpc.act(torch.zeros(2, 1), goal, rows)
+    assert first.tolist() == [1, 1] and calls == [2]
+    # the next two steps follow the plan without planning; episode 1 gets a new goal and plans alone
+    mpc.drop([1])
+    second, cost2 = mpc.act(torch.tensor([[1.0], [1.0]]), torch.tensor([[3.0], [1.4]]), rows)
+    assert second.tolist() == [1, 0] and calls == [2, 1]  # episode 0 committed; episode 1: turn is +0.4
+    assert cost2[0] == cost[0]  # a committed step reports the cost of the plan it follows
+    # episode 0's committed "forward" did nothing (blocked): it plans again at once, and not forward
+    third, _ = mpc.act(torch.tensor([[1.0], [1.4]]), goal, rows)
+    assert calls == [2, 1, 1] and third[0].item() == 0
+    assert mpc.planner_seconds > 0
+
+
+def test_commit_must_fit_the_plan():
+    import pytest
+
+    from thinkjepa.policy.settings import AgentSettings
+
+    with pytest.raises(ValueError, match="commit must be between 1 and the planner's horizon \\(3\\), got 4"):
+        LatentMPC(WallBlind(), CEMPlanner(horizon=3, num_samples=8, iterations=1, num_elites=2), DiscreteSpace(2),
+                  commit=4)
+    with pytest.raises(ValueError, match="commit must be >= 1, got 0"):
+        AgentSettings(commit=0)

@@ -93,6 +93,16 @@ def test_hierarchical_query_reasons(wm):
     assert [[r for _, r in t.queries] for t in policy.traces] == [["start", "reached"]] * 2
     assert len(policy.traces[0].distance) == 2
 
+    # a subgoal handed back right after it counted as reached was not reached: it must be approached closer
+    z = wm.target_encode(torch.as_tensor(obs))
+    near = FixedSubgoal(z + 0.5 * torch.nn.functional.normalize(torch.ones_like(z), dim=-1))  # 0.5 away
+    policy = HierarchicalPolicy(wm, near, planner(), SPACE, reach_threshold=0.8, patience=100, requery_every=100)
+    policy.reset("go to the red ball")
+    for _ in range(4):
+        policy.act(obs[0])
+    assert policy.traces[0].queries == [(0, "start"), (1, "reached")]  # 0.5 < 0.8, then no longer < 0.4
+    assert policy.tighten[0] == 0.5
+
     # the query budget: a subgoal neither reached nor given up on is asked for again every requery_every steps
     policy = HierarchicalPolicy(wm, far, planner(), SPACE, reach_threshold=1e-3, patience=100, requery_every=3)
     policy.reset("go to the red ball")

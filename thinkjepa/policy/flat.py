@@ -30,6 +30,7 @@ class FlatPolicy:
         space: Action space to plan over.
         cost: What the planner minimises (:class:`~thinkjepa.policy.mpc.PlanningCost`).
         seed: Planner seed.
+        commit: Actions of each plan executed before planning again (:class:`~thinkjepa.policy.mpc.LatentMPC`).
     """
 
     def __init__(
@@ -39,8 +40,9 @@ class FlatPolicy:
         space: ActionSpace,
         cost: PlanningCost | None = None,
         seed: int = 0,
+        commit: int = 1,
     ) -> None:
-        self.mpc = LatentMPC(world_model, planner, space, cost, seed)
+        self.mpc = LatentMPC(world_model, planner, space, cost, seed, commit)
         self.world_model = world_model
         self.goals: torch.Tensor | None = None
         self._single = False
@@ -49,9 +51,9 @@ class FlatPolicy:
     @classmethod
     def from_settings(cls, world_model: WorldModel, settings: AgentSettings, space: ActionSpace | None = None,
                       seed: int = 0, planner: Planner | None = None) -> FlatPolicy:
-        """The flat agent with ``settings``' planner and cost (the rest of the settings concern subgoals)."""
+        """The flat agent with ``settings``' planner, cost and commitment (the rest of the settings concern subgoals)."""
         return cls(world_model, planner or settings.make_planner(), space or navigation_space(),
-                   cost=settings.planning_cost(), seed=seed)
+                   cost=settings.planning_cost(), seed=seed, commit=settings.commit)
 
     @classmethod
     def from_release(cls, name: str | Path, device: str = "cpu", root: str | Path | None = None,

@@ -78,7 +78,8 @@ class HierarchicalPolicy:
             :class:`~thinkjepa.policy.subgoals.OracleSubgoals`).
         planner: The latent planner.
         space: Action space to plan over.
-        reach_threshold: Latent distance under which a subgoal counts as reached.
+        reach_threshold: Latent distance under which a subgoal counts as reached. A subgoal the source proposes
+            again right after it counted as reached was not: its threshold halves for as long as it is proposed so.
         patience: Steps without a better distance before the subgoal is declared unreachable.
         requery_every: Query the thinker at least this often (steps).
         cost: What the planner minimises (:class:`~thinkjepa.policy.mpc.PlanningCost`); subgoals count
@@ -89,6 +90,8 @@ class HierarchicalPolicy:
         guidance: For a world model with a guided predictor (``predictor.guidance_dim > 0``): the VLM that reads
             the frame and the instruction (:class:`~thinkjepa.thinker.guidance.VLMGuidance`) at each thinker
             query; its vector guides every planning rollout until the next query (the thinker's slow rate).
+        commit: Actions of each plan executed before planning again (:class:`~thinkjepa.policy.mpc.LatentMPC`);
+            a new subgoal always re-plans.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class HierarchicalPolicy:
         seed: int = 0,
         follow_paths: bool = False,
         guidance=None,
+        commit: int = 1,
     ) -> None:
         guided = getattr(getattr(world_model, "predictor", None), "config", None)
         guided = getattr(guided, "guidance_dim", 0)
@@ -117,7 +121,7 @@ class HierarchicalPolicy:
         self.follow_paths = follow_paths
         self.world_model = world_model
         self.subgoals = subgoals
-        self.mpc = LatentMPC(world_model, planner, space, cost, seed)
+        self.mpc = LatentMPC(world_model, planner, space, cost, seed, commit)
         self.reach_threshold, self.patience, self.requery_every = reach_threshold, patience, requery_every
         self.traces: list[EpisodeTrace] = []
         self._single = False
@@ -165,7 +169,7 @@ class HierarchicalPolicy:
         return cls(world_model, subgoals, planner or settings.make_planner(), space,
                    reach_threshold=settings.reach_threshold, patience=settings.patience,
                    requery_every=settings.requery_every, cost=settings.planning_cost(), seed=seed,
-                   follow_paths=snap and settings.follow_paths, guidance=guidance)
+                   follow_paths=snap and settings.follow_paths, guidance=guidance, commit=settings.commit)
 
     @classmethod
     def from_release(cls, name: str | Path, device: str = "cpu", root: str | Path | None = None,
@@ -241,6 +245,7 @@ class HierarchicalPolicy:
         self.best = torch.full((b,), float("inf"))
         self.stalled = torch.zeros(b, dtype=torch.long)
         self.since_query = torch.zeros(b, dtype=torch.long)
+        self.tighten = torch.ones(b)  # factor on reach_threshold for each episode's current subgoal
         self.traces = [EpisodeTrace() for _ in range(b)]
         self.path_blocked = torch.zeros(b, dtype=torch.bool)
         self.instructions = [s.instruction or "" for s in starts]
@@ -275,8 +280,13 @@ class HierarchicalPolicy:
             if self.guidance is not None:  # read at the thinker's rate, held until the next query
                 self.c[asked] = self.guidance(images[ask].cpu(), [self.instructions[r] for r in asked]).to(self.c)
             per_episode = (time.perf_counter() - start) / len(ask)
+            self.mpc.drop(asked)  # a new subgoal: plan toward it now, not along the plan to the last one
             for j, i in enumerate(ask):
                 r = int(rows[i])
+                # the source hands back the subgoal just counted as reached: it was not (the agent stands near it,
+                # e.g. before a closed door), so it must now be approached closer before it counts as reached
+                same = reasons[i] == "reached" and float(torch.linalg.vector_norm(new[j] - self.goal[r])) < self.reach_threshold
+                self.tighten[r] = self.tighten[r] * 0.5 if same else 1.0
                 self.goal[r] = new[j]
                 self.has_goal[r] = True
                 self.best[r], self.stalled[r], self.since_query[r] = float("inf"), 0, 0
@@ -345,7 +355,7 @@ class HierarchicalPolicy:
         for i, r in enumerate(rows.tolist()):
             if not self.has_goal[r]:
                 reasons.append("start")
-            elif dist[i] < self.reach_threshold:
+            elif dist[i] < self.reach_threshold * self.tighten[r]:
                 reasons.append("reached")
             elif self.follow_paths:  # a path ends within the source's look-ahead: no patience, no budget
                 reasons.append("unreachable" if self.path_blocked[r] else None if self.paths.get(r) else "reached")

@@ -180,6 +180,11 @@ class ObservedNoOps:
     def _same(self, a: torch.Tensor, b: torch.Tensor) -> bool:
         return bool((a - b).abs().max() <= self.tol)
 
+    def stood_still(self, row: int, z: torch.Tensor) -> bool:
+        """Whether episode ``row``'s last executed action left its latent at ``z (D,)``."""
+        last = self.last[row]
+        return last is not None and self._same(last[0], z)
+
     def observe(self, rows: torch.Tensor, z: torch.Tensor) -> list[bool]:
         """New latents ``z (R, D)`` of episodes ``rows``: remember the last action if it changed nothing.
 
@@ -244,7 +249,13 @@ def guided_rollout(world_model: WorldModel, guidance: torch.Tensor) -> RolloutFn
 
 
 class LatentMPC:
-    """Plan H steps toward a goal latent with a world model, execute the first, re-plan.
+    """Plan H steps toward a goal latent with a world model, execute the first ``commit``, re-plan.
+
+    Re-planning after every action lets an imperfect model and cost undo their own last step: from A the
+    best plan starts with "left", from the state it leads to the best plan starts with "right", and the
+    agent turns back and forth for the rest of the episode. With ``commit > 1`` an episode executes the
+    first ``commit`` actions of each plan before it plans again, unless its goal changes (:meth:`drop`) or
+    an executed action is seen to change nothing (then it re-plans at once).
 
     Args:
         world_model: Supplies ``encode``, ``target_encode`` and ``rollout``.
@@ -253,6 +264,8 @@ class LatentMPC:
         cost: What to minimise (:class:`PlanningCost`; default: the world model's goal-distance head
             when it has one, plus latent L2, at the closest approach).
         seed: Seed of the planner's generator (reproducible episodes).
+        commit: Actions of each plan executed before the next plan (1: re-plan after every action; at
+            most the planner's horizon).
     """
 
     def __init__(
@@ -262,7 +275,13 @@ class LatentMPC:
         space: ActionSpace,
         cost: PlanningCost | None = None,
         seed: int = 0,
+        commit: int = 1,
     ) -> None:
+        horizon = getattr(planner, "horizon", commit)
+        if not 1 <= commit <= horizon:
+            raise ValueError(f"LatentMPC.commit must be between 1 and the planner's horizon ({horizon}), got {commit}")
+        self.commit = commit
+        self.queued: dict[int, tuple[list[torch.Tensor], torch.Tensor]] = {}  # row -> (actions left, plan cost)
         self.cost = cost or PlanningCost()
         self.metric, self.step_cost = self.cost.metric(world_model)
         check_space(world_model, space)
@@ -277,10 +296,17 @@ class LatentMPC:
         self.noops = ObservedNoOps(0)
 
     def reset(self, batch_size: int) -> None:
-        """Forget all warm starts and observed no-ops; the next episodes form a batch of ``batch_size``."""
+        """Forget all warm starts, committed actions and observed no-ops; the next episodes form a batch of
+        ``batch_size``."""
         self.plans = None
         self.batch_size = batch_size
         self.noops = ObservedNoOps(batch_size)
+        self.queued = {}
+
+    def drop(self, rows) -> None:
+        """Forget the committed actions of episodes ``rows`` (their goal changed): they plan at their next step."""
+        for r in torch.as_tensor(rows).reshape(-1).tolist():
+            self.queued.pop(int(r), None)
 
     def images(self, obs) -> torch.Tensor:
         x = torch.as_tensor(obs, device=self.device)
@@ -289,7 +315,8 @@ class LatentMPC:
     @torch.no_grad()
     def act(self, z: torch.Tensor, goals: torch.Tensor, rows: torch.Tensor, guidance: torch.Tensor | None = None
             ) -> tuple[torch.Tensor, torch.Tensor]:
-        """First actions ``(R,)`` of fresh plans for episodes ``rows`` and their predicted costs ``(R,)``.
+        """Actions ``(R,)`` for episodes ``rows`` and their plans' predicted costs ``(R,)``: the first action of
+        a fresh plan, or the next committed action of the last one (``commit``; the cost is that plan's).
 
         Args:
             z: ``(R, D)`` current context latents of those episodes.
@@ -298,8 +325,46 @@ class LatentMPC:
             guidance: ``(R, C)`` for a guided predictor: each episode's guidance vector, held for every
                 candidate rollout of its plan.
         """
-        plan = self.plan(z, goals, rows, guidance)
-        return plan.first_action(), plan.cost
+        if self.commit == 1:
+            plan = self.plan(z, goals, rows, guidance)
+            return plan.first_action(), plan.cost
+        keep = self._committed(rows, z)
+        out: list[torch.Tensor | None] = [None] * len(rows)
+        cost = torch.empty(len(rows), device=z.device)
+        fresh = [i for i, k in enumerate(keep) if not k]
+        if fresh:
+            idx = torch.as_tensor(fresh, device=z.device)
+            plan = self.plan(z[idx], goals[idx], rows[idx], None if guidance is None else guidance[idx])
+            cost[idx] = plan.cost.to(cost.dtype)
+            for j, i in enumerate(fresh):
+                out[i] = plan.actions[j, 0]
+                self.queued[int(rows[i])] = (list(plan.actions[j, 1 : self.commit]), plan.cost[j])
+        follow = [i for i, k in enumerate(keep) if k]
+        if follow:
+            start = time.perf_counter()
+            for i in follow:
+                left, plan_cost = self.queued[int(rows[i])]
+                out[i], cost[i] = left.pop(0), plan_cost
+            idx = torch.as_tensor(follow, device=z.device)
+            taken = torch.stack([out[i] for i in follow])
+            if isinstance(self.space, DiscreteSpace):
+                self.noops.executed(rows[idx], z[idx], taken)
+            if self.plans is not None:  # the warm start moves along with the executed actions
+                self.plans = put_rows(self.plans, rows[idx], take_rows(self.plans, rows[idx]).shifted(1))
+            self.planner_seconds += time.perf_counter() - start
+        return torch.stack(out), cost
+
+    def _committed(self, rows: torch.Tensor, z: torch.Tensor) -> list[bool]:
+        """Which of episodes ``rows`` take their next committed action now: some are left, and (discrete
+        spaces) the last one changed the state."""
+        keep = []
+        for i, r in enumerate(rows.tolist()):
+            left = self.queued.get(r)
+            stood = isinstance(self.space, DiscreteSpace) and self.noops.stood_still(r, z[i])
+            keep.append(bool(left and left[0]) and not stood)
+            if not keep[-1]:
+                self.queued.pop(r, None)
+        return keep
 
     @torch.no_grad()
     def plan(self, z: torch.Tensor, goals: torch.Tensor, rows: torch.Tensor, guidance: torch.Tensor | None = None

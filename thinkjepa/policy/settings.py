@@ -39,6 +39,8 @@ class AgentSettings:
         follow_paths: With ``snap_depth``: execute the predicted path instead of planning.
         oracle_gap: The oracle's extra waypoint spacing (``None``: door crossings and final approach).
         max_steps: Step limit of an evaluated episode.
+        commit: Actions of each plan executed before the next plan (1: re-plan after every action); a new
+            subgoal, or an action seen to change nothing, re-plans at once (:class:`~thinkjepa.policy.mpc.LatentMPC`).
     """
 
     level: str = "BabyAI-GoToLocal-v0"
@@ -52,6 +54,7 @@ class AgentSettings:
     follow_paths: bool = False
     oracle_gap: int | None = None
     max_steps: int = 128
+    commit: int = 1
 
     def __post_init__(self) -> None:
         if self.snap_depth < 0:
@@ -59,6 +62,8 @@ class AgentSettings:
         if self.patience < 1 or self.requery_every < 1:
             raise ValueError(f"AgentSettings.patience and requery_every must be >= 1, got {self.patience} "
                              f"and {self.requery_every}")
+        if self.commit < 1:
+            raise ValueError(f"AgentSettings.commit must be >= 1, got {self.commit}")
         if "class_path" not in self.planner:
             raise ValueError(f"AgentSettings.planner needs a class_path, got {self.planner}")
         self.planning_cost()  # a bad cost field fails here, naming it

@@ -413,9 +413,12 @@ def build(recipe: str, root: str | None = None, cpu: bool = False, gpu: bool = F
 
 def settings_changed(release: Release, recipe: ReleaseRecipe) -> list[str]:
     """The agent settings whose value in the release recipe (its eval recipe and ``agent.settings``) differs from
-    the assembled agent's; a reach threshold the recipe leaves to calibration is not compared."""
+    the assembled agent's; a reach threshold the recipe leaves to calibration is not compared, and a setting the
+    release predates counts as its default."""
+    from thinkjepa.policy.settings import AgentSettings
+
     wanted = recipe_settings(recipe).to_dict()
-    have = release.agent["settings"]
+    have = AgentSettings.from_dict(release.agent["settings"]).to_dict()
     return sorted(k for k, v in wanted.items()
                   if have.get(k) != v and not (k == "reach_threshold" and v is None))
 
