@@ -193,10 +193,9 @@ class ObservedNoOps:
         """
         unchanged = []
         for i, r in enumerate(rows.tolist()):
-            last = self.last[r]
-            unchanged.append(last is not None and self._same(last[0], z[i]))
+            unchanged.append(self.stood_still(r, z[i]))
             if unchanged[-1]:
-                self.seen[r].append(last)
+                self.seen[r].append(self.last[r])
         return unchanged
 
     def executed(self, rows: torch.Tensor, z: torch.Tensor, actions: torch.Tensor) -> None:
