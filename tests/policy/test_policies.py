@@ -274,6 +274,15 @@ def test_evaluate_resumes_from_finished_chunks_and_refuses_other_settings(wm, tm
     assert len(ran) == 4
     evaluate(**{**args, "agent": agent(max_steps=4)})  # now they are the chunks of these settings
     assert len(ran) == 4
+    # a chunk written before a setting existed counts as run with that setting's default
+    path = tmp_path / "out" / "episodes" / "BabyAI-GoToLocal-v0" / "flat-0000000.json"
+    saved = json.loads(path.read_text())
+    assert saved["settings"].pop("commit") == 1
+    path.write_text(json.dumps(saved))
+    evaluate(**{**args, "agent": agent(max_steps=4)})
+    assert len(ran) == 4
+    with pytest.raises(ValueError, match=r"other settings \(commit\)"):  # ... not as run with another value
+        evaluate(**{**args, "agent": agent(max_steps=4, commit=2)})
 
 
 def test_evaluate_with_two_workers_decides_every_episode_as_one_process_does(wm, tmp_path):

@@ -111,6 +111,27 @@ def test_tabu_proposes_the_next_nearest_state_when_asked_again_from_the_same_fra
     assert cells(tabu.propose([0], frame4)) == [6]
 
 
+def test_a_metric_ranks_reachable_states_by_what_it_measures_instead_of_latent_l2():
+    """A subgoal that looks like cell 3 but lies, by the metric's count of actions to go, past cell 8
+    (as a cell beyond a wall looks like the cell before it): L2 snaps next to the look-alike, the metric
+    towards where the way leads."""
+    wm = Corridor()
+    goal = torch.tensor([[28.0, 0.0]])
+
+    def actions_to_go(states: torch.Tensor, goals: torch.Tensor) -> torch.Tensor:
+        assert states.shape == goals.shape  # one goal per candidate, as the planner's cost is called
+        return (8 - states[:, 0] / 10).abs()
+
+    by_l2 = ReachableSubgoals(Proposes(goal), wm, SPACE, depth=2, merge=1.0)
+    by_metric = ReachableSubgoals(Proposes(goal), wm, SPACE, depth=2, merge=1.0, metric=actions_to_go)
+    for snap in (by_l2, by_metric):
+        snap.reset(["a"])
+    assert cells(by_l2.propose([0], torch.tensor([4]))) == [3]
+    assert cells(by_metric.propose([0], torch.tensor([4]))) == [6]
+    assert by_metric.gaps == [pytest.approx(2.0)]
+    assert cells(by_metric.propose([0], torch.tensor([8]))) == [7]  # never the current state, even at the goal
+
+
 def test_reachable_subgoals_reject_what_they_cannot_enumerate():
     wm = Corridor()
     with pytest.raises(ValueError, match="needs a DiscreteSpace, got BoxSpace"):

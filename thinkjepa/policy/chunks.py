@@ -104,7 +104,7 @@ def digest(directory: str) -> str:
     return h.hexdigest()
 
 
-SNAPPING = ("snap_depth", "follow_paths", "snap_tabu")
+SNAPPING = ("snap_depth", "follow_paths", "snap_tabu", "snap_metric")
 
 
 def agent_record(settings: AgentSettings) -> dict[str, Any]:
@@ -134,6 +134,10 @@ def saved_chunk(path: Path, settings: dict[str, Any], stale: str = "error") -> l
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
+    # a setting added since the chunk was run counts as its default there
+    defaults = json.loads(json.dumps(AgentSettings().to_dict()))
+    saved["settings"] = {**{k: v for k, v in defaults.items() if k in settings and k not in saved["settings"]},
+                         **saved["settings"]}
     if saved["settings"] != settings:
         if stale == "replace":
             return None

@@ -36,6 +36,9 @@ class AgentSettings:
         snap_depth: Snap thinker subgoals onto states the world model predicts within this many actions
             (0: plan toward the thinker's z* as it is).
         snap_tabu: With ``snap_depth``: never the same snapped state twice from the same frame.
+        snap_metric: With ``snap_depth``: which reachable state stands in for the subgoal, the nearest in latent
+            L2 (``"l2"``) or by the planning cost (``"cost"``: the goal-distance head's actions to go plus the
+            cost's latent weight x L2, as the planner scores its rollouts).
         follow_paths: With ``snap_depth``: execute the predicted path instead of planning.
         oracle_gap: The oracle's extra waypoint spacing (``None``: door crossings and final approach).
         max_steps: Step limit of an evaluated episode.
@@ -51,6 +54,7 @@ class AgentSettings:
     requery_every: int = 8
     snap_depth: int = 0
     snap_tabu: bool = False
+    snap_metric: str = "l2"
     follow_paths: bool = False
     oracle_gap: int | None = None
     max_steps: int = 128
@@ -62,6 +66,8 @@ class AgentSettings:
         if self.patience < 1 or self.requery_every < 1:
             raise ValueError(f"AgentSettings.patience and requery_every must be >= 1, got {self.patience} "
                              f"and {self.requery_every}")
+        if self.snap_metric not in ("l2", "cost"):
+            raise ValueError(f"AgentSettings.snap_metric must be 'l2' or 'cost', got {self.snap_metric!r}")
         if self.commit < 1:
             raise ValueError(f"AgentSettings.commit must be >= 1, got {self.commit}")
         if "class_path" not in self.planner:

@@ -189,15 +189,20 @@ class ReachableSubgoals:
         depth: Actions of look-ahead.
         merge: L2 under which two predicted latents are one state (e.g. the reach threshold).
         tabu: Do not propose a state twice from the same frame of an episode.
+        metric: How "nearest" is measured: ``None`` for latent L2, or a callable ``metric(states, goals) -> (M,)``
+            such as the planner's learned cost (:class:`~thinkjepa.policy.mpc.ActionsToGo`), which ranks a
+            state beside a subgoal beyond a wall by the actions still to go rather than by how alike the two
+            frames look.
     """
 
     def __init__(self, source, world_model: WorldModel, space: DiscreteSpace, depth: int, merge: float,
-                 tabu: bool = False) -> None:
+                 tabu: bool = False, metric=None) -> None:
         if not isinstance(space, DiscreteSpace):
             raise ValueError(f"ReachableSubgoals enumerates actions: it needs a DiscreteSpace, got {type(space).__name__}")
         if depth < 1:
             raise ValueError(f"ReachableSubgoals needs depth >= 1, got {depth}")
         self.source, self.world_model, self.space, self.depth, self.merge = source, world_model, space, depth, merge
+        self.metric = metric
         self.tabu = tabu
         self.proposed: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # row -> (frame, subgoal) pairs
         self.name = source.name
@@ -230,7 +235,10 @@ class ReachableSubgoals:
             r = int(rows[i])
             states, paths = reachable_latents(self.world_model, start[i], start_target[i], self.space.allowed_ids,
                                               self.depth, self.merge, blocked=blocked[i] if blocked is not None else ())
-            far = torch.cdist(wanted[i : i + 1], states)[0]
+            if self.metric is None:
+                far = torch.cdist(wanted[i : i + 1], states)[0]
+            else:
+                far = self.metric(states, wanted[i : i + 1].expand_as(states)).float().clone()
             if len(states) > 1:
                 far[0] = float("inf")  # the next subgoal is not where the agent is
             if self.tabu:
