@@ -1,0 +1,136 @@
+"""Where a released agent's subgoals point, query by query: the thinker's raw z*, the state snapping puts in
+its place, and the oracle's waypoint at that moment.
+
+A latent is named by its nearest render: the agent is drawn in every free cell, doorway and heading of the
+episode's layout (:func:`~thinkjepa.data.poses.pose_frames`, doors as at the start) and the world model's
+target encoder encodes each. For every thinker query of a hierarchical episode this prints and records:
+
+* the agent's pose and why the thinker was asked (start / reached / unreachable / budget);
+* the pose the raw z* names, its L2 gap to that render, and how many actions (the layout's true step
+  distances, toggles included) separate it from the oracle's next waypoint;
+* the same for the snapped subgoal the planner was given.
+
+"The thinker names the waypoint but the agent never gets there" and "the thinker names the wrong place"
+are then told apart per episode. The layouts are the simulator's: a diagnostic, not something an agent sees.
+
+``python experiments/subgoal_where.py --release babyai-goto --seeds 1000017,1000021 --out where.json``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from thinkjepa.checkpoint import atomic_write_text
+from thinkjepa.data.collect import WaypointFrames
+from thinkjepa.data.latents import encode_fixed_batches
+from thinkjepa.data.poses import pose_frames
+from thinkjepa.envs.babyai import is_success, make_env
+from thinkjepa.policy import HierarchicalPolicy
+from thinkjepa.policy.settings import release_settings
+from thinkjepa.policy.subgoals import ReachableSubgoals
+from thinkjepa.release import Release
+
+
+class Recorder:
+    """Wraps the agent's subgoal source(s) to keep the last raw and snapped proposal."""
+
+    def __init__(self, agent: HierarchicalPolicy) -> None:
+        self.raw = self.snapped = None
+        snap = agent.subgoals if isinstance(agent.subgoals, ReachableSubgoals) else None
+        inner = snap.source if snap is not None else agent.subgoals
+        propose = inner.propose
+
+        def raw(rows, images):
+            self.raw = propose(rows, images)
+            return self.raw
+
+        inner.propose = raw
+        if snap is not None:
+            with_paths = snap.propose_with_paths
+
+            def snapped(rows, images, blocked=None):
+                out = with_paths(rows, images, blocked)
+                self.snapped = out.latents
+                return out
+
+            snap.propose_with_paths = snapped
+
+
+def run(agent: HierarchicalPolicy, level: str, seed: int, max_steps: int) -> dict:
+    poses = pose_frames(level, [seed], agent.world_model.image_size, with_distances=True)
+    with torch.no_grad():
+        latents = torch.from_numpy(encode_fixed_batches(agent.world_model.target_encode, [poses.frames]))
+    index = {tuple(int(v) for v in p): i for i, p in enumerate(poses.poses)}
+    steps = poses.distances[0]
+
+    def name(z: torch.Tensor) -> tuple[tuple[int, int, int], float]:
+        d = torch.linalg.vector_norm(latents - z[None].to(latents), dim=-1)
+        k = int(d.argmin())
+        return tuple(int(v) for v in poses.poses[k]), round(float(d[k]), 2)
+
+    recorder = Recorder(agent)
+    env = make_env(level, image_size=agent.world_model.image_size)
+    obs, info = env.reset(seed=seed)
+    base = env.unwrapped
+    agent.reset(info["mission"])
+    queries, reward, terminated, t = [], 0.0, False, 0
+    for t in range(max_steps):
+        asked = len(agent.traces[0].queries)
+        action = agent.act(obs)
+        if len(agent.traces[0].queries) > asked:
+            labeler = WaypointFrames(env)
+            labeler.label()
+            waypoint = labeler.states[-1]
+            here = (int(base.agent_pos[0]), int(base.agent_pos[1]), int(base.agent_dir))
+            row = {"step": t, "agent": here, "reason": agent.traces[0].queries[-1][1], "waypoint": waypoint}
+            for key, z in (("raw", recorder.raw), ("snapped", recorder.snapped)):
+                if z is not None:
+                    pose, gap = name(z[0])
+                    far = int(steps[index[pose], index[waypoint]]) if waypoint in index else None
+                    row[key] = {"pose": pose, "gap": gap, "actions_to_waypoint": far}
+            queries.append(row)
+            print(f"  t={t:3d} at {here} {row['reason']:11s} waypoint {waypoint}  " + "  ".join(
+                f"{k} -> {row[k]['pose']} (gap {row[k]['gap']}, {row[k]['actions_to_waypoint']} actions off)"
+                for k in ("raw", "snapped") if k in row))
+        obs, reward, terminated, truncated, _ = env.step(int(action))
+        if terminated or truncated:
+            break
+    env.close()
+    return {"seed": seed, "mission": info["mission"], "success": bool(is_success(reward, terminated)),
+            "steps": t + 1, "queries": queries}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--release", default="babyai-goto", help="a released agent (checkpoints/release/<name>)")
+    p.add_argument("--seeds", required=True, help="comma-separated episode seeds")
+    p.add_argument("--level", default=None, help="default: the level the release was measured on")
+    p.add_argument("--out", default=None, help="write the records here (JSON)")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    agent = HierarchicalPolicy.from_release(args.release)
+    level = args.level or agent.built_for
+    max_steps = release_settings(Release.open(args.release, verify=False)).max_steps
+    episodes = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        print(f"seed {seed}")
+        episodes.append(run(agent, level, seed, max_steps))
+        e = episodes[-1]
+        print(f"  {'success' if e['success'] else 'failure'} in {e['steps']} steps: {e['mission']}")
+    rows = [q for e in episodes for q in e["queries"]]
+    for key in ("raw", "snapped"):
+        far = [q[key]["actions_to_waypoint"] for q in rows if key in q and q[key]["actions_to_waypoint"] is not None]
+        if far:
+            print(f"{key}: names the waypoint at {np.mean([f == 0 for f in far]):.0%} of {len(far)} queries, "
+                  f"within 2 actions at {np.mean([f <= 2 for f in far]):.0%}; median gap "
+                  f"{np.median([q[key]['gap'] for q in rows if key in q]):.2f}")
+    if args.out:
+        atomic_write_text(args.out, json.dumps(episodes, indent=1))
+
+
+if __name__ == "__main__":
+    main()
