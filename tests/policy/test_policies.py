@@ -404,6 +404,10 @@ def test_agent_settings_name_a_mistyped_key_and_a_bad_value(tmp_path):
         AgentSettings.from_dict({"snap_dept": 3}, source="x.yaml")
     with pytest.raises(ValueError, match="snap_depth must be >= 0"):
         AgentSettings(snap_depth=-1)
+    with pytest.raises(ValueError, match="snap_metric must be 'l2' or 'cost', got 'geodesic'"):
+        AgentSettings(snap_metric="geodesic")
+    with pytest.raises(ValueError, match="snap_max_gap must be > 0 and excludes follow_paths"):
+        AgentSettings(snap_depth=8, follow_paths=True, snap_max_gap=2.0)
     recipe = tmp_path / "eval.yaml"
     recipe.write_text("levels: [BabyAI-GoTo-v0]\nagent:\n  snap_depth: 8\n  cost: {distance: latent}\n")
     settings = AgentSettings.from_eval_recipe(recipe, patience=7)

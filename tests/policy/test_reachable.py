@@ -132,6 +132,22 @@ def test_a_metric_ranks_reachable_states_by_what_it_measures_instead_of_latent_l
     assert cells(by_metric.propose([0], torch.tensor([8]))) == [7]  # never the current state, even at the goal
 
 
+def test_a_subgoal_out_of_reach_is_kept_as_proposed_with_max_gap():
+    wm = Corridor()
+    near, far = torch.tensor([[62.0, 0.7]]), torch.tensor([[95.0, 0.0]])  # in reach (cell 6); far right
+    for goal, snapped in ((near, True), (far, False)):
+        snap = ReachableSubgoals(Proposes(goal), wm, SPACE, depth=2, merge=1.0, max_gap=10.0)
+        snap.reset(["a"])
+        out = snap.propose_with_paths([0], torch.tensor([4]))
+        if snapped:  # a stand-in 2 away: the predicted state, and the way there
+            assert cells(out.latents) == [6] and list(out.paths[0]) == [2, 2] and out.latents[0, 1] > 0
+        else:  # the nearest reachable state (cell 6) is 35 away: the proposal is planned toward as it is
+            torch.testing.assert_close(out.latents, far)
+            assert list(out.paths[0]) == []
+    with pytest.raises(ValueError, match="max_gap > 0"):
+        ReachableSubgoals(None, wm, SPACE, depth=2, merge=1.0, max_gap=0.0)
+
+
 def test_reachable_subgoals_reject_what_they_cannot_enumerate():
     wm = Corridor()
     with pytest.raises(ValueError, match="needs a DiscreteSpace, got BoxSpace"):

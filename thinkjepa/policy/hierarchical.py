@@ -167,7 +167,7 @@ class HierarchicalPolicy:
             metric = settings.planning_cost().metric(world_model)[0] if settings.snap_metric == "cost" else None
             subgoals = ReachableSubgoals(subgoals, world_model, space, settings.snap_depth,
                                          merge=settings.reach_threshold, tabu=settings.snap_tabu,
-                                         metric=None if metric == "l2" else metric)
+                                         metric=None if metric == "l2" else metric, max_gap=settings.snap_max_gap)
         return cls(world_model, subgoals, planner or settings.make_planner(), space,
                    reach_threshold=settings.reach_threshold, patience=settings.patience,
                    requery_every=settings.requery_every, cost=settings.planning_cost(), seed=seed,

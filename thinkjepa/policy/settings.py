@@ -39,6 +39,8 @@ class AgentSettings:
         snap_metric: With ``snap_depth``: which reachable state stands in for the subgoal, the nearest in latent
             L2 (``"l2"``) or by the planning cost (``"cost"``: the goal-distance head's actions to go plus the
             cost's latent weight x L2, as the planner scores its rollouts).
+        snap_max_gap: With ``snap_depth``: a subgoal whose stand-in would lie farther than this (latent L2) is
+            kept as proposed (out of reach; ``None``: always snapped).
         follow_paths: With ``snap_depth``: execute the predicted path instead of planning.
         oracle_gap: The oracle's extra waypoint spacing (``None``: door crossings and final approach).
         max_steps: Step limit of an evaluated episode.
@@ -55,6 +57,7 @@ class AgentSettings:
     snap_depth: int = 0
     snap_tabu: bool = False
     snap_metric: str = "l2"
+    snap_max_gap: float | None = None
     follow_paths: bool = False
     oracle_gap: int | None = None
     max_steps: int = 128
@@ -68,6 +71,9 @@ class AgentSettings:
                              f"and {self.requery_every}")
         if self.snap_metric not in ("l2", "cost"):
             raise ValueError(f"AgentSettings.snap_metric must be 'l2' or 'cost', got {self.snap_metric!r}")
+        if self.snap_max_gap is not None and (self.follow_paths or not self.snap_max_gap > 0):
+            raise ValueError(f"AgentSettings.snap_max_gap must be > 0 and excludes follow_paths (a subgoal kept as "
+                             f"proposed has no path), got {self.snap_max_gap} with follow_paths={self.follow_paths}")
         if self.commit < 1:
             raise ValueError(f"AgentSettings.commit must be >= 1, got {self.commit}")
         if "class_path" not in self.planner:

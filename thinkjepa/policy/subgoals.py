@@ -193,16 +193,22 @@ class ReachableSubgoals:
             such as the planner's learned cost (:class:`~thinkjepa.policy.mpc.ActionsToGo`), which ranks a
             state beside a subgoal beyond a wall by the actions still to go rather than by how alike the two
             frames look.
+        max_gap: Keep a proposal as it is when the state that would replace it lies farther than this (latent
+            L2): a subgoal out of reach has no stand-in among the reachable states, and the nearest of them is
+            often on no way to it (``None``: always replace).
     """
 
     def __init__(self, source, world_model: WorldModel, space: DiscreteSpace, depth: int, merge: float,
-                 tabu: bool = False, metric=None) -> None:
+                 tabu: bool = False, metric=None, max_gap: float | None = None) -> None:
         if not isinstance(space, DiscreteSpace):
             raise ValueError(f"ReachableSubgoals enumerates actions: it needs a DiscreteSpace, got {type(space).__name__}")
         if depth < 1:
             raise ValueError(f"ReachableSubgoals needs depth >= 1, got {depth}")
         self.source, self.world_model, self.space, self.depth, self.merge = source, world_model, space, depth, merge
         self.metric = metric
+        if max_gap is not None and not max_gap > 0:
+            raise ValueError(f"ReachableSubgoals needs max_gap > 0 (or None), got {max_gap}")
+        self.max_gap = max_gap
         self.tabu = tabu
         self.proposed: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # row -> (frame, subgoal) pairs
         self.name = source.name
@@ -249,6 +255,11 @@ class ReachableSubgoals:
                     if not bool(taken[far.isfinite()].all()):
                         far = far.masked_fill(taken, float("inf"))
             k = int(far.argmin())
+            if self.max_gap is not None and float(torch.linalg.vector_norm(states[k] - wanted[i])) > self.max_gap:
+                out[i] = wanted[i]  # out of reach: planned toward as proposed
+                found.append([])
+                self.gaps.append(float("nan"))
+                continue
             out[i] = states[k]
             found.append(list(paths[k]))
             self.gaps.append(float(far[k]))
