@@ -8,7 +8,8 @@ target encoder encodes each. For every thinker query of a hierarchical episode t
 * the agent's pose and why the thinker was asked (start / reached / unreachable / budget);
 * the pose the raw z* names, its L2 gap to that render, and how many actions (the layout's true step
   distances, toggles included) separate it from the oracle's next waypoint;
-* the same for the snapped subgoal the planner was given.
+* the same for the snapped subgoal the planner was given;
+* with a grounded thinker, the cells its read-out points at (named object, ..., next waypoint).
 
 "The thinker names the waypoint but the agent never gets there" and "the thinker names the wrong place"
 are then told apart per episode. The layouts are the simulator's: a diagnostic, not something an agent sees.
@@ -49,6 +50,19 @@ class Recorder:
             return self.raw
 
         inner.propose = raw
+        self.cells = None
+        thinker = getattr(inner, "thinker", None)
+        head = getattr(thinker, "head", None)
+        if head is not None and getattr(head, "scorer", None) is not None:  # a grounded read-out: which cells
+            def ask(images, instructions):
+                hidden, inputs = thinker.encode(images, instructions)
+                mask = thinker.image_mask(inputs)
+                scores = head.grounding_scores(hidden, mask)  # (B, Q, S): named object, ..., next waypoint
+                self.cells = [[int(q[m].argmax()) for q in b] for b, m in zip(scores, mask, strict=True)]
+                return propose_thinker(images, instructions)
+
+            propose_thinker = thinker.propose
+            thinker.propose = ask
         if snap is not None:
             with_paths = snap.propose_with_paths
 
@@ -87,6 +101,8 @@ def run(agent: HierarchicalPolicy, level: str, seed: int, max_steps: int) -> dic
             waypoint = labeler.states[-1]
             here = (int(base.agent_pos[0]), int(base.agent_pos[1]), int(base.agent_dir))
             row = {"step": t, "agent": here, "reason": agent.traces[0].queries[-1][1], "waypoint": waypoint}
+            if recorder.cells is not None:  # one image token per grid cell, row-major
+                row["grounded_cells"] = [(c % base.width, c // base.width) for c in recorder.cells[0]]
             for key, z in (("raw", recorder.raw), ("snapped", recorder.snapped)):
                 if z is not None:
                     pose, gap = name(z[0])
@@ -122,6 +138,11 @@ def main() -> None:
         e = episodes[-1]
         print(f"  {'success' if e['success'] else 'failure'} in {e['steps']} steps: {e['mission']}")
     rows = [q for e in episodes for q in e["queries"]]
+    grounded = [q for q in rows if "grounded_cells" in q]
+    if grounded:
+        print(f"the thinker's read-out names the waypoint's cell at "
+              f"{np.mean([tuple(q['grounded_cells'][-1]) == tuple(q['waypoint'][:2]) for q in grounded]):.0%} "
+              f"of {len(grounded)} queries")
     for key in ("raw", "snapped"):
         far = [q[key]["actions_to_waypoint"] for q in rows if key in q and q[key]["actions_to_waypoint"] is not None]
         if far:
