@@ -90,15 +90,32 @@ def episode_starts(episodes: EpisodeStart | str | Sequence[EpisodeStart | str]) 
     return starts, single
 
 
-def check_levels(starts: Sequence[EpisodeStart], built_for: str | None) -> None:
-    """Refuse episodes on a level whose grid differs from ``built_for`` (a released agent's level; ``None``: an
-    agent of one's own, nothing to check)."""
+def check_levels(starts: Sequence[EpisodeStart], built_for: str | None, instructions: bool = False) -> None:
+    """Refuse episodes a released agent was not built for (``built_for``: its level; ``None``: an agent of one's
+    own, nothing to check): a level whose grid differs, and with ``instructions`` (an agent that reads them) an
+    instruction with words no mission of ``built_for`` uses.
+
+    Raises:
+        ValueError: naming the level or the words.
+    """
     if built_for is None:
         return
-    from thinkjepa.envs.babyai import check_level
+    from thinkjepa.envs.babyai import check_level, check_mission
 
     for level in sorted({s.level for s in starts if s.level is not None}):
         check_level(level, built_for)
+    if instructions:
+        for text in sorted({s.instruction for s in starts if s.instruction}):
+            check_mission(text, built_for)
+
+
+def refusal(check: Callable[[Sequence[EpisodeStart]], None], start: EpisodeStart) -> str | None:
+    """Why ``check`` (an agent's ``check_starts``) refuses the episode ``start``; ``None`` when it takes it."""
+    try:
+        check([start])
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 @runtime_checkable

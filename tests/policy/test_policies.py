@@ -425,3 +425,32 @@ def test_summary_compares_each_success_with_the_bot_on_the_same_seed():
     assert s["mean_length"] == 20 and s["length_vs_expert"] == pytest.approx((1.5 + 1.0) / 2)
     assert "20.0 (1.25x the bot)" in markdown_table({"L": {"hierarchical": s}})
     assert summarize([result(0, False, 128, 20)])["length_vs_expert"] is None
+
+
+def test_a_released_agent_refuses_missions_its_level_never_uses_and_the_rest_of_the_batch_runs(wm):
+    from thinkjepa.envs.babyai import check_mission
+    from thinkjepa.policy.stats import summarize
+
+    check_mission("go to a purple key", "BabyAI-GoToLocal-v0")  # the level's grammar: taken
+    with pytest.raises(ValueError, match=r"\['door'\], words no mission of BabyAI-GoToLocal-v0 uses"):
+        check_mission("go to the red door", "BabyAI-GoToLocal-v0")
+    with pytest.raises(ValueError, match=r"\[',', 'then'\]"):
+        check_mission("go to the red ball, then go to a box", "BabyAI-GoToLocal-v0")
+
+    obs = frames(1)
+    policy = HierarchicalPolicy(wm, FixedSubgoal(wm.target_encode(torch.as_tensor(obs))), planner(), SPACE)
+    policy.reset("go to the red door")  # an agent of one's own (built for no level) is not checked
+    policy.built_for = "BabyAI-GoToLocal-v0"
+    assert policy.refusal(EpisodeStart("go to the red ball")) is None
+    assert "['on', 'right', 'your']" in policy.refusal(EpisodeStart("go to the red ball on your right"))
+    with pytest.raises(ValueError, match="door"):
+        policy.reset("go to the red door")
+
+    missions = ["go to the red ball", "go to the red door", "go to a grey key"]
+    demos = [Demo(s, m, True, 5, obs[0], None) for s, m in enumerate(missions)]
+    results, _ = run_episodes(policy, "hierarchical", "BabyAI-GoToLocal-v0", demos, 64, max_steps=3)
+    assert [r.seed for r in results] == [0, 1, 2]
+    assert results[1].error.startswith("refused: ") and "door" in results[1].error and results[1].steps == 0
+    assert results[0].error is None and results[2].error is None and results[0].steps >= 1
+    summary = summarize(results)
+    assert summary["refused"] == 1 and summary["errored"] == 1 and summary["episodes"] == 3

@@ -77,6 +77,8 @@ def test_a_released_agent_refuses_a_level_of_another_grid_and_names_both() -> No
     other = "BabyAI-GoTo-v0" if grid_size(built_for) != grid_size("BabyAI-GoTo-v0") else "BabyAI-GoToLocal-v0"
     agent = HierarchicalPolicy.from_release(name)
     agent.reset(EpisodeStart(instruction="go to the red ball", level=built_for))  # its own level: fine
+    with pytest.raises(ValueError, match=r"\['door'\], words no mission of .* uses"):  # an object it never saw named
+        agent.reset(EpisodeStart(instruction="go to the red door", level=built_for))
     with pytest.raises(ValueError, match=f"{other} has a"):
         agent.reset(EpisodeStart(instruction="go to the red ball", level=other))
     flat = FlatPolicy.from_release(name)

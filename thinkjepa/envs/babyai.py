@@ -238,6 +238,42 @@ def check_level(level: str, built_for: str) -> None:
                          f"(levels with a {want[0]}x{want[1]} grid are fine)")
 
 
+MISSION_SAMPLES = 100  # seeded resets read per level for its mission words (GoTo missions use 13 words, all in the first 100)
+
+
+def mission_words_of(text: str) -> list[str]:
+    """The words of a mission, its commas as words of their own (``"go to a box, then ..."``)."""
+    return text.replace(",", " , ").split()
+
+
+@functools.cache
+def mission_words(level: str, samples: int = MISSION_SAMPLES) -> frozenset[str]:
+    """Every word the missions of ``level`` use, read off the missions of seeds ``0 .. samples - 1``."""
+    if level not in gym.registry:
+        raise ValueError(f"unknown level {level!r}: not a registered gymnasium id")
+    env = gym.make(level)
+    words: set[str] = set()
+    with contextlib.redirect_stdout(io.StringIO()):  # some levels print when they reject a layout
+        for seed in range(samples):
+            obs, _ = env.reset(seed=seed)
+            words.update(mission_words_of(obs["mission"]))
+    env.close()
+    return frozenset(words)
+
+
+def check_mission(mission: str, built_for: str) -> None:
+    """Refuse a mission with words that no mission of ``built_for`` uses (an agent built there never read
+    them: "go to the red door" for an agent of BabyAI-GoTo, whose missions name balls, boxes and keys only).
+
+    Raises:
+        ValueError: naming the words, the mission and the level.
+    """
+    unknown = sorted(set(mission_words_of(mission)) - mission_words(built_for))
+    if unknown:
+        raise ValueError(f"{mission!r} uses {unknown}, words no mission of {built_for} uses (the level this agent "
+                         f"was built on; its missions use {sorted(mission_words(built_for))}): refused")
+
+
 def make_env(
     level: str, image_size: int = 64, seed: int | None = None, max_steps: int | None = None
 ) -> FullGridObservation:

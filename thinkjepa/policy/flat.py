@@ -13,7 +13,7 @@ from thinkjepa.planning.base import Planner
 from thinkjepa.planning.spaces import ActionSpace
 from thinkjepa.policy.mpc import LatentMPC, PlanningCost
 from thinkjepa.policy.settings import AgentSettings, release_settings
-from thinkjepa.protocols import EpisodeStart, WorldModel, check_levels
+from thinkjepa.protocols import EpisodeStart, WorldModel, check_levels, refusal
 from thinkjepa.release import Release
 from thinkjepa.worldmodel.export import load_world_model
 
@@ -67,6 +67,19 @@ class FlatPolicy:
         agent.built_for = settings.level
         return agent
 
+    def check_starts(self, starts: Sequence[EpisodeStart]) -> None:
+        """Raise ``ValueError`` for episodes this agent cannot take: no goal image, or another grid than a
+        released agent's level."""
+        missing = [i for i, e in enumerate(starts) if not isinstance(e, EpisodeStart) or e.goal_image is None]
+        if missing or not starts:
+            raise ValueError(f"a flat agent plans toward a goal image: episodes {missing or 'none'} give no "
+                             "EpisodeStart(goal_image=...)")
+        check_levels(starts, self.built_for)
+
+    def refusal(self, start: EpisodeStart) -> str | None:
+        """Why :meth:`reset` would refuse the episode ``start`` (``None``: the agent takes it)."""
+        return refusal(self.check_starts, start)
+
     @torch.no_grad()
     def reset(self, episodes: EpisodeStart | Sequence[EpisodeStart] | np.ndarray | torch.Tensor) -> None:
         """Start episodes whose goals are images: :class:`~thinkjepa.protocols.EpisodeStart` s with a
@@ -76,11 +89,7 @@ class FlatPolicy:
             goal_images = episodes
         else:
             starts = [episodes] if self._single else list(episodes)
-            missing = [i for i, e in enumerate(starts) if not isinstance(e, EpisodeStart) or e.goal_image is None]
-            if missing or not starts:
-                raise ValueError(f"a flat agent plans toward a goal image: episodes {missing or 'none'} give no "
-                                 "EpisodeStart(goal_image=...)")
-            check_levels(starts, self.built_for)
+            self.check_starts(starts)
             goal_images = np.stack([e.goal_image for e in starts])
         self.goals = self.world_model.target_encode(self.mpc.images(goal_images))
         self.mpc.reset(self.goals.shape[0])

@@ -36,7 +36,7 @@ from thinkjepa.policy.demos import calibrated_threshold
 from thinkjepa.policy.mpc import LatentMPC, PlanningCost
 from thinkjepa.policy.settings import AgentSettings, release_settings
 from thinkjepa.policy.subgoals import OracleSubgoals, ReachableSubgoals, ThinkerSubgoals
-from thinkjepa.protocols import EpisodeStart, PathSubgoalSource, WorldModel, check_levels, episode_starts
+from thinkjepa.protocols import EpisodeStart, PathSubgoalSource, WorldModel, check_levels, episode_starts, refusal
 from thinkjepa.release import Release, ReleaseError
 from thinkjepa.thinker.checkpoint import load_thinker
 from thinkjepa.thinker.guidance import guidance_for
@@ -233,11 +233,23 @@ class HierarchicalPolicy:
             settings = replace(settings, reach_threshold=calibrated_threshold(wm, settings.level, calibration_episodes))
         return cls.from_settings(wm, settings, thinker=th, guidance=guidance_for(world_model, device))
 
+    def check_starts(self, starts: Sequence[EpisodeStart]) -> None:
+        """Raise ``ValueError`` for episodes this agent cannot take: another grid than a released agent's level,
+        an instruction with words no mission of that level uses, or words its thinker cannot read."""
+        check_levels(starts, self.built_for, instructions=True)
+        check = getattr(self.subgoals, "check", None)
+        if check is not None:
+            check(starts)
+
+    def refusal(self, start: EpisodeStart) -> str | None:
+        """Why :meth:`reset` would refuse the episode ``start`` (``None``: the agent takes it)."""
+        return refusal(self.check_starts, start)
+
     def reset(self, episodes: EpisodeStart | str | Sequence[EpisodeStart | str]) -> None:
         """Start one episode (an instruction, or an :class:`~thinkjepa.protocols.EpisodeStart`: ``act`` then
         takes one frame and returns one action) or a batch of them."""
         starts, self._single = episode_starts(episodes)
-        check_levels(starts, self.built_for)
+        self.check_starts(starts)
         b = len(starts)
         self.subgoals.reset(starts)
         self.mpc.reset(b)

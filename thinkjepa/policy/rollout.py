@@ -19,6 +19,13 @@ from thinkjepa.policy.stats import EpisodeResult
 from thinkjepa.protocols import EpisodeStart
 
 
+def _start(demo: Demo, level: str, image_size: int) -> EpisodeStart:
+    """What every agent is told of ``demo``: its instruction, the frame the bot's demonstration ended in (black
+    where the bot failed: the flat agent then does not run) and the level."""
+    goal = demo.goal_frame if demo.goal_frame is not None else np.zeros((image_size, image_size, 3), dtype=np.uint8)
+    return EpisodeStart(demo.mission, goal, level)
+
+
 def run_episodes(
     policy: Any,
     mode: str,
@@ -32,9 +39,23 @@ def run_episodes(
 ) -> tuple[list[EpisodeResult], list[np.ndarray]]:
     """Run one batch of episodes in lock-step; failures are recorded, never raised.
 
-    Every agent is reset with the same :class:`~thinkjepa.protocols.EpisodeStart` s (instruction and goal
-    image); ``attach`` receives the environments before that (an oracle subgoal source's simulators).
+    Every agent is reset with the same :class:`~thinkjepa.protocols.EpisodeStart` s (instruction, goal
+    image and level); ``attach`` receives the environments before that (an oracle subgoal source's simulators).
+    An episode the agent refuses (its ``refusal``: a released agent's unknown words or grid) is a failure whose
+    error starts with ``"refused: "``; the others run without it.
     """
+    refusal = getattr(policy, "refusal", None)
+    if refusal is not None:
+        reasons = [refusal(_start(d, level, image_size)) for d in demos]
+        if any(reasons):
+            taken = [d for d, why in zip(demos, reasons) if why is None]
+            ran, pictures = (run_episodes(policy, mode, level, taken, image_size, max_steps, env_fn, keep_frames,
+                                          attach) if taken else ([], []))
+            ran_iter = iter(ran)
+            results = [next(ran_iter) if why is None else
+                       EpisodeResult(level, mode, d.seed, d.mission, False, 0, d.steps, error=f"refused: {why}")
+                       for d, why in zip(demos, reasons)]
+            return results, pictures
     b = len(demos)
     results: list[EpisodeResult | None] = [None] * b
     envs: list[Any] = [None] * b
@@ -58,8 +79,7 @@ def run_episodes(
     if attach is not None:
         attach(envs)
     # every agent is told the same: the instruction and the frame the bot's demonstration ended in
-    blank = np.zeros((image_size, image_size, 3), dtype=np.uint8)
-    policy.reset([EpisodeStart(d.mission, d.goal_frame if d.goal_frame is not None else blank) for d in demos])
+    policy.reset([_start(d, level, image_size) for d in demos])
     for i, d in enumerate(demos):  # no demonstration, no goal image: the flat policy cannot run
         if mode == "flat" and active[i] and d.goal_frame is None:
             finish(i, False, "no goal image: the bot failed this seed")

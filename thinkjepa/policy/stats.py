@@ -62,6 +62,7 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
         "unreachable_requeries_per_episode": sum(r.unreachable_requeries for r in results) / n if n else 0.0,
         "queries_per_episode": queries_by_reason(results),
         "errored": sum(r.error is not None for r in results),
+        "refused": sum(r.error is not None and r.error.startswith("refused: ") for r in results),
     }
 
 
@@ -92,7 +93,7 @@ def markdown_table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
                 f"| {100 * s['ci95'][0]:.0f}–{100 * s['ci95'][1]:.0f}% | {fmt(s['mean_length'], '.1f')}{_ratio(s)} "
                 f"| {fmt(s['mean_expert_length'], '.1f')} | {fmt(s['planning_ms_per_step'], '.0f')} "
                 f"| {100 * s['thinker_share']:.0f}% | {s['thinker_calls_per_episode']:.1f} | {_reached(s)} "
-                f"| {s['errored']} |"
+                f"| {s['errored']}{f' ({refused} refused)' if (refused := s.get('refused', 0)) else ''} |"
             )
     return "\n".join(lines)
 

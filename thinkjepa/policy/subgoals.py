@@ -40,7 +40,8 @@ class ThinkerSubgoals:
         self.thinker = thinker
         self.instructions: list[str] = []
 
-    def reset(self, episodes: Sequence[EpisodeStart]) -> None:
+    def check(self, episodes: Sequence[EpisodeStart]) -> None:
+        """Raise ``ValueError`` for an episode without an instruction or with words the thinker cannot read."""
         missing = [i for i, e in enumerate(episodes) if not e.instruction]
         if missing:
             raise ValueError(f"a thinker reads the instruction: episodes {missing} have none")
@@ -50,6 +51,9 @@ class ThinkerSubgoals:
             if words:
                 raise ValueError(f"the thinker does not know the words {words} of {e.instruction!r} (its tokenizer "
                                  "would read each as unknown): this agent cannot follow that instruction")
+
+    def reset(self, episodes: Sequence[EpisodeStart]) -> None:
+        self.check(episodes)
         self.instructions = [e.instruction for e in episodes]
 
     @torch.no_grad()
@@ -213,6 +217,12 @@ class ReachableSubgoals:
         self.proposed: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # row -> (frame, subgoal) pairs
         self.name = source.name
         self.gaps: list[float] = []  # ‖z* − snapped‖ of every proposal, for diagnostics
+
+    def check(self, episodes: Sequence[EpisodeStart]) -> None:
+        """The wrapped source's check of the episodes (``ValueError`` for one it cannot serve), if it has one."""
+        check = getattr(self.source, "check", None)
+        if check is not None:
+            check(episodes)
 
     def reset(self, episodes: Sequence[EpisodeStart]) -> None:
         self.source.reset(episodes)
