@@ -32,6 +32,8 @@ from thinkjepa.data.poses import pose_frames
 from thinkjepa.envs.babyai import is_success, make_env
 from thinkjepa.policy import HierarchicalPolicy
 from thinkjepa.policy.settings import release_settings
+from thinkjepa.policy import subgoals as subgoals_module
+from thinkjepa.policy.mpc import ActionsToGo
 from thinkjepa.policy.subgoals import ReachableSubgoals
 from thinkjepa.release import Release
 
@@ -63,12 +65,37 @@ class Recorder:
 
             propose_thinker = thinker.propose
             thinker.propose = ask
+        self.states = None  # the reachable states of the last snapping (predicted latents)
+        self.alternatives: dict[str, torch.Tensor] = {}
         if snap is not None:
             with_paths = snap.propose_with_paths
+            enumerate_states = subgoals_module.reachable_latents
+
+            def reachable(*args, **kwargs):
+                out = enumerate_states(*args, **kwargs)
+                self.states = out[0]
+                return out
+
+            subgoals_module.reachable_latents = reachable
+            goal_distance = getattr(agent.world_model, "distance", None)
+            rankers = ({"head": ActionsToGo(goal_distance, 0.0), "cost": ActionsToGo(goal_distance, 10.0)}
+                       if goal_distance is not None else {})
+
+            def direction(states: torch.Tensor, goals: torch.Tensor) -> torch.Tensor:
+                """The states whose step from where the agent is (``states[0]``) points most towards the goal."""
+                return -torch.nn.functional.cosine_similarity(states - states[:1], goals - states[:1], dim=-1)
+
+            rankers["direction"] = direction
 
             def snapped(rows, images, blocked=None):
                 out = with_paths(rows, images, blocked)
                 self.snapped = out.latents
+                self.alternatives = {}
+                if self.states is not None and self.raw is not None and len(self.states) > 1:
+                    for key, rank in rankers.items():  # what another ranking of the same states would give
+                        far = rank(self.states, self.raw[:1].expand_as(self.states)).float()
+                        far[0] = float("inf")
+                        self.alternatives[key] = self.states[int(far.argmin())][None]
                 return out
 
             snap.propose_with_paths = snapped
@@ -103,15 +130,24 @@ def run(agent: HierarchicalPolicy, level: str, seed: int, max_steps: int) -> dic
             row = {"step": t, "agent": here, "reason": agent.traces[0].queries[-1][1], "waypoint": waypoint}
             if recorder.cells is not None:  # one image token per grid cell, row-major
                 row["grounded_cells"] = [(c % base.width, c // base.width) for c in recorder.cells[0]]
-            for key, z in (("raw", recorder.raw), ("snapped", recorder.snapped)):
+            to_go = int(steps[index[here], index[waypoint]]) if here in index and waypoint in index else None
+            picks = {"raw": recorder.raw, "snapped": recorder.snapped}
+            picks.update({f"by_{k}": z for k, z in recorder.alternatives.items()})
+            if recorder.states is not None and len(recorder.states) > 1 and to_go is not None:
+                named = [name(z)[0] for z in recorder.states[1:]]  # the best any ranking of them could do
+                best = min(range(len(named)), key=lambda j: steps[index[named[j]], index[waypoint]]
+                           if named[j] in index else 10**6)
+                picks["best_reachable"] = recorder.states[1 + best][None]
+            for key, z in picks.items():
                 if z is not None:
                     pose, gap = name(z[0])
-                    far = int(steps[index[pose], index[waypoint]]) if waypoint in index else None
-                    row[key] = {"pose": pose, "gap": gap, "actions_to_waypoint": far}
+                    far = int(steps[index[pose], index[waypoint]]) if waypoint in index and pose in index else None
+                    row[key] = {"pose": pose, "gap": gap, "actions_to_waypoint": far,
+                                "progress": None if far is None or to_go is None else to_go - far}
             queries.append(row)
             print(f"  t={t:3d} at {here} {row['reason']:11s} waypoint {waypoint}  " + "  ".join(
                 f"{k} -> {row[k]['pose']} (gap {row[k]['gap']}, {row[k]['actions_to_waypoint']} actions off)"
-                for k in ("raw", "snapped") if k in row))
+                for k in ("raw", "snapped", "by_head") if k in row))
         obs, reward, terminated, truncated, _ = env.step(int(action))
         if terminated or truncated:
             break
@@ -143,12 +179,14 @@ def main() -> None:
         print(f"the thinker's read-out names the waypoint's cell at "
               f"{np.mean([tuple(q['grounded_cells'][-1]) == tuple(q['waypoint'][:2]) for q in grounded]):.0%} "
               f"of {len(grounded)} queries")
-    for key in ("raw", "snapped"):
+    for key in ("raw", "snapped", "by_head", "by_cost", "by_direction", "best_reachable"):
         far = [q[key]["actions_to_waypoint"] for q in rows if key in q and q[key]["actions_to_waypoint"] is not None]
+        gain = [q[key]["progress"] for q in rows if key in q and q[key]["progress"] is not None]
         if far:
             print(f"{key}: names the waypoint at {np.mean([f == 0 for f in far]):.0%} of {len(far)} queries, "
                   f"within 2 actions at {np.mean([f <= 2 for f in far]):.0%}; median gap "
-                  f"{np.median([q[key]['gap'] for q in rows if key in q]):.2f}")
+                  f"{np.median([q[key]['gap'] for q in rows if key in q]):.2f}; brings the agent closer to the "
+                  f"waypoint at {np.mean([g > 0 for g in gain]):.0%} (mean {np.mean(gain):+.1f} actions)")
     if args.out:
         atomic_write_text(args.out, json.dumps(episodes, indent=1))
 
