@@ -408,9 +408,6 @@ def test_agent_settings_name_a_mistyped_key_and_a_bad_value(tmp_path):
         AgentSettings(snap_metric="geodesic")
     with pytest.raises(ValueError, match="snap_max_gap must be > 0 and excludes follow_paths"):
         AgentSettings(snap_depth=8, follow_paths=True, snap_max_gap=2.0)
-    with pytest.raises(ValueError, match="snap_far must be 'keep' or 'head' \\(which needs snap_max_gap\\)"):
-        AgentSettings(snap_depth=8, snap_far="head")
-    AgentSettings(snap_depth=8, snap_far="head", snap_max_gap=2.5)
     recipe = tmp_path / "eval.yaml"
     recipe.write_text("levels: [BabyAI-GoTo-v0]\nagent:\n  snap_depth: 8\n  cost: {distance: latent}\n")
     settings = AgentSettings.from_eval_recipe(recipe, patience=7)

@@ -148,29 +148,6 @@ def test_a_subgoal_out_of_reach_is_kept_as_proposed_with_max_gap():
         ReachableSubgoals(None, wm, SPACE, depth=2, merge=1.0, max_gap=0.0)
 
 
-def test_a_subgoal_out_of_reach_stands_in_as_the_reachable_state_the_far_metric_ranks_nearest():
-    """Out of reach (its L2 stand-in farther than max_gap), a subgoal becomes the reachable state the far metric
-    puts fewest actions from it: a step on the way, not the look-alike L2 picks or the raw proposal."""
-    wm = Corridor()
-    looks_near, lies_far = torch.tensor([[30.0, 25.0]]), 9.0  # looks like cell 3 off-manifold, is past cell 8
-
-    def actions_to_go(states: torch.Tensor, goals: torch.Tensor) -> torch.Tensor:
-        assert states.shape == goals.shape
-        return (lies_far - states[:, 0] / 10).abs()
-
-    snap = ReachableSubgoals(Proposes(looks_near), wm, SPACE, depth=2, merge=1.0, max_gap=10.0,
-                             far_metric=actions_to_go)
-    snap.reset(["a"])
-    out = snap.propose_with_paths([0], torch.tensor([4]))
-    assert cells(out.latents) == [6] and list(out.paths[0]) == [2, 2]  # two steps right, towards cell 9
-    near = ReachableSubgoals(Proposes(torch.tensor([[50.0, 0.5]])), wm, SPACE, depth=2, merge=1.0, max_gap=10.0,
-                             far_metric=actions_to_go)
-    near.reset(["a"])
-    assert cells(near.propose([0], torch.tensor([4]))) == [5]  # in reach: L2 decides, the far metric is not asked
-    with pytest.raises(ValueError, match="give max_gap too"):
-        ReachableSubgoals(None, wm, SPACE, depth=2, merge=1.0, far_metric=actions_to_go)
-
-
 def test_reachable_subgoals_reject_what_they_cannot_enumerate():
     wm = Corridor()
     with pytest.raises(ValueError, match="needs a DiscreteSpace, got BoxSpace"):

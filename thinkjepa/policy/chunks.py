@@ -104,7 +104,7 @@ def digest(directory: str) -> str:
     return h.hexdigest()
 
 
-SNAPPING = ("snap_depth", "follow_paths", "snap_tabu", "snap_metric", "snap_max_gap", "snap_far")
+SNAPPING = ("snap_depth", "follow_paths", "snap_tabu", "snap_metric", "snap_max_gap")
 
 
 def agent_record(settings: AgentSettings) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from thinkjepa.envs.babyai import navigation_space
 from thinkjepa.planning.base import Planner
 from thinkjepa.planning.spaces import ActionSpace
 from thinkjepa.policy.demos import calibrated_threshold
-from thinkjepa.policy.mpc import ActionsToGo, LatentMPC, PlanningCost
+from thinkjepa.policy.mpc import LatentMPC, PlanningCost
 from thinkjepa.policy.settings import AgentSettings, release_settings
 from thinkjepa.policy.subgoals import OracleSubgoals, ReachableSubgoals, ThinkerSubgoals
 from thinkjepa.protocols import EpisodeStart, PathSubgoalSource, WorldModel, check_levels, episode_starts, refusal
@@ -165,16 +165,9 @@ class HierarchicalPolicy:
         snap = not oracle and settings.snap_depth > 0
         if snap:
             metric = settings.planning_cost().metric(world_model)[0] if settings.snap_metric == "cost" else None
-            far_metric = None
-            if settings.snap_far == "head":
-                if getattr(world_model, "distance", None) is None:
-                    raise ValueError("AgentSettings.snap_far='head' ranks stand-ins with the goal-distance head; "
-                                     "this world model has none")
-                far_metric = ActionsToGo(world_model.distance, latent_weight=0.0)
             subgoals = ReachableSubgoals(subgoals, world_model, space, settings.snap_depth,
                                          merge=settings.reach_threshold, tabu=settings.snap_tabu,
-                                         metric=None if metric == "l2" else metric, max_gap=settings.snap_max_gap,
-                                         far_metric=far_metric)
+                                         metric=None if metric == "l2" else metric, max_gap=settings.snap_max_gap)
         return cls(world_model, subgoals, planner or settings.make_planner(), space,
                    reach_threshold=settings.reach_threshold, patience=settings.patience,
                    requery_every=settings.requery_every, cost=settings.planning_cost(), seed=seed,

@@ -40,9 +40,7 @@ class AgentSettings:
             L2 (``"l2"``) or by the planning cost (``"cost"``: the goal-distance head's actions to go plus the
             cost's latent weight x L2, as the planner scores its rollouts).
         snap_max_gap: With ``snap_depth``: a subgoal whose stand-in would lie farther than this (latent L2) is
-            out of reach (``None``: always snapped).
-        snap_far: What a subgoal out of reach (``snap_max_gap``) becomes: ``"keep"`` it as proposed, or the
-            reachable state the goal-distance head puts fewest actions from it (``"head"``: a step on the way).
+            kept as proposed (out of reach; ``None``: always snapped).
         follow_paths: With ``snap_depth``: execute the predicted path instead of planning.
         oracle_gap: The oracle's extra waypoint spacing (``None``: door crossings and final approach).
         max_steps: Step limit of an evaluated episode.
@@ -60,7 +58,6 @@ class AgentSettings:
     snap_tabu: bool = False
     snap_metric: str = "l2"
     snap_max_gap: float | None = None
-    snap_far: str = "keep"
     follow_paths: bool = False
     oracle_gap: int | None = None
     max_steps: int = 128
@@ -74,9 +71,6 @@ class AgentSettings:
                              f"and {self.requery_every}")
         if self.snap_metric not in ("l2", "cost"):
             raise ValueError(f"AgentSettings.snap_metric must be 'l2' or 'cost', got {self.snap_metric!r}")
-        if self.snap_far not in ("keep", "head") or (self.snap_far == "head" and self.snap_max_gap is None):
-            raise ValueError(f"AgentSettings.snap_far must be 'keep' or 'head' (which needs snap_max_gap), got "
-                             f"{self.snap_far!r} with snap_max_gap={self.snap_max_gap}")
         if self.snap_max_gap is not None and (self.follow_paths or not self.snap_max_gap > 0):
             raise ValueError(f"AgentSettings.snap_max_gap must be > 0 and excludes follow_paths (a subgoal kept as "
                              f"proposed has no path), got {self.snap_max_gap} with follow_paths={self.follow_paths}")

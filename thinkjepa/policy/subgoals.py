@@ -197,15 +197,13 @@ class ReachableSubgoals:
             such as the planner's learned cost (:class:`~thinkjepa.policy.mpc.ActionsToGo`), which ranks a
             state beside a subgoal beyond a wall by the actions still to go rather than by how alike the two
             frames look.
-        max_gap: A proposal whose stand-in by ``metric`` lies farther than this (latent L2) is out of reach: the
-            nearest reachable state is often on no way to it (``None``: always replace).
-        far_metric: What an out-of-reach proposal becomes: ``None`` keeps it as proposed; a metric (as
-            ``metric``) picks the reachable state it ranks nearest — with the goal-distance head alone, the
-            state fewest actions from the subgoal, a step on the way to it.
+        max_gap: Keep a proposal as it is when the state that would replace it lies farther than this (latent
+            L2): a subgoal out of reach has no stand-in among the reachable states, and the nearest of them is
+            often on no way to it (``None``: always replace).
     """
 
     def __init__(self, source, world_model: WorldModel, space: DiscreteSpace, depth: int, merge: float,
-                 tabu: bool = False, metric=None, max_gap: float | None = None, far_metric=None) -> None:
+                 tabu: bool = False, metric=None, max_gap: float | None = None) -> None:
         if not isinstance(space, DiscreteSpace):
             raise ValueError(f"ReachableSubgoals enumerates actions: it needs a DiscreteSpace, got {type(space).__name__}")
         if depth < 1:
@@ -214,35 +212,11 @@ class ReachableSubgoals:
         self.metric = metric
         if max_gap is not None and not max_gap > 0:
             raise ValueError(f"ReachableSubgoals needs max_gap > 0 (or None), got {max_gap}")
-        if far_metric is not None and max_gap is None:
-            raise ValueError("ReachableSubgoals: far_metric ranks the stand-ins of subgoals out of reach, which "
-                             "max_gap defines: give max_gap too")
-        self.max_gap, self.far_metric = max_gap, far_metric
+        self.max_gap = max_gap
         self.tabu = tabu
         self.proposed: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # row -> (frame, subgoal) pairs
         self.name = source.name
         self.gaps: list[float] = []  # ‖z* − snapped‖ of every proposal, for diagnostics
-
-    def _taken(self, row: int, here: torch.Tensor, states: torch.Tensor) -> torch.Tensor | None:
-        """With ``tabu``: which of ``states`` were already proposed from (within ``merge`` of) the frame ``here``."""
-        if not self.tabu:
-            return None
-        before = [g for h, g in self.proposed.get(row, []) if float(torch.linalg.vector_norm(h - here)) <= self.merge]
-        return torch.cdist(states, torch.stack(before)).min(1).values <= self.merge if before else None
-
-    @staticmethod
-    def _ranked(metric, states: torch.Tensor, wanted: torch.Tensor, taken: torch.Tensor | None) -> torch.Tensor:
-        """``metric``'s distance of each state to ``wanted`` (``None``: L2), inf for the current state (index 0)
-        and, unless that leaves none, for the states ``taken``."""
-        if metric is None:
-            far = torch.cdist(wanted[None], states)[0]
-        else:
-            far = metric(states, wanted[None].expand_as(states)).float().clone()
-        if len(states) > 1:
-            far[0] = float("inf")  # the next subgoal is not where the agent is
-        if taken is not None and not bool(taken[far.isfinite()].all()):
-            far = far.masked_fill(taken, float("inf"))
-        return far
 
     def check(self, episodes: Sequence[EpisodeStart]) -> None:
         """The wrapped source's check of the episodes (``ValueError`` for one it cannot serve), if it has one."""
@@ -277,17 +251,25 @@ class ReachableSubgoals:
             r = int(rows[i])
             states, paths = reachable_latents(self.world_model, start[i], start_target[i], self.space.allowed_ids,
                                               self.depth, self.merge, blocked=blocked[i] if blocked is not None else ())
-            taken = self._taken(r, start_target[i], states)
-            far = self._ranked(self.metric, states, wanted[i], taken)
+            if self.metric is None:
+                far = torch.cdist(wanted[i : i + 1], states)[0]
+            else:
+                far = self.metric(states, wanted[i : i + 1].expand_as(states)).float().clone()
+            if len(states) > 1:
+                far[0] = float("inf")  # the next subgoal is not where the agent is
+            if self.tabu:
+                here = start_target[i]
+                before = [g for h, g in self.proposed.get(r, []) if float(torch.linalg.vector_norm(h - here)) <= self.merge]
+                if before:
+                    taken = torch.cdist(states, torch.stack(before)).min(1).values <= self.merge
+                    if not bool(taken[far.isfinite()].all()):
+                        far = far.masked_fill(taken, float("inf"))
             k = int(far.argmin())
             if self.max_gap is not None and float(torch.linalg.vector_norm(states[k] - wanted[i])) > self.max_gap:
-                if self.far_metric is None:
-                    out[i] = wanted[i]  # out of reach: planned toward as proposed
-                    found.append([])
-                    self.gaps.append(float("nan"))
-                    continue
-                far = self._ranked(self.far_metric, states, wanted[i], taken)  # a step on the way to it
-                k = int(far.argmin())
+                out[i] = wanted[i]  # out of reach: planned toward as proposed
+                found.append([])
+                self.gaps.append(float("nan"))
+                continue
             out[i] = states[k]
             found.append(list(paths[k]))
             self.gaps.append(float(far[k]))
