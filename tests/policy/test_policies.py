@@ -454,3 +454,16 @@ def test_a_released_agent_refuses_missions_its_level_never_uses_and_the_rest_of_
     assert results[0].error is None and results[2].error is None and results[0].steps >= 1
     summary = summarize(results)
     assert summary["refused"] == 1 and summary["errored"] == 1 and summary["episodes"] == 3
+
+
+def test_a_release_evaluation_builds_agents_that_refuse_what_the_release_was_not_built_for(wm):
+    from thinkjepa.policy.chunks import ChunkRunner
+
+    runner = ChunkRunner(wm, None, agent(reach_threshold=1.0), built_for="BabyAI-GoToLocal-v0")
+    oracle, flat = runner.policy("oracle", 1.0, 0), runner.policy("flat", 1.0, 0)
+    assert oracle.built_for == flat.built_for == "BabyAI-GoToLocal-v0"
+    here = EpisodeStart("go to the red door", frames(1)[0], "BabyAI-GoToLocal-v0")
+    assert oracle.refusal(here) is None and flat.refusal(here) is None  # neither reads the instruction
+    there = EpisodeStart("go to the red ball", frames(1)[0], "BabyAI-GoTo-v0")
+    assert "22x22 grid" in oracle.refusal(there) and "22x22 grid" in flat.refusal(there)
+    assert ChunkRunner(wm, None, agent(reach_threshold=1.0)).policy("flat", 1.0, 0).built_for is None

@@ -43,19 +43,23 @@ class ChunkRunner:
         world_model: The world model every agent plans with.
         thinker: The hierarchical agent's thinker (``None`` without that mode).
         settings: The agents' settings (planner included); each chunk supplies its calibrated reach threshold.
+        built_for: A released agent's level (its agents refuse episodes not built for there), or ``None``.
     """
 
-    def __init__(self, world_model, thinker, settings: AgentSettings) -> None:
-        self.world_model, self.thinker, self.settings = world_model, thinker, settings
+    def __init__(self, world_model, thinker, settings: AgentSettings, built_for: str | None = None) -> None:
+        self.world_model, self.thinker, self.settings, self.built_for = world_model, thinker, settings, built_for
         self.space = navigation_space()
 
     def policy(self, mode: str, reach_threshold: float, seed: int) -> FlatPolicy | HierarchicalPolicy:
         """A fresh agent for ``mode`` whose planner is seeded with ``seed`` (the chunk's first episode)."""
         settings = replace(self.settings, reach_threshold=reach_threshold)
         if mode == "flat":
-            return FlatPolicy.from_settings(self.world_model, settings, self.space, seed)
-        return HierarchicalPolicy.from_settings(self.world_model, settings, thinker=self.thinker,
-                                                oracle=mode == "oracle", space=self.space, seed=seed)
+            agent = FlatPolicy.from_settings(self.world_model, settings, self.space, seed)
+        else:
+            agent = HierarchicalPolicy.from_settings(self.world_model, settings, thinker=self.thinker,
+                                                     oracle=mode == "oracle", space=self.space, seed=seed)
+        agent.built_for = self.built_for
+        return agent
 
     def __call__(self, chunk: Chunk) -> tuple[list[EpisodeResult], list[np.ndarray]]:
         policy = self.policy(chunk.mode, chunk.reach_threshold, chunk.start)
@@ -67,12 +71,13 @@ class ChunkRunner:
 _WORKER_RUNNER: ChunkRunner | None = None
 
 
-def _start_worker(world_model: str, thinker: str | None, device: str, threads: int, settings: AgentSettings) -> None:
+def _start_worker(world_model: str, thinker: str | None, device: str, threads: int, settings: AgentSettings,
+                  built_for: str | None = None) -> None:
     global _WORKER_RUNNER
     torch.set_num_threads(threads)
     torch.set_grad_enabled(False)
     wm, th = load_models(world_model, thinker, device)
-    _WORKER_RUNNER = ChunkRunner(wm, th, settings)
+    _WORKER_RUNNER = ChunkRunner(wm, th, settings, built_for)
 
 
 def _run_in_worker(chunk: Chunk) -> tuple[list[EpisodeResult], list[np.ndarray]]:

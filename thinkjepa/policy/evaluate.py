@@ -74,6 +74,7 @@ def evaluate(
     device: str = "cpu",
     workers: int = 1,
     stale: Literal["error", "replace"] = "error",
+    built_for: str | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Evaluate the bot, flat, hierarchical and oracle agents on seeded BabyAI episodes.
 
@@ -97,6 +98,8 @@ def evaluate(
             each unless ``THINKJEPA_NUM_THREADS`` says otherwise).
         stale: What to do with chunks in ``out`` that were run with other settings: ``"error"`` (refuse,
             naming the settings that differ) or ``"replace"`` (run them again).
+        built_for: A released agent's level: the agents refuse what they were not built for there (an instruction
+            with words no mission of that level uses), and such episodes are recorded as refused failures.
 
     Returns:
         ``{level: {mode: summary}}``.
@@ -119,9 +122,11 @@ def evaluate(
     settings = agent or AgentSettings()
     settings.planning_cost().metric(wm)  # ... or a cost this world model cannot provide
     common = {"world_model": fingerprint(wm), "device": device, **agent_record(settings)}
+    if built_for is not None:  # recorded only when set: chunks of one's own agents stay as they were
+        common["built_for"] = built_for
     thinker_digest = digest(thinker) if thinker is not None else None
     threads = int(os.environ.get("THINKJEPA_NUM_THREADS") or 1)
-    worker_args = (world_model, thinker, device, threads, settings)
+    worker_args = (world_model, thinker, device, threads, settings, built_for)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     from torch.utils.tensorboard import SummaryWriter
@@ -152,7 +157,8 @@ def evaluate(
             print(f"{level}: {sum(map(len, done.values()))} episodes already in {out_dir / 'episodes' / level}")
         bar = tqdm(total=sum(len(c.demos) for c in todo), desc=f"{level} {'/'.join(sorted({c.mode for c in todo}))}",
                    unit="ep")
-        for chunk, res, strips in run_chunks(todo, lambda: ChunkRunner(wm, th, settings), workers, worker_args):
+        for chunk, res, strips in run_chunks(todo, lambda: ChunkRunner(wm, th, settings, built_for), workers,
+                                             worker_args):
             path, recorded = paths[chunk.mode, chunk.start]
             atomic_write_text(path, json.dumps({"settings": recorded, "results": to_json(res)}, indent=1))
             done[chunk.mode, chunk.start] = res

@@ -78,7 +78,7 @@ def evaluate_release(
     summary = evaluate(
         world_model=str(release.world_model_path), thinker=str(thinker) if thinker else None, agent=settings,
         levels=levels, modes=modes, episodes=episodes, seed=seed, num_envs=num_envs, out=out,
-        log_episodes=log_episodes, device=device, workers=workers, stale="replace",
+        log_episodes=log_episodes, device=device, workers=workers, stale="replace", built_for=settings.level,
     )
     print(f"subgoal sheets and episode frames: {Path(out) / 'plots'}")
     if record:
