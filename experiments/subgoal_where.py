@@ -31,9 +31,9 @@ from thinkjepa.data.latents import encode_fixed_batches
 from thinkjepa.data.poses import pose_frames
 from thinkjepa.envs.babyai import is_success, make_env
 from thinkjepa.policy import HierarchicalPolicy
-from thinkjepa.policy.settings import release_settings
 from thinkjepa.policy import subgoals as subgoals_module
 from thinkjepa.policy.mpc import ActionsToGo
+from thinkjepa.policy.settings import release_settings
 from thinkjepa.policy.subgoals import ReachableSubgoals
 from thinkjepa.release import Release
 

@@ -36,7 +36,14 @@ from thinkjepa.policy.demos import calibrated_threshold
 from thinkjepa.policy.mpc import LatentMPC, PlanningCost
 from thinkjepa.policy.settings import AgentSettings, release_settings
 from thinkjepa.policy.subgoals import OracleSubgoals, ReachableSubgoals, ThinkerSubgoals
-from thinkjepa.protocols import EpisodeStart, PathSubgoalSource, WorldModel, check_levels, episode_starts, refusal
+from thinkjepa.protocols import (
+    EpisodeStart,
+    PathSubgoalSource,
+    WorldModel,
+    check_levels,
+    episode_starts,
+    refusal,
+)
 from thinkjepa.release import Release, ReleaseError
 from thinkjepa.thinker.checkpoint import load_thinker
 from thinkjepa.thinker.guidance import guidance_for

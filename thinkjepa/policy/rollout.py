@@ -44,9 +44,10 @@ def run_episodes(
     An episode the agent refuses (its ``refusal``: a released agent's unknown words or grid) is a failure whose
     error starts with ``"refused: "``; the others run without it.
     """
+    starts = [_start(d, level, image_size) for d in demos]
     refusal = getattr(policy, "refusal", None)
     if refusal is not None:
-        reasons = [refusal(_start(d, level, image_size)) for d in demos]
+        reasons = [refusal(s) for s in starts]
         if any(reasons):
             taken = [d for d, why in zip(demos, reasons) if why is None]
             ran, pictures = (run_episodes(policy, mode, level, taken, image_size, max_steps, env_fn, keep_frames,
@@ -79,7 +80,7 @@ def run_episodes(
     if attach is not None:
         attach(envs)
     # every agent is told the same: the instruction and the frame the bot's demonstration ended in
-    policy.reset([_start(d, level, image_size) for d in demos])
+    policy.reset(starts)
     for i, d in enumerate(demos):  # no demonstration, no goal image: the flat policy cannot run
         if mode == "flat" and active[i] and d.goal_frame is None:
             finish(i, False, "no goal image: the bot failed this seed")
