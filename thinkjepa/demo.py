@@ -40,7 +40,7 @@ SHOWN = ("babyai-goto", "babyai-gotolocal")
 
 
 def show_release(name: str, episodes: int, out: Path, workers: int, root: str | None = None) -> dict | None:
-    """Evaluate a released agent on ``episodes`` fresh seeds (3,000,000+), or say why it cannot be shown.
+    """Evaluate a released agent on ``episodes`` fresh seeds (4,000,000+), or say why it cannot be shown.
     ``name="auto"``: the first of :data:`SHOWN` that is assembled."""
     from thinkjepa.policy.release_eval import evaluate_release
     from thinkjepa.release import Release, ReleaseError
@@ -97,7 +97,7 @@ def demo(
         fresh: Delete ``out`` first.
         release: The released agent shown first (``"auto"``: ``babyai-goto``, or ``babyai-gotolocal`` while the
             former is not assembled; ``None``: skip it).
-        release_episodes: Its episodes per agent (fresh seeds 3,000,000+).
+        release_episodes: Its episodes per agent (fresh seeds 4,000,000+).
         release_root: Where releases live (default ``checkpoints/release``).
     """
     from thinkjepa.data.collect import collect

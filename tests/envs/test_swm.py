@@ -12,16 +12,16 @@ from thinkjepa.envs.swm import collect_swm, frame, make_swm_env  # noqa: E402
 
 
 def test_tworoom_expert_episodes_land_in_the_store_with_continuous_actions(tmp_path) -> None:
-    out = collect_swm("swm/TwoRoom-v1", 2, tmp_path / "tworoom", steps=40, image_size=32, noise=0.3, seed=5)
+    out = collect_swm("swm/TwoRoom-v1", 2, tmp_path / "tworoom", steps=40, image_size=32, noise=0.3, seed=100_005)
     store = EpisodeStore(out)
     assert len(store) == 2 and store.image_size == 32 and store.action_space == "continuous"
     low, high = store.action_box
     assert low.tolist() == [-1.0, -1.0] and high.tolist() == [1.0, 1.0]
-    assert [store.meta(i).num_steps for i in range(2)] == [40, 40] and store.meta(1).seed == 6
+    assert [store.meta(i).num_steps for i in range(2)] == [40, 40] and store.meta(1).seed == 100_006
     frames = store.frames(0)
     assert frames.dtype == np.uint8 and frames.shape == (41, 32, 32, 3)
     assert any(not np.array_equal(frames[0], f) for f in frames[1:])  # the agent moves
-    again = collect_swm("swm/TwoRoom-v1", 2, tmp_path / "again", steps=40, image_size=32, noise=0.3, seed=5)
+    again = collect_swm("swm/TwoRoom-v1", 2, tmp_path / "again", steps=40, image_size=32, noise=0.3, seed=100_005)
     np.testing.assert_array_equal(EpisodeStore(again).actions(1), store.actions(1))  # seeded: the same episodes
 
 
@@ -134,3 +134,9 @@ def test_pusht_expert_pushes_the_block_and_episodes_place_agent_block_and_goal()
     assert len(episodes) == 2 and episodes[0].goal.shape == (7,) and episodes[0].goal_frame.shape == (32, 32, 3)
     with pytest.raises(ValueError, match="no rooms"):
         goal_episodes("swm/PushT-v1", env, GoalProtocol(episodes=1, other_room=True), 32)
+
+
+def test_collect_swm_refuses_the_protocols_seeds(tmp_path):
+    with pytest.raises(ValueError, match=r"collect_swm\(swm/TwoRoom-v1\) would use reset seeds 0\.\.399, which overlap"):
+        collect_swm("swm/TwoRoom-v1", 400, tmp_path / "tworoom", seed=0)
+    assert not (tmp_path / "tworoom").exists()

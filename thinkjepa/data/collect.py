@@ -32,6 +32,7 @@ from thinkjepa.data.records import EpisodeRecord, SubgoalSegment, WaypointSegmen
 from thinkjepa.data.waypoints import AgentState, Waypoint, kinds_from_encoding, path_waypoints, shortest_path
 from thinkjepa.data.writer import EpisodeWriter
 from thinkjepa.envs.babyai import NAV_ACTIONS, FullGridObservation, is_success, make_env
+from thinkjepa.envs.seeds import check_training_seeds
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,8 @@ def collect(
         raise ValueError(f"episodes_per_level has {len(counts)} entries for {len(levels)} levels")
     if not levels or min(counts) < 1:
         raise ValueError(f"need at least one level and episode, got {levels=} {episodes_per_level=}")
+    for level, count in zip(levels, counts):
+        check_training_seeds(seed, count, f"collect({level})")
     envs = [make_env(level, image_size=image_size, max_steps=max_steps) for level in levels]  # fail early
     dropped: dict[str, Counter] = {level: Counter() for level in levels}
     with EpisodeWriter(out, overwrite=overwrite) as writer:

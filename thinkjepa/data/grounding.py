@@ -27,6 +27,7 @@ import numpy as np
 
 from thinkjepa.data.waypoints import FREE, AgentState, cell_kinds, path_waypoints, shortest_path
 from thinkjepa.envs.babyai import cell_center, make_env
+from thinkjepa.envs.seeds import check_training_seeds
 
 OBJECT_TYPES = ("ball", "box", "key")
 Naming = Literal["unique", "level"]
@@ -139,6 +140,7 @@ def grounding_samples(
     layout, barren = seed, 0
     try:
         while len(missions) < n:
+            check_training_seeds(seed, layout - seed + 1, f"grounding samples of {level}")
             env.reset(seed=layout)
             grid = env.unwrapped.grid
             cells = object_cells(grid)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from thinkjepa.data.records import EpisodeRecord
 from thinkjepa.data.writer import EpisodeWriter
+from thinkjepa.envs.seeds import SWM_EVAL_SEEDS, check_training_seeds
 
 INSTALL = "pip install -e '.[swm]' (or make install-swm)"
 EXPERTS = {
@@ -172,7 +173,7 @@ def collect_swm(
     steps: int = 100,
     image_size: int = 64,
     noise: float = 0.3,
-    seed: int = 0,
+    seed: int = 100_000,
     overwrite: bool = False,
 ) -> Path:
     """Roll the expert of ``env_id`` for ``episodes`` episodes of ``steps`` steps into a new dataset.
@@ -184,12 +185,14 @@ def collect_swm(
         steps: Actions per episode (the target is redrawn each time it is reached).
         image_size: Side of the stored frames.
         noise: Standard deviation of the Gaussian noise the expert adds to its actions (clipped to the box).
-        seed: First reset seed; also seeds the expert's noise.
+        seed: First reset seed; also seeds the expert's noise. Seeds 0..99,999 are the evaluation's
+            (:data:`~thinkjepa.envs.seeds.SWM_EVAL_SEEDS`) and refused.
         overwrite: Replace an existing dataset at ``out``.
 
     Returns:
         The dataset path.
     """
+    check_training_seeds(seed, episodes, f"collect_swm({env_id})", SWM_EVAL_SEEDS)
     if episodes < 1 or steps < 1 or image_size < 8 or noise < 0:
         raise ValueError(f"collect_swm needs episodes, steps >= 1, image_size >= 8 and noise >= 0; got {episodes=} "
                          f"{steps=} {image_size=} {noise=}")

@@ -2,8 +2,9 @@
 
 The bot, the release's flat agent (its world model, planner and cost, toward the bot's final frame) and
 its hierarchical agent (the thinker, from the instruction alone) run on the same seeded episodes with
-the settings stored in the release. By default the seeds start at 3,000,000: no setting of any
-released agent was chosen on them. ``record=True`` writes the table into the release's manifest
+the settings stored in the release. By default the seeds start at 4,000,000
+(:data:`~thinkjepa.envs.seeds.BABYAI_EVAL_SEEDS`): no training data of any released agent came from them and
+no setting was chosen on them. ``record=True`` writes the table into the release's manifest
 together with the digest of the files it was measured on, so the manifest says what exactly these
 files do.
 """
@@ -15,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from thinkjepa.envs.babyai import check_level
+from thinkjepa.envs.seeds import BABYAI_EVAL_SEEDS
 from thinkjepa.policy.evaluate import evaluate
 from thinkjepa.policy.settings import release_settings
 from thinkjepa.release import Release
 
-FRESH_SEED = 3_000_000  # no released agent's settings were chosen on seeds from here on
+FRESH_SEED = BABYAI_EVAL_SEEDS.start  # no training data or setting of a released agent came from here on
 KEEP = ("episodes", "successes", "success_rate", "ci95", "mean_length", "mean_expert_length", "planning_ms_per_step",
         "thinker_share", "thinker_calls_per_episode", "errored")
 

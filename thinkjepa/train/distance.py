@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from thinkjepa.configs import as_dataclass
 from thinkjepa.data.latents import Encode, encode_fixed_batches
 from thinkjepa.data.poses import MOVES, UNREACHABLE, pose_frames
+from thinkjepa.envs.seeds import check_training_seeds
 from thinkjepa.optim import OptimConfig, adamw_warmup_cosine
 from thinkjepa.train.worldmodel import export_on_fit_end
 from thinkjepa.worldmodel.export import world_model_part
@@ -135,7 +136,8 @@ class PoseDistanceDataModule(pl.LightningDataModule):
         level: BabyAI level.
         train_layouts: Layouts to train on (seeds ``seed ..``).
         val_layouts: Held-out layouts (the seeds after).
-        seed: First layout seed (default far from the collectors' and the evaluation's).
+        seed: First layout seed (the released heads used 3,000,000; never one of the evaluation seeds,
+            :data:`~thinkjepa.envs.seeds.BABYAI_EVAL_SEEDS`).
         batch_size: Pairs per step.
         val_batches: Validation batches.
         encode_batch_size: Frames per encoder call.
@@ -158,6 +160,7 @@ class PoseDistanceDataModule(pl.LightningDataModule):
         super().__init__()
         if train_layouts < 1 or val_layouts < 1:
             raise ValueError(f"need at least one training and one validation layout, got {train_layouts}, {val_layouts}")
+        check_training_seeds(seed, train_layouts + val_layouts, f"the goal-distance layouts of {level}")
         self.save_hyperparameters()
         self.level, self.seed = level, seed
         self.train_layouts, self.val_layouts = train_layouts, val_layouts

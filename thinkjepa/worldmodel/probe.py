@@ -26,6 +26,7 @@ from torch import nn
 from thinkjepa.checkpoint import atomic_write_text
 from thinkjepa.data.latents import encode_fixed_batches
 from thinkjepa.data.poses import PoseFrames, pose_frames
+from thinkjepa.envs.seeds import check_training_seeds
 
 Encode = Callable[[torch.Tensor], torch.Tensor]
 
@@ -136,6 +137,7 @@ def probe_pose_encoder(
     """Render, encode, fit on ``train_layouts`` seeded layouts and score on ``val_layouts`` others."""
     if train_layouts < 1 or val_layouts < 1:
         raise ValueError(f"need at least one training and one held-out layout, got {train_layouts}, {val_layouts}")
+    check_training_seeds(seed, train_layouts + val_layouts, f"the pose probe's layouts of {level}")
     data = pose_frames(level, list(range(seed, seed + train_layouts + val_layouts)), image_size)
     latents = encode_fixed_batches(encode, [data.frames], encode_batch_size)
     train = data.layout < train_layouts
