@@ -52,16 +52,21 @@ def test_the_goal_protocol_counts_the_expert_path_a_success_and_a_standing_agent
     protocol = GoalProtocol(episodes=3, goal_offset=25, eval_budget=30)
     replayed = run_protocol("swm/TwoRoom-v1", ExpertReplay(), protocol, image_size=32)
     assert [r["success"] for r in replayed] == [True] * 3 and all(r["steps"] <= 25 for r in replayed)
+    assert all(r["closest_distance"] == r["final_distance"] < 16 for r in replayed)  # TwoRoom: within 16 px
 
     class Stand:
+        far: list[float] = []
+
         def reset(self, goal_frame, episode) -> None:
-            self.far = float(np.linalg.norm(episode.goal - episode.start))
+            self.far.append(float(np.linalg.norm(episode.goal - episode.start)))
 
         def plan(self, frame, state) -> np.ndarray:
             return np.zeros((5, 2), np.float32)
 
     stood = run_protocol("swm/TwoRoom-v1", Stand(), protocol, image_size=32)
     assert [r["steps"] for r in stood] == [30] * 3 and not any(r["success"] for r in stood)
+    np.testing.assert_allclose([r["final_distance"] for r in stood], Stand.far, rtol=1e-5)
+    assert min(Stand.far) > 16
 
 
 def test_block_mpc_plans_blocks_with_a_world_model_of_the_block_dimension(tmp_path) -> None:

@@ -191,12 +191,14 @@ class DoorwayOracle(BlockMPC):
 def run_protocol(env_id: str, agent: GoalAgent, protocol: GoalProtocol, image_size: int,
                  episodes: Sequence[GoalEpisode] | None = None) -> list[dict[str, Any]]:
     """Drive ``agent`` through the protocol's episodes; one record per episode (an episode that raises is a
-    failure with its error recorded)."""
+    failure with its error recorded) with the agent's final and closest distance to the goal position (the first
+    two state entries: TwoRoom's agent, PushT's pusher)."""
     env = make_swm_env(env_id)
     episodes = goal_episodes(env_id, env, protocol, image_size) if episodes is None else episodes
     records = []
     for ep in episodes:
         start, steps, success, error = time.perf_counter(), 0, False, None
+        gap: list[float] = []  # the agent's distance to the goal position after each step (simulator units)
         try:
             state = place(env_id, env, ep.seed, ep.start, ep.goal)
             agent.reset(ep.goal_frame, ep)
@@ -204,6 +206,7 @@ def run_protocol(env_id: str, agent: GoalAgent, protocol: GoalProtocol, image_si
                 for action in agent.plan(frame(env, image_size), state):
                     obs, _, terminated, _, info = env.step(np.asarray(action, dtype=np.float32))
                     state = state_of(env_id, obs, info)
+                    gap.append(float(np.linalg.norm(state[:2] - np.asarray(ep.goal, np.float32).reshape(-1)[:2])))
                     steps += 1
                     if terminated:
                         success = True
@@ -213,6 +216,7 @@ def run_protocol(env_id: str, agent: GoalAgent, protocol: GoalProtocol, image_si
         except Exception as err:  # noqa: BLE001  (a failing episode is recorded; the evaluation goes on)
             error = f"step {steps}: {type(err).__name__}: {err}"
         records.append({"seed": ep.seed, "success": success, "steps": steps, "seconds": time.perf_counter() - start,
-                        "error": error})
+                        "error": error, "final_distance": gap[-1] if gap else None,
+                        "closest_distance": min(gap) if gap else None})
     env.close()
     return records
