@@ -199,6 +199,7 @@ def run_protocol(env_id: str, agent: GoalAgent, protocol: GoalProtocol, image_si
     for ep in episodes:
         start, steps, success, error = time.perf_counter(), 0, False, None
         gap: list[float] = []  # the agent's distance to the goal position after each step (simulator units)
+        goal_xy = np.asarray(ep.goal, np.float32).reshape(-1)[:2]
         try:
             state = place(env_id, env, ep.seed, ep.start, ep.goal)
             agent.reset(ep.goal_frame, ep)
@@ -206,7 +207,7 @@ def run_protocol(env_id: str, agent: GoalAgent, protocol: GoalProtocol, image_si
                 for action in agent.plan(frame(env, image_size), state):
                     obs, _, terminated, _, info = env.step(np.asarray(action, dtype=np.float32))
                     state = state_of(env_id, obs, info)
-                    gap.append(float(np.linalg.norm(state[:2] - np.asarray(ep.goal, np.float32).reshape(-1)[:2])))
+                    gap.append(float(np.linalg.norm(state[:2] - goal_xy)))
                     steps += 1
                     if terminated:
                         success = True
