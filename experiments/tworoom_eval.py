@@ -1,10 +1,11 @@
 """TwoRoom under the published protocol, and its long-horizon variant with the doorway oracle beside the flat agent.
 
-    python experiments/tworoom_eval.py WORLD_MODEL OUT [--long-episodes 20]
+    python experiments/tworoom_eval.py WORLD_MODEL OUT [--long-episodes 20] [--learned 1.0]
 
 Writes ``OUT/protocol``, ``OUT/long-flat`` and ``OUT/long-oracle`` (each ``summary.json`` + ``episodes.json``).
 The long-horizon runs (goal 100 steps away in the other room, 200 steps of budget) plan with a smaller CEM
-(100 x 10, top 10 by default) than the protocol's 300 x 30: the same for the flat agent and the oracle.
+(100 x 10, top 10 by default) than the protocol's 300 x 30: the same for the flat agent and the oracle. Every run
+plans on latent L2, or with ``--learned W`` on the world model's goal-distance head plus W x L2.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from thinkjepa.policy.mpc import PlanningCost
 from thinkjepa.policy.swm_eval import evaluate_swm
 from thinkjepa.policy.swm_protocol import GoalProtocol
 
@@ -25,6 +27,8 @@ def main() -> None:
     parser.add_argument("--long-samples", type=int, default=100, help="CEM samples of the long-horizon runs")
     parser.add_argument("--long-iterations", type=int, default=10, help="CEM iterations of the long-horizon runs")
     parser.add_argument("--skip-protocol", action="store_true")
+    parser.add_argument("--learned", type=float, default=None, metavar="W",
+                        help="plan on the goal-distance head plus W x latent L2 (default: latent L2)")
     args = parser.parse_args()
     out = Path(args.out)
     runs = [] if args.skip_protocol else [("protocol", GoalProtocol(), False)]
@@ -33,7 +37,8 @@ def main() -> None:
                         num_elites=max(1, args.long_samples // 10))
     runs += [("long-flat", long, False), ("long-oracle", long, True)]
     for name, protocol, oracle in runs:
-        summary = evaluate_swm(args.world_model, protocol=protocol, oracle=oracle, out=str(out / name))
+        cost = PlanningCost(distance="latent") if args.learned is None else PlanningCost("learned", args.learned)
+        summary = evaluate_swm(args.world_model, protocol=protocol, oracle=oracle, cost=cost, out=str(out / name))
         print(name, json.dumps({k: summary[k] for k in ("successes", "episodes", "ci95", "planning_seconds_per_episode")}),
               flush=True)
 

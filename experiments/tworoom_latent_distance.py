@@ -4,7 +4,8 @@
 
 Part 1 places the agent at 300 random points of the right-hand room (reset seed 100,000, outside the evaluation
 seeds), encodes each frame with the target encoder and prints the latent L2 to the encoded goal frame (the agent at
-(170, 112)) by bands of true distance in simulator pixels. Part 2 (with ``--episodes``, the ``episodes.json`` of
+(170, 112)) by bands of true distance in simulator pixels, and the goal-distance head's estimate where the world
+model has one. Part 2 (with ``--episodes``, the ``episodes.json`` of
 ``thinkjepa eval-swm``) splits the protocol's outcomes by whether the goal lies in the other room and by the
 start-to-goal distance, and lists each failure's final and closest distance.
 """
@@ -40,13 +41,19 @@ def latent_by_distance(world_model: str, points: int = 300) -> None:
         rows = []
         for _ in range(points):
             p = np.array([rng.uniform(125, 215), rng.uniform(10, 215)], np.float32)
-            rows.append((float(np.linalg.norm(p - goal)), float((encode(p) - z_goal).norm())))
+            z = encode(p)
+            head = float(wm.distance(z, z_goal)) if wm.distance is not None else float("nan")
+            rows.append((float(np.linalg.norm(p - goal)), float((z - z_goal).norm()), head))
     rows = np.array(rows)
     for lo, hi in ((0, 10), (10, 20), (20, 40), (40, 60), (60, 80), (80, 100), (100, 130)):
         m = (rows[:, 0] >= lo) & (rows[:, 0] < hi)
         if m.any():
-            print(f"{lo:>3}-{hi:<3} px: latent L2 {rows[m, 1].mean():.2f} ± {rows[m, 1].std():.2f} (n={m.sum()})")
+            head = (f", goal-distance head {rows[m, 2].mean():.2f} ± {rows[m, 2].std():.2f} blocks"
+                    if wm.distance is not None else "")
+            print(f"{lo:>3}-{hi:<3} px: latent L2 {rows[m, 1].mean():.2f} ± {rows[m, 1].std():.2f}{head} (n={m.sum()})")
     print(f"correlation of true and latent distance: {np.corrcoef(rows[:, 0], rows[:, 1])[0, 1]:.2f}")
+    if wm.distance is not None:
+        print(f"correlation of true distance and the head's: {np.corrcoef(rows[:, 0], rows[:, 2])[0, 1]:.2f}")
 
 
 def failures(episodes: str) -> None:

@@ -8,7 +8,15 @@ import pytest
 pytest.importorskip("stable_worldmodel", reason="the swm extra is not installed (make install-swm)")
 
 from thinkjepa.data.episodes import EpisodeStore  # noqa: E402
-from thinkjepa.envs.swm import collect_swm, frame, make_swm_env  # noqa: E402
+from thinkjepa.envs.swm import (  # noqa: E402
+    collect_swm,
+    frame,
+    make_swm_env,
+    place,
+    tworoom_doors,
+    tworoom_path_length,
+    tworoom_states,
+)
 
 
 def test_tworoom_expert_episodes_land_in_the_store_with_continuous_actions(tmp_path) -> None:
@@ -145,3 +153,34 @@ def test_collect_swm_refuses_the_protocols_seeds(tmp_path):
     with pytest.raises(ValueError, match=r"collect_swm\(swm/TwoRoom-v1\) would use reset seeds 0\.\.399, which overlap"):
         collect_swm("swm/TwoRoom-v1", 400, tmp_path / "tworoom", seed=0)
     assert not (tmp_path / "tworoom").exists()
+
+
+def test_tworoom_path_length_is_straight_within_a_room_and_through_the_door_between_rooms() -> None:
+    env = make_swm_env("swm/TwoRoom-v1")
+    env.reset(seed=100_000)
+    door = tworoom_doors(env)[0]  # the layout's one door: the wall at x = 112
+    a = np.array([[50.0, 150.0], [50.0, 150.0], [150.0, 200.0]], np.float32)
+    b = np.array([[60.0, 180.0], [170.0, 150.0], [150.0, 20.0]], np.float32)
+    expected = [np.hypot(10, 30), np.linalg.norm(a[1] - door) + np.linalg.norm(b[1] - door), 180.0]
+    np.testing.assert_allclose(tworoom_path_length(env, a, b), expected, rtol=1e-5)
+    np.testing.assert_allclose(tworoom_path_length(env, b, a), expected, rtol=1e-5)  # symmetric
+    env.close()
+
+
+def test_tworoom_states_render_where_they_are_placed_and_walk_as_the_simulator_moves() -> None:
+    placed = tworoom_states(12, blocks=3, frameskip=5, image_size=32, seed=100_000)
+    assert placed.frames.shape == (12, 32, 32, 3) and placed.positions.shape == (12, 4, 2)
+    assert placed.actions.shape == (12, 3, 10) and np.abs(placed.actions).max() <= 1.0
+    env = make_swm_env("swm/TwoRoom-v1")
+    for i in (0, 7):  # the frame is the render at the start
+        place("swm/TwoRoom-v1", env, 100_000, placed.positions[i, 0], np.full(2, -1000.0, np.float32))
+        np.testing.assert_array_equal(frame(env, 32), placed.frames[i])
+        obs, info = None, None
+        for action in placed.actions[i, 0].reshape(5, 2):  # the first block leads where it is recorded
+            obs, _, _, _, info = env.step(action)
+        np.testing.assert_allclose(np.asarray(info["state"])[:2], placed.positions[i, 1], atol=1e-4)
+    moved = np.linalg.norm(np.diff(placed.positions, axis=1), axis=2)
+    assert moved.max() <= 5 * 5 * np.sqrt(2) + 1e-3 and moved.mean() > 0  # at most speed x steps per block
+    env.close()
+    with pytest.raises(ValueError, match="kept for evaluation"):
+        tworoom_states(2, 1, 5, 32, seed=42)

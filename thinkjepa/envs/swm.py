@@ -166,6 +166,89 @@ def expert_rollout(env_id: str, env: gym.Env, steps: int, seed: int, noise: floa
     return ExpertRun(None if frames is None else np.stack(frames), np.stack(actions), np.stack(states), reached)
 
 
+def tworoom_doors(env: gym.Env) -> np.ndarray:
+    """``(K, 2)`` the centres of TwoRoom's doors the agent fits through (all doors if none does)."""
+    base = env.unwrapped
+    space = base.variation_space
+    axis, wall = int(space["wall"]["axis"].value), float(base.wall_pos)
+    num = int(space["door"]["number"].value)
+    centres = np.asarray(space["door"]["position"].value, dtype=np.float32)[:num]
+    sizes = np.asarray(space["door"]["size"].value, dtype=np.float32)[:num]
+    radius = float(space["agent"]["radius"].value.item())
+    fits = sizes >= 1.1 * radius  # the environment's own rule for a door the agent passes
+    centres = centres[fits] if fits.any() else centres
+    return np.array([[wall, c] if axis == 1 else [c, wall] for c in centres], np.float32).reshape(-1, 2)
+
+
+def tworoom_path_length(env: gym.Env, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Length in simulator pixels of the shortest way between positions ``a`` and ``b`` (``(N, 2)`` each) of
+    TwoRoom: straight within a room; between rooms, to a door's centre and on from there (as the environment
+    measures a target's ``min_steps``)."""
+    base = env.unwrapped
+    axis, wall = int(base.variation_space["wall"]["axis"].value), float(base.wall_pos)
+    a, b = np.asarray(a, np.float32).reshape(-1, 2), np.asarray(b, np.float32).reshape(-1, 2)
+    k = 0 if axis == 1 else 1  # the coordinate the wall splits
+    straight = np.linalg.norm(a - b, axis=1)
+    doors = tworoom_doors(env)  # (K, 2)
+    through = (np.linalg.norm(a[:, None] - doors[None], axis=2) + np.linalg.norm(b[:, None] - doors[None], axis=2)).min(1)
+    return np.where((a[:, k] > wall) == (b[:, k] > wall), straight, through)
+
+
+@dataclass
+class PlacedStates:
+    """Agent states placed across an environment, each with a random walk of action blocks from it."""
+
+    frames: np.ndarray  # uint8 (N, S, S, 3): each start
+    positions: np.ndarray  # float32 (N, R + 1, 2): the start and the agent's position after each block
+    actions: np.ndarray  # float32 (N, R, frameskip * A): the blocks walked
+
+
+def tworoom_states(count: int, blocks: int, frameskip: int, image_size: int, seed: int,
+                   env_id: str = "swm/TwoRoom-v1") -> PlacedStates:
+    """``count`` agent positions drawn uniformly over TwoRoom's free floor (reset seed ``seed``; the layout is the
+    same for every seed), each rendered, then walked ``blocks`` blocks of ``frameskip`` uniform random actions in
+    the simulator, recording where each block really leads (walls stop the agent)."""
+    if env_id != "swm/TwoRoom-v1":
+        raise ValueError(f"tworoom_states places agents in swm/TwoRoom-v1's rooms, not {env_id!r}")
+    if count < 1 or blocks < 0 or frameskip < 1:
+        raise ValueError(f"need count >= 1, blocks >= 0 and frameskip >= 1, got {count}, {blocks}, {frameskip}")
+    check_training_seeds(seed, 1, f"the placed states of {env_id}", SWM_EVAL_SEEDS)
+    env = make_swm_env(env_id)
+    env.reset(seed=seed)
+    low, high = action_box(env)
+    base = env.unwrapped
+    radius = float(base.variation_space["agent"]["radius"].value.item())
+    half = float(base.variation_space["wall"]["thickness"].value) / 2
+    size = float(np.asarray(env.render()).shape[0])
+    wall, axis = float(base.wall_pos), int(base.variation_space["wall"]["axis"].value)
+    rng = np.random.default_rng(seed)
+    far = np.full(2, -1000.0, np.float32)  # a target no walk reaches: no episode ends on the way
+    frames, positions, walked = [], [], []
+    margin = radius + 3.0
+    with tqdm(total=count, desc=f"placing {env_id}", unit="state", leave=False) as progress:
+        while len(frames) < count:
+            p = rng.uniform(margin, size - margin, 2).astype(np.float32)
+            if abs(p[0 if axis == 1 else 1] - wall) < half + margin:
+                continue  # inside the wall
+            obs, info = reset_at(env_id, env, seed, p, far)
+            here = state_of(env_id, obs, info)[:2]
+            frames.append(frame(env, image_size))
+            actions = rng.uniform(low, high, (blocks * frameskip, len(low))).astype(np.float32)
+            track = [here]
+            for t, action in enumerate(actions):
+                obs, _, terminated, truncated, info = env.step(action)
+                if terminated or truncated:
+                    obs, info = reset_at(env_id, env, seed, state_of(env_id, obs, info), far)
+                if (t + 1) % frameskip == 0:
+                    track.append(state_of(env_id, obs, info)[:2])
+            positions.append(np.stack(track))
+            walked.append(actions.reshape(blocks, -1))
+            progress.update(1)
+    env.close()
+    return PlacedStates(np.stack(frames), np.stack(positions).astype(np.float32),
+                        np.stack(walked).astype(np.float32).reshape(count, blocks, frameskip * len(low)))
+
+
 def collect_swm(
     env_id: str,
     episodes: int,

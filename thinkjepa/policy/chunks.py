@@ -19,6 +19,7 @@ from thinkjepa.envs.babyai import navigation_space
 from thinkjepa.policy.demos import Demo
 from thinkjepa.policy.flat import FlatPolicy
 from thinkjepa.policy.hierarchical import HierarchicalPolicy
+from thinkjepa.policy.mpc import PlanningCost
 from thinkjepa.policy.rollout import run_episodes
 from thinkjepa.policy.settings import AgentSettings
 from thinkjepa.policy.stats import EpisodeResult, from_json
@@ -143,6 +144,8 @@ def saved_chunk(path: Path, settings: dict[str, Any], stale: str = "error") -> l
     defaults = json.loads(json.dumps(AgentSettings().to_dict()))
     saved["settings"] = {**{k: v for k, v in defaults.items() if k in settings and k not in saved["settings"]},
                          **saved["settings"]}
+    if isinstance(saved["settings"].get("cost"), dict):  # ... and so does a cost field added since
+        saved["settings"]["cost"] = {**json.loads(json.dumps(asdict(PlanningCost()))), **saved["settings"]["cost"]}
     if saved["settings"] != settings:
         if stale == "replace":
             return None

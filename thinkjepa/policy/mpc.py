@@ -35,11 +35,11 @@ class ActionsToGo:
     weight 10 the hierarchical agent solved 60/100 instead of 43/100 (``experiments/thinker_poses.py``).
     """
 
-    def __init__(self, head, latent_weight: float = 1.0) -> None:
-        self.head, self.latent_weight = head, latent_weight
+    def __init__(self, head, latent_weight: float = 1.0, quantile: float | None = None) -> None:
+        self.head, self.latent_weight, self.quantile = head, latent_weight, quantile
 
     def __call__(self, z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        out = self.head(z, goal)
+        out = self.head(z, goal) if self.quantile is None else self.head.quantile(z, goal, self.quantile)
         if self.latent_weight:
             out = out + self.latent_weight * torch.linalg.vector_norm(z - goal, dim=-1)
         return out
@@ -81,6 +81,10 @@ class PlanningCost:
         steps: Which rolled-out steps the distance weighs: ``"final"``, ``"all"`` or ``"min"`` (the
             closest approach plus the steps spent to get there, see
             :class:`~thinkjepa.planning.costs.GoalCost`).
+        quantile: With a learned distance: the head's ``quantile`` of the actions to go instead of its mean
+            (:meth:`~thinkjepa.worldmodel.goal_distance.GoalDistance.quantile`; ``None``: the mean). For heads
+            trained on how long recordings took (:class:`~thinkjepa.train.distance.TrajectoryDistanceDataModule`),
+            whose mean counts the detours the recordings made.
         rollout_precision: ``"32"``, or ``"bf16"``: the world model's rollouts run under bfloat16
             autocast (its matrix products in bf16, about twice as fast on CPUs with AVX512-BF16 and on
             GPUs); the predicted latents come back as float32 and the distance is computed in float32.
@@ -90,8 +94,11 @@ class PlanningCost:
     latent_weight: float = 1.0
     steps: Literal["final", "all", "min"] = "min"
     rollout_precision: Literal["32", "bf16"] = "32"
+    quantile: float | None = None
 
     def __post_init__(self) -> None:
+        if self.quantile is not None and not 0.0 < self.quantile < 1.0:
+            raise ValueError(f"PlanningCost.quantile must be in (0, 1) or None, got {self.quantile}")
         if self.distance not in COSTS:
             raise ValueError(f"PlanningCost.distance must be one of {COSTS}, got {self.distance!r}")
         if self.steps not in STEPS:
@@ -118,7 +125,7 @@ class PlanningCost:
                 "with thinkjepa.train.distance.DistanceModule); this world model has none"
             )
         if head is not None and self.distance != "latent":
-            return ActionsToGo(head, self.latent_weight), 1.0
+            return ActionsToGo(head, self.latent_weight, self.quantile), 1.0
         return "l2", 1e-3
 
     def rollout(self, rollout: RolloutFn) -> RolloutFn:

@@ -13,7 +13,9 @@ labelled with their exact step distance (:mod:`thinkjepa.data.poses`) — privil
 the simulator, used only to train the cost, never at planning time. The start of each pair is fed
 either as its true latent or as the world model's own open-loop prediction after a few random
 actions, labelled with the distance from where those actions really lead: the cost must hold on the
-predicted latents a planner scores. The head is exported with the world model; planners use it when
+predicted latents a planner scores. Where states cannot be enumerated (continuous control), the pairs
+come from recorded episodes instead (:class:`TrajectoryDistanceDataModule`): the label is the number of
+steps the recording took between the two frames. The head is exported with the world model; planners use it when
 present (:class:`~thinkjepa.policy.mpc.LatentMPC`, ``cost="auto"``), and flat and hierarchical
 agents then plan with the same cost.
 """
@@ -29,8 +31,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from thinkjepa.configs import as_dataclass
-from thinkjepa.data.latents import Encode, encode_fixed_batches
+from thinkjepa.data.episodes import EpisodeStore
+from thinkjepa.data.latents import Encode, encode_fixed_batches, encode_store
 from thinkjepa.data.poses import MOVES, UNREACHABLE, pose_frames
+from thinkjepa.data.windows import split_episodes
 from thinkjepa.envs.seeds import check_training_seeds
 from thinkjepa.optim import OptimConfig, adamw_warmup_cosine
 from thinkjepa.train.worldmodel import export_on_fit_end
@@ -192,6 +196,262 @@ class PoseDistanceDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         held_out = np.arange(self.train_layouts, self.train_layouts + self.val_layouts)
         return DataLoader(self._pairs(held_out, self.val_batches, self.seed + 1), batch_size=None)
+
+
+class TrajectoryPairs(Dataset):
+    """Random (start, actions, goal, distance) pairs along recorded episodes; item ``k`` is one whole batch drawn
+    from a generator seeded with ``(seed, k)``, so a resumed run sees the same batches.
+
+    The goal is the frame ``d`` predictor steps (``d * frameskip`` stored frames) after the start in the same
+    episode and the label is ``d``: a temporal distance, the steps the recorded trajectory took, which is the
+    shortest way where the recording went straight there (an expert's) and an upper bound elsewhere. ``d`` is
+    drawn uniformly from ``0..max_distance`` (as far as the episode allows), then the start uniformly among the
+    frames it fits after, so every distance is as common as every other. The start may be rolled forward by the
+    world model through the first ``used <= d`` recorded action blocks; the label is then ``d - used``.
+
+    Args:
+        latents: ``(F, D)`` latents of every stored frame, episodes back to back.
+        actions: ``(F, A)`` the per-frame actions (rows past an episode's last action are never applied).
+        spans: ``(E, 2)`` every episode's first row and number of frames.
+        episodes: Which episodes to draw from.
+        frameskip: Stored frames per predictor step (the recorded actions between are one block).
+        max_distance: Longest distance drawn, in predictor steps.
+        batch_size: Pairs per item.
+        rollout_steps: Most recorded blocks a start is rolled forward before it is scored (0 = true latents only).
+        num_batches: Items (batches) in the dataset.
+        seed: Base seed.
+    """
+
+    def __init__(self, latents: torch.Tensor, actions: torch.Tensor, spans: np.ndarray, episodes: np.ndarray,
+                 frameskip: int, max_distance: int, batch_size: int, rollout_steps: int, num_batches: int,
+                 seed: int) -> None:
+        if frameskip < 1 or max_distance < 1:
+            raise ValueError(f"need frameskip >= 1 and max_distance >= 1, got {frameskip}, {max_distance}")
+        spans = torch.as_tensor(spans)[torch.as_tensor(episodes)]
+        if not len(spans) or int(spans[:, 1].max()) <= frameskip:
+            raise ValueError(f"no episode has more than {frameskip} frames (one predictor step): nothing to pair")
+        self.latents, self.actions = latents, actions
+        self.first, self.length = spans[:, 0], spans[:, 1]
+        self.frameskip, self.max_distance = frameskip, max_distance
+        self.batch_size, self.rollout_steps = batch_size, rollout_steps
+        self.num_batches, self.seed = num_batches, seed
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
+        b, skip, steps = self.batch_size, self.frameskip, self.rollout_steps
+        episode = torch.randint(len(self.first), (b,), generator=g)
+        first, length = self.first[episode], self.length[episode]
+        longest = ((length - 1) // skip).clamp(max=self.max_distance)  # farthest pair this episode holds
+        distance = (torch.rand(b, generator=g) * (longest + 1)).long()
+        start = first + (torch.rand(b, generator=g) * (length - distance * skip)).long()
+        used = torch.minimum((torch.rand(b, generator=g) * (steps + 1)).long(), distance)
+        rows = start[:, None] + torch.arange(max(steps, 1) * skip)  # the recorded actions from the start on
+        rows = torch.minimum(rows, (first + length - 2)[:, None])  # past the episode: never applied (t >= used)
+        return {
+            "start": self.latents[start],
+            "goal": self.latents[start + distance * skip],
+            "actions": self.actions[rows].reshape(b, max(steps, 1), -1),
+            "used": used,
+            "distance": distance - used,
+        }
+
+
+class TrajectoryDistanceDataModule(pl.LightningDataModule):
+    """Goal-distance pairs along the episodes of a dataset (:class:`TrajectoryPairs`), for environments whose
+    states cannot be enumerated and path-searched the way BabyAI's layouts are (continuous control:
+    stable-worldmodel's TwoRoom). Every frame is encoded once with the model's frozen target encoder
+    (``pose_source()``); validation pairs come from held-out episodes.
+
+    Args:
+        root: Dataset directory (:mod:`thinkjepa.data.episodes`), at the world model's image size.
+        frameskip: Stored frames per predictor step: the world model's action block (its ``num_actions`` is
+            ``frameskip`` times the dataset's action dimension).
+        batch_size: Pairs per step.
+        val_fraction: Share of episodes held out.
+        val_batches: Validation batches.
+        seed: Seed of the episode split and of the pairs.
+        encode_batch_size: Frames per encoder call.
+    """
+
+    def __init__(self, root: str, frameskip: int = 1, batch_size: int = 1024, val_fraction: float = 0.1,
+                 val_batches: int = 4, seed: int = 0, encode_batch_size: int = 256) -> None:
+        super().__init__()
+        if frameskip < 1:
+            raise ValueError(f"frameskip must be >= 1, got {frameskip}")
+        self.save_hyperparameters()
+        self.root, self.frameskip, self.batch_size = root, frameskip, batch_size
+        self.val_fraction, self.val_batches, self.seed = val_fraction, val_batches, seed
+        self.encode_batch_size = encode_batch_size
+        self.latents: torch.Tensor | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.latents is not None:
+            return
+        store = EpisodeStore(self.root)
+        module = self.trainer.lightning_module
+        encode, image_size = module.pose_source()
+        if store.image_size != image_size:
+            raise ValueError(f"{self.root} holds {store.image_size} px frames but the world model encodes {image_size} px")
+        model = module.model
+        width = self.frameskip * store.num_actions
+        if store.action_box is not None and model.num_actions != width:
+            raise ValueError(f"the world model takes {model.num_actions}-D actions but {self.root}'s "
+                             f"{store.num_actions}-D actions in blocks of frameskip={self.frameskip} are {width}-D")
+        if store.action_box is None and self.frameskip != 1:
+            raise ValueError(f"{self.root} holds discrete actions: frameskip must be 1, got {self.frameskip}")
+        actions = np.array(store.per_frame("actions"))  # a copy: the map is read-only
+        self.actions = torch.as_tensor(actions.reshape(len(actions), -1) if store.action_box is not None else actions)
+        self.spans = store.episode_spans()
+        self.train_episodes, self.val_episodes = split_episodes(len(store), self.val_fraction, self.seed)
+        if not self.val_episodes:
+            raise ValueError(f"{self.root}: val_fraction={self.val_fraction} holds out no episode ({len(store)} in all)")
+        self.latents = torch.from_numpy(encode_store(encode, store, self.encode_batch_size))
+
+    def _pairs(self, episodes: list[int], num_batches: int, seed: int) -> TrajectoryPairs:
+        model = self.trainer.lightning_module
+        return TrajectoryPairs(self.latents, self.actions, self.spans, np.asarray(episodes), self.frameskip,
+                               model.model.distance.config.max_distance, self.batch_size, model.rollout_steps,
+                               num_batches, seed)
+
+    def train_dataloader(self) -> DataLoader:
+        steps = int(self.trainer.max_steps) if self.trainer.max_steps > 0 else 1_000_000
+        return DataLoader(self._pairs(self.train_episodes, steps, self.seed), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self._pairs(self.val_episodes, self.val_batches, self.seed + 1), batch_size=None)
+
+
+class PlacedPairs(Dataset):
+    """Random (start, actions, goal, distance) pairs over agent states placed in a continuous environment; item ``k``
+    is one whole batch drawn from a generator seeded with ``(seed, k)``.
+
+    Each start may be rolled forward by the world model through the first ``used`` blocks of the random walk the
+    simulator took from it; the label is the environment's shortest way from where that walk really led to the
+    goal, in blocks (``path_blocks(from, to) -> (B,)``, rounded). With probability ``near_fraction`` the goal is
+    drawn among the states within ``near`` (simulator units) of the start instead of uniformly.
+
+    Args:
+        latents: ``(N, D)`` latents of the placed states.
+        positions: ``(N, R + 1, 2)`` each start and where each block of its walk led.
+        actions: ``(N, R, A)`` the walks' action blocks.
+        states: Which placed states to draw from (starts and goals alike).
+        path_blocks: The shortest way between positions, in blocks.
+        batch_size: Pairs per item.
+        rollout_steps: Most blocks a start is rolled forward before it is scored (<= R).
+        num_batches: Items (batches) in the dataset.
+        seed: Base seed.
+        near_fraction: Share of pairs with a near goal.
+        near: Radius of a near goal.
+    """
+
+    def __init__(self, latents: torch.Tensor, positions: torch.Tensor, actions: torch.Tensor, states: np.ndarray,
+                 path_blocks, batch_size: int, rollout_steps: int, num_batches: int, seed: int,
+                 near_fraction: float = 0.5, near: float = 60.0) -> None:
+        if rollout_steps > actions.shape[1]:
+            raise ValueError(f"rollout_steps={rollout_steps} but the placed states walked {actions.shape[1]} blocks")
+        if not 0.0 <= near_fraction <= 1.0 or not near > 0:
+            raise ValueError(f"need 0 <= near_fraction <= 1 and near > 0, got {near_fraction}, {near}")
+        self.states = torch.as_tensor(states)
+        self.latents, self.positions, self.actions = latents, positions, actions
+        self.path_blocks = path_blocks
+        self.batch_size, self.rollout_steps, self.num_batches, self.seed = batch_size, rollout_steps, num_batches, seed
+        self.near_fraction = near_fraction
+        start = positions[self.states, 0]
+        self.close = torch.cdist(start, start) <= near  # (S, S) which states are near which
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + k)
+        b, n = self.batch_size, len(self.states)
+        start = torch.randint(n, (b,), generator=g)
+        goal = torch.randint(n, (b,), generator=g)
+        near = torch.multinomial(self.close[start].float(), 1, generator=g)[:, 0]
+        goal = torch.where(torch.rand(b, generator=g) < self.near_fraction, near, goal)
+        used = torch.randint(self.rollout_steps + 1, (b,), generator=g)
+        i, j = self.states[start], self.states[goal]
+        reached = self.positions[i, used]
+        distance = torch.as_tensor(np.rint(self.path_blocks(reached.numpy(), self.positions[j, 0].numpy())))
+        return {
+            "start": self.latents[i],
+            "goal": self.latents[j],
+            "actions": self.actions[i, : max(self.rollout_steps, 1)],
+            "used": used,
+            "distance": distance.long(),
+        }
+
+
+class TwoRoomDistanceDataModule(pl.LightningDataModule):
+    """Goal-distance pairs of stable-worldmodel's TwoRoom labelled by the simulator, as BabyAI's are by its layouts
+    (:class:`PoseDistanceDataModule`): agent states placed uniformly over both rooms are rendered and encoded with
+    the model's frozen target encoder, each walked a few random action blocks in the simulator, and every pair is
+    labelled with the environment's shortest way in blocks (straight within a room, through the door between
+    them; :func:`~thinkjepa.envs.swm.tworoom_path_length`). Privileged supervision for the cost only: the agent
+    plans from pixels. Held-out states validate.
+
+    Args:
+        states: States placed (rendered and encoded once).
+        frameskip: Environment steps per block (the world model's action block).
+        seed: Reset seed of the placements (outside :data:`~thinkjepa.envs.seeds.SWM_EVAL_SEEDS`).
+        val_fraction: Share of the states held out.
+        batch_size: Pairs per step.
+        val_batches: Validation batches.
+        near_fraction: Share of pairs whose goal lies within ``near`` simulator pixels of the start.
+        near: Radius of a near goal (pixels; the agent moves 5 a step).
+        encode_batch_size: Frames per encoder call.
+    """
+
+    def __init__(self, states: int = 6000, frameskip: int = 5, seed: int = 100_000, val_fraction: float = 0.1,
+                 batch_size: int = 1024, val_batches: int = 4, near_fraction: float = 0.5, near: float = 60.0,
+                 encode_batch_size: int = 256) -> None:
+        super().__init__()
+        if states < 2 or not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"need states >= 2 and 0 < val_fraction < 1, got {states}, {val_fraction}")
+        self.save_hyperparameters()
+        self.num_states, self.frameskip, self.seed, self.val_fraction = states, frameskip, seed, val_fraction
+        self.batch_size, self.val_batches = batch_size, val_batches
+        self.near_fraction, self.near, self.encode_batch_size = near_fraction, near, encode_batch_size
+        self.latents: torch.Tensor | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.latents is not None:
+            return
+        from thinkjepa.envs.swm import make_swm_env, tworoom_path_length, tworoom_states
+
+        module = self.trainer.lightning_module
+        encode, image_size = module.pose_source()
+        placed = tworoom_states(self.num_states, module.rollout_steps, self.frameskip, image_size, self.seed)
+        if module.model.num_actions != placed.actions.shape[-1]:
+            raise ValueError(f"the world model takes {module.model.num_actions}-D actions, TwoRoom's blocks of "
+                             f"frameskip={self.frameskip} are {placed.actions.shape[-1]}-D")
+        env = make_swm_env("swm/TwoRoom-v1")
+        env.reset(seed=self.seed)
+        per_block = float(env.unwrapped.variation_space["agent"]["speed"].value.item()) * self.frameskip
+
+        def path_blocks(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return tworoom_path_length(env, a, b) / per_block
+
+        self.path_blocks = path_blocks
+        self.positions, self.actions = torch.from_numpy(placed.positions), torch.from_numpy(placed.actions)
+        self.latents = torch.from_numpy(encode_fixed_batches(encode, [placed.frames], self.encode_batch_size))
+        order = np.random.default_rng(self.seed).permutation(self.num_states)
+        held = max(1, round(self.val_fraction * self.num_states))
+        self.val_states, self.train_states = np.sort(order[:held]), np.sort(order[held:])
+
+    def _pairs(self, states: np.ndarray, num_batches: int, seed: int) -> PlacedPairs:
+        return PlacedPairs(self.latents, self.positions, self.actions, states, self.path_blocks, self.batch_size,
+                           self.trainer.lightning_module.rollout_steps, num_batches, seed, self.near_fraction, self.near)
+
+    def train_dataloader(self) -> DataLoader:
+        steps = int(self.trainer.max_steps) if self.trainer.max_steps > 0 else 1_000_000
+        return DataLoader(self._pairs(self.train_states, steps, self.seed), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self._pairs(self.val_states, self.val_batches, self.seed + 1), batch_size=None)
 
 
 class DistanceModule(pl.LightningModule):

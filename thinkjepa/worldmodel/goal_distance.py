@@ -53,3 +53,13 @@ class GoalDistance(nn.Module):
     def forward(self, z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         """Expected number of actions from ``z`` to ``goal``: ``(...)``."""
         return self.logits(z, goal).softmax(dim=-1) @ self.values.to(z.dtype)
+
+    def quantile(self, z: torch.Tensor, goal: torch.Tensor, q: float) -> torch.Tensor:
+        """The ``q``-quantile of the predicted number of actions, ``(...)``, interpolated within its class (so it moves
+        continuously with the distribution): a head trained on how long recordings took between two frames
+        predicts the spread of those durations, and a low quantile is nearer the shortest way than the mean."""
+        if not 0.0 < q < 1.0:
+            raise ValueError(f"GoalDistance.quantile needs 0 < q < 1, got {q}")
+        p = self.logits(z, goal).softmax(dim=-1)
+        below = p.cumsum(dim=-1) - p  # mass of the classes before each
+        return ((q - below) / p.clamp_min(1e-12)).clamp(0.0, 1.0).sum(dim=-1)
