@@ -27,7 +27,8 @@ def evaluate_swm(world_model: str, env_id: str = "swm/TwoRoom-v1", protocol: Goa
         world_model: Exported continuous-action world model (trained on blocks of ``protocol.frameskip``).
         env_id: The stable-worldmodel environment.
         protocol: The protocol (default: the published one).
-        cost: Planning cost (default: latent L2).
+        cost: Planning cost (default: :data:`~thinkjepa.policy.swm_protocol.PLAN_END`, the distance at the plan's end
+            by the goal-distance head plus latent L2, or latent L2 for a world model without a head).
         out: Also write ``summary.json`` and ``episodes.json`` there.
         device: ``cpu`` or ``cuda``.
         oracle: TwoRoom: drive the same MPC through the doorway first (:class:`DoorwayOracle`), the upper bound a

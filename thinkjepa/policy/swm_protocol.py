@@ -9,9 +9,12 @@ frame and the goal frame (the agent drawn at the goal) and has ``eval_budget`` e
 when the environment says so (TwoRoom: within 16 px of the goal, in its 224 px frame).
 
 The flat agent (:class:`BlockMPC`) plans ``horizon`` action blocks of ``frameskip`` actions each with CEM
-(``num_samples`` × ``iterations``, ``num_elites`` elites) on latent L2 to the goal by default, executes the first
-``receding_horizon`` blocks, and plans again. Defaults: 50 episodes, goal 25 steps away, 50 steps of budget, CEM
-300 × 30 with the top 30, horizon 5, receding horizon 5, blocks of 5, seed 42.
+(``num_samples`` × ``iterations``, ``num_elites`` elites), executes the first ``receding_horizon`` blocks, and plans
+again. Defaults: 50 episodes, goal 25 steps away, 50 steps of budget, CEM 300 × 30 with the top 30, horizon 5,
+receding horizon 5, blocks of 5, seed 42. Its default cost (:data:`PLAN_END`) scores where a plan ends — the
+world model's goal-distance head plus latent L2 when it has a head, latent L2 otherwise: with a receding horizon
+as long as the horizon every planned block is executed, and a cost that scores the closest approach on the way
+(BabyAI's, for episodes that end on reaching the goal) leaves the blocks after it to chance.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ from thinkjepa.envs.swm import expert_rollout, frame, make_swm_env, place, state
 from thinkjepa.planning.cem import CEMPlanner
 from thinkjepa.planning.spaces import BoxSpace
 from thinkjepa.policy.mpc import LatentMPC, PlanningCost
+
+PLAN_END = PlanningCost(distance="auto", latent_weight=1.0, steps="final")
+"""The protocol agents' default cost: the distance at the plan's end, by the goal-distance head (in blocks) plus
+latent L2 where the world model has a head, latent L2 alone where it has none."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +131,7 @@ class BlockMPC:
             = ``frameskip`` × the environment's action dimension).
         low, high: The environment's action bounds ``(A,)``.
         protocol: Planner budget, horizon, receding horizon and block length.
-        cost: The planning cost (default: latent L2 to the goal at the closest approach).
+        cost: The planning cost (default: :data:`PLAN_END`).
     """
 
     def __init__(self, world_model, low: np.ndarray, high: np.ndarray, protocol: GoalProtocol,
@@ -134,7 +141,7 @@ class BlockMPC:
         planner = CEMPlanner(horizon=protocol.horizon, num_samples=protocol.num_samples,
                              iterations=protocol.iterations, num_elites=protocol.num_elites)
         self.world_model, self.protocol, self.action_dim = world_model, protocol, len(low)
-        self.mpc = LatentMPC(world_model, planner, space, cost or PlanningCost(distance="latent"), protocol.seed)
+        self.mpc = LatentMPC(world_model, planner, space, cost or PLAN_END, protocol.seed)
         self.goal: torch.Tensor | None = None
 
     @property
