@@ -93,6 +93,14 @@ def test_block_mpc_plans_blocks_with_a_world_model_of_the_block_dimension(tmp_pa
     agent.reset(np.zeros((32, 32, 3), np.uint8))
     actions = agent.plan(np.zeros((32, 32, 3), np.uint8))
     assert actions.shape == (5, 2) and np.all(np.abs(actions) <= 1)  # one block of 5 two-dimensional actions
+    assert agent.mpc.cost.steps == "final" and agent.mpc.metric == "l2"  # every planned block runs: score the end
+    from thinkjepa.policy.mpc import ActionsToGo
+    from thinkjepa.worldmodel.goal_distance import DistanceConfig, GoalDistance
+
+    wm.distance = GoalDistance(DistanceConfig(hidden_dim=8, depth=1, max_distance=4), wm.latent_dim)
+    with_head = BlockMPC(wm, np.full(2, -1.0, np.float32), np.ones(2, np.float32), protocol)
+    assert isinstance(with_head.mpc.metric, ActionsToGo) and with_head.mpc.metric.head is wm.distance
+    wm.distance = None
     save_world_model(wm, tmp_path / "wm")
     summary = evaluate_swm(str(tmp_path / "wm"), protocol=protocol, out=str(tmp_path / "out"))
     assert summary["episodes"] == 2 and summary["errored"] == 0 and summary["planning_seconds_per_episode"] > 0
