@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from thinkjepa.envs.swm import expert_rollout, frame, make_swm_env, place, state_of
+from thinkjepa.envs.swm import expert_rollout, frame, make_swm_env, place, state_of, tworoom_doors
 from thinkjepa.planning.cem import CEMPlanner
 from thinkjepa.planning.spaces import BoxSpace
 from thinkjepa.policy.mpc import LatentMPC, PlanningCost
@@ -110,17 +110,8 @@ def room(env, state: np.ndarray) -> int:
 
 def doorway(env, state: np.ndarray) -> np.ndarray:
     """TwoRoom: the centre of the door the agent at ``state`` is nearest to, among those it fits through."""
-    base = env.unwrapped
-    space = base.variation_space
-    axis, wall = int(space["wall"]["axis"].value), float(base.wall_pos)
-    num = int(space["door"]["number"].value)
-    centres = np.asarray(space["door"]["position"].value, dtype=np.float32)[:num]
-    sizes = np.asarray(space["door"]["size"].value, dtype=np.float32)[:num]
-    radius = float(space["agent"]["radius"].value.item())
-    doors = [np.array([wall, c] if axis == 1 else [c, wall], np.float32) for c in centres]
-    doors = [d for d, size in zip(doors, sizes, strict=True) if size >= 1.1 * radius] or doors
     here = np.asarray(state, np.float32).reshape(-1)
-    return min(doors, key=lambda d: float(np.linalg.norm(d - here)))
+    return min(tworoom_doors(env), key=lambda d: float(np.linalg.norm(d - here)))
 
 
 class BlockMPC:
