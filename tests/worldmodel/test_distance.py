@@ -113,13 +113,34 @@ def test_a_head_trains_on_recorded_episodes_of_continuous_control(tmp_path):
                          default_root_dir=tmp_path)
     before = [p.detach().clone() for p in module.model.distance.parameters()]
     trainer.fit(module, data)
-    assert len(data.val_episodes) == 2 and data.latents.shape == (8 * 16, 16)
+    assert len(data.val_items) == 2 and data.latents.shape == (8 * 16, 16)
     assert any(not torch.equal(a, b) for a, b in zip(before, module.model.distance.parameters(), strict=True))
     assert torch.isfinite(trainer.callback_metrics["val/mae"])
     wrong = TrajectoryDistanceDataModule(str(root), frameskip=4)  # blocks of 4 do not make the model's 10-D actions
     wrong.trainer = trainer
     with pytest.raises(ValueError, match="10-D actions"):
         wrong.setup()
+
+
+def test_a_head_trains_on_tworoom_states_the_simulator_labels(tmp_path):
+    pytest.importorskip("stable_worldmodel", reason="the swm extra is not installed (make install-swm)")
+    import lightning.pytorch as pl
+
+    from thinkjepa.train.distance import DistanceModule, TwoRoomDistanceDataModule
+
+    module = DistanceModule(continuous_model(5), DistanceConfig(hidden_dim=16, depth=1, max_distance=8), rollout_steps=1)
+    data = TwoRoomDistanceDataModule(states=20, val_fraction=0.25, batch_size=32, val_batches=1)
+    trainer = pl.Trainer(max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, val_check_interval=2, check_val_every_n_epoch=None,
+                         default_root_dir=tmp_path)
+    before = [p.detach().clone() for p in module.model.distance.parameters()]
+    trainer.fit(module, data)
+    assert len(data.val_items) == 5 and len(data.train_items) == 15 and data.latents.shape == (20, 16)
+    assert not set(data.val_items) & set(data.train_items)
+    assert any(not torch.equal(a, b) for a, b in zip(before, module.model.distance.parameters(), strict=True))
+    assert torch.isfinite(trainer.callback_metrics["val/mae"])
+    batch = next(iter(data.val_dataloader()))
+    assert (batch["distance"] >= 0).all()
 
 
 def test_a_quantile_of_the_head_is_below_its_mean_for_a_spread_and_k_plus_q_for_a_point_mass_at_k():

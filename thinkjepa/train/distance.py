@@ -132,7 +132,37 @@ class PosePairs(Dataset):
         }
 
 
-class PoseDistanceDataModule(pl.LightningDataModule):
+class _PairsDataModule(pl.LightningDataModule):
+    """What the goal-distance data modules share: latents encoded once in :meth:`setup` (by :meth:`_load`),
+    then batches of pairs (:meth:`_pairs`) drawn from the training items (layouts, episodes or placed states)
+    for the whole run, and a few fixed batches from the held-out ones."""
+
+    seed: int
+    val_batches: int
+    train_items: np.ndarray
+    val_items: np.ndarray
+    latents: torch.Tensor | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.latents is None:
+            self._load()
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def _pairs(self, items: np.ndarray, num_batches: int, seed: int) -> Dataset:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        # One epoch of distinct batches covers the run (a resumed run draws its batches afresh).
+        steps = int(self.trainer.max_steps) if self.trainer.max_steps > 0 else 1_000_000
+        return DataLoader(self._pairs(self.train_items, steps, self.seed), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self._pairs(self.val_items, self.val_batches, self.seed + 1), batch_size=None)
+
+
+class PoseDistanceDataModule(_PairsDataModule):
     """Renders every agent state of seeded layouts, encodes them with the model's frozen encoder
     (``pose_source()``), and serves :class:`PosePairs` batches; validation layouts are held out.
 
@@ -173,10 +203,10 @@ class PoseDistanceDataModule(pl.LightningDataModule):
         self.near_fraction, self.near_steps = near_fraction, near_steps
         self.data = None
         self.latents: torch.Tensor | None = None
+        self.train_items = np.arange(train_layouts)
+        self.val_items = np.arange(train_layouts, train_layouts + val_layouts)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.latents is not None:
-            return
+    def _load(self) -> None:
         module = self.trainer.lightning_module
         encode, image_size = module.pose_source()
         seeds = list(range(self.seed, self.seed + self.train_layouts + self.val_layouts))
@@ -187,15 +217,6 @@ class PoseDistanceDataModule(pl.LightningDataModule):
         model = self.trainer.lightning_module
         return PosePairs(self.latents, self.data.next_state, self.data.distances, self.data.offsets, layouts,
                          self.batch_size, model.rollout_steps, num_batches, seed, self.near_fraction, self.near_steps)
-
-    def train_dataloader(self) -> DataLoader:
-        # One epoch of distinct batches covers the run (a resumed run draws its batches afresh).
-        steps = int(self.trainer.max_steps) if self.trainer.max_steps > 0 else 1_000_000
-        return DataLoader(self._pairs(np.arange(self.train_layouts), steps, self.seed), batch_size=None)
-
-    def val_dataloader(self) -> DataLoader:
-        held_out = np.arange(self.train_layouts, self.train_layouts + self.val_layouts)
-        return DataLoader(self._pairs(held_out, self.val_batches, self.seed + 1), batch_size=None)
 
 
 class TrajectoryPairs(Dataset):
@@ -259,7 +280,7 @@ class TrajectoryPairs(Dataset):
         }
 
 
-class TrajectoryDistanceDataModule(pl.LightningDataModule):
+class TrajectoryDistanceDataModule(_PairsDataModule):
     """Goal-distance pairs along the episodes of a dataset (:class:`TrajectoryPairs`), for environments whose
     states cannot be enumerated and path-searched the way BabyAI's layouts are (continuous control:
     stable-worldmodel's TwoRoom). Every frame is encoded once with the model's frozen target encoder
@@ -287,9 +308,7 @@ class TrajectoryDistanceDataModule(pl.LightningDataModule):
         self.encode_batch_size = encode_batch_size
         self.latents: torch.Tensor | None = None
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.latents is not None:
-            return
+    def _load(self) -> None:
         store = EpisodeStore(self.root)
         module = self.trainer.lightning_module
         encode, image_size = module.pose_source()
@@ -305,23 +324,17 @@ class TrajectoryDistanceDataModule(pl.LightningDataModule):
         actions = np.array(store.per_frame("actions"))  # a copy: the map is read-only
         self.actions = torch.as_tensor(actions.reshape(len(actions), -1) if store.action_box is not None else actions)
         self.spans = store.episode_spans()
-        self.train_episodes, self.val_episodes = split_episodes(len(store), self.val_fraction, self.seed)
-        if not self.val_episodes:
+        train, val = split_episodes(len(store), self.val_fraction, self.seed)
+        self.train_items, self.val_items = np.asarray(train), np.asarray(val)
+        if not len(self.val_items):
             raise ValueError(f"{self.root}: val_fraction={self.val_fraction} holds out no episode ({len(store)} in all)")
         self.latents = torch.from_numpy(encode_store(encode, store, self.encode_batch_size))
 
-    def _pairs(self, episodes: list[int], num_batches: int, seed: int) -> TrajectoryPairs:
+    def _pairs(self, episodes: np.ndarray, num_batches: int, seed: int) -> TrajectoryPairs:
         model = self.trainer.lightning_module
-        return TrajectoryPairs(self.latents, self.actions, self.spans, np.asarray(episodes), self.frameskip,
+        return TrajectoryPairs(self.latents, self.actions, self.spans, episodes, self.frameskip,
                                model.model.distance.config.max_distance, self.batch_size, model.rollout_steps,
                                num_batches, seed)
-
-    def train_dataloader(self) -> DataLoader:
-        steps = int(self.trainer.max_steps) if self.trainer.max_steps > 0 else 1_000_000
-        return DataLoader(self._pairs(self.train_episodes, steps, self.seed), batch_size=None)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self._pairs(self.val_episodes, self.val_batches, self.seed + 1), batch_size=None)
 
 
 class PlacedPairs(Dataset):
@@ -385,7 +398,7 @@ class PlacedPairs(Dataset):
         }
 
 
-class TwoRoomDistanceDataModule(pl.LightningDataModule):
+class TwoRoomDistanceDataModule(_PairsDataModule):
     """Goal-distance pairs of stable-worldmodel's TwoRoom labelled by the simulator, as BabyAI's are by its layouts
     (:class:`PoseDistanceDataModule`): agent states placed uniformly over both rooms are rendered and encoded with
     the model's frozen target encoder, each walked a few random action blocks in the simulator, and every pair is
@@ -417,9 +430,7 @@ class TwoRoomDistanceDataModule(pl.LightningDataModule):
         self.near_fraction, self.near, self.encode_batch_size = near_fraction, near, encode_batch_size
         self.latents: torch.Tensor | None = None
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.latents is not None:
-            return
+    def _load(self) -> None:
         from thinkjepa.envs.swm import make_swm_env, tworoom_path_length, tworoom_states
 
         module = self.trainer.lightning_module
@@ -440,18 +451,11 @@ class TwoRoomDistanceDataModule(pl.LightningDataModule):
         self.latents = torch.from_numpy(encode_fixed_batches(encode, [placed.frames], self.encode_batch_size))
         order = np.random.default_rng(self.seed).permutation(self.num_states)
         held = max(1, round(self.val_fraction * self.num_states))
-        self.val_states, self.train_states = np.sort(order[:held]), np.sort(order[held:])
+        self.val_items, self.train_items = np.sort(order[:held]), np.sort(order[held:])
 
     def _pairs(self, states: np.ndarray, num_batches: int, seed: int) -> PlacedPairs:
         return PlacedPairs(self.latents, self.positions, self.actions, states, self.path_blocks, self.batch_size,
                            self.trainer.lightning_module.rollout_steps, num_batches, seed, self.near_fraction, self.near)
-
-    def train_dataloader(self) -> DataLoader:
-        steps = int(self.trainer.max_steps) if self.trainer.max_steps > 0 else 1_000_000
-        return DataLoader(self._pairs(self.train_states, steps, self.seed), batch_size=None)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self._pairs(self.val_states, self.val_batches, self.seed + 1), batch_size=None)
 
 
 class DistanceModule(pl.LightningModule):
