@@ -118,6 +118,20 @@ def test_a_chain_builds_publishes_resumes_and_assembles(tmp_path, monkeypatch) -
     assert (kept.path / "stages" / "wm-b" / "config.json").is_file() and kept.stage_export("wm-b").is_dir()
     Release.open("resumed", root=root)
 
+    # the recipe takes a part from another stage: assembled again from it, and the stage it replaces exports nothing
+    files = kept.manifest["files"]
+    variant_files = {k.split("/", 2)[2]: v for k, v in files.items() if k.startswith("stages/wm-b/")}
+    recipe["agent"]["world_model"] = "wm-b"
+    (tmp_path / "swapped.yaml").write_text(yaml.safe_dump(recipe))
+    swapped = build(str(tmp_path / "swapped.yaml"), root=str(root), work=str(work))
+    assert swapped.stage("wm-b")["export"] == "world_model" and swapped.stage("wm")["export"] is None
+    assert {k.split("/", 1)[1]: v for k, v in swapped.manifest["files"].items() if k.startswith("world_model/")} == variant_files
+    assert swapped.manifest["evaluation"] is None and not (swapped.path / "stages" / "wm-b").exists()
+    assert swapped.stage_done("wm") and swapped.manifest["agent"]["settings"]["patience"] == 9
+    Release.open("resumed", root=root)
+    assert build(str(tmp_path / "swapped.yaml"), root=str(root), work=str(work)).manifest["agent"]["assembled"] == \
+        swapped.manifest["agent"]["assembled"]  # nothing changed: not assembled again
+
 
 def test_release_recipes_name_real_recipes_and_earlier_stages(tmp_path) -> None:
     bad = tmp_path / "bad.yaml"
@@ -161,3 +175,4 @@ def test_a_stage_commit_waits_for_a_held_git_index_and_names_other_git_errors(tm
     with pytest.raises(ReleaseError, match="could not commit checkpoints/release/demo"):
         build_module._commit(type("R", (), {"path": release_dir})(), "again", attempts=2)  # held for good
     lock.unlink()
+

@@ -402,6 +402,12 @@ def build(recipe: str, root: str | None = None, cpu: bool = False, gpu: bool = F
         assemble(release, spec)
         if commit:
             _commit(release, f"Release {release.name}: the agent assembled from its stages")
+    elif only is None and (swapped := parts_changed(release, spec)):
+        print(f"[{release.name}] the recipe's agent is made of other stages ({', '.join(swapped)}): assembling again; "
+              "the recorded evaluation is dropped (`make eval-release` measures it again)")
+        assemble(release, spec)
+        if commit:
+            _commit(release, f"Release {release.name}: the agent assembled from {', '.join(swapped)}")
     elif only is None and (changed := settings_changed(release, spec)):
         print(f"[{release.name}] the recipe's agent settings changed ({', '.join(changed)}): assembling again; "
               "the recorded evaluation is dropped (`make eval-release` measures it again)")
@@ -409,6 +415,19 @@ def build(recipe: str, root: str | None = None, cpu: bool = False, gpu: bool = F
         if commit:
             _commit(release, f"Release {release.name}: agent settings from the recipe ({', '.join(changed)})")
     return release
+
+
+def parts_changed(release: Release, recipe: ReleaseRecipe) -> list[str]:
+    """The agent parts the release recipe takes from another stage than the assembled agent did, as
+    ``"thinker: thinker-cells -> thinker-gpu"`` (a swap waits until the new stage is done)."""
+    out = []
+    for part in ("world_model", "thinker"):
+        stage = recipe.agent.get(part)
+        if not stage or not release.stage_done(stage) or release.stage(stage).get("export") == part:
+            continue
+        was = [name for name, record in release.manifest["stages"].items() if record.get("export") == part]
+        out.append(f"{part}: {was[0] if was else 'none'} -> {stage}")
+    return out
 
 
 def settings_changed(release: Release, recipe: ReleaseRecipe) -> list[str]:

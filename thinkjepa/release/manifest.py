@@ -258,6 +258,9 @@ class Release:
                 if source != self.path / part:
                     with atomic_directory(self.path / part) as tmp:
                         shutil.copytree(source, tmp, dirs_exist_ok=True)
+                    for other, record in self.manifest["stages"].items():  # the part they were is replaced
+                        if other != stage and record.get("export") == part:
+                            record["export"] = None
                     self.manifest["stages"][stage]["export"] = part
                     self._rehash(part)
             self.manifest["agent"] = {"world_model": "world_model", "thinker": "thinker" if thinker_stage else None,
