@@ -50,6 +50,71 @@ def fit_probe(world_model, level: str, layouts: int, seed: int, val: int = 10, c
     return readout
 
 
+def fit_rollout_probe(world_model, level: str, layouts: int, seed: int, depth: int, val: int = 10,
+                      steps: int = 3000, batch: int = 512, cache: str | None = None) -> PoseReadout:
+    """A pose read-out fitted on what snapping reads it on: latents the predictor reaches one action at a time (as
+    :func:`~thinkjepa.policy.subgoals.reachable_latents` expands them) from encoded renders, up to ``depth``
+    actions deep, each labelled with the pose the layout's own transitions lead to (a quarter of each batch is
+    encoded renders, depth 0)."""
+    if cache and Path(cache).exists():
+        return torch.load(cache, weights_only=False)
+    import torch.nn.functional as F
+
+    from thinkjepa.worldmodel.probe import _Readout
+
+    data = pose_frames(level, list(range(seed, seed + layouts + val)), world_model.image_size)
+    with torch.no_grad():
+        target = torch.from_numpy(encode_fixed_batches(world_model.target_encode, [data.frames]))
+        context = torch.from_numpy(encode_fixed_batches(world_model.encode, [data.frames]))
+    poses, nxt = torch.as_tensor(data.poses), torch.as_tensor(data.next_state)
+    train = torch.as_tensor(data.layout < layouts)
+    g = torch.Generator().manual_seed(0)
+
+    @torch.no_grad()
+    def sample(pool: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = pool[torch.randint(len(pool), (n,), generator=g)]
+        length = torch.randint(depth + 1, (n,), generator=g)
+        length[: n // 4] = 0
+        z, state = context[start].clone(), start.clone()
+        out = target[start].clone()
+        for t in range(depth):
+            go = length > t
+            if not go.any():
+                break
+            move = torch.randint(3, (int(go.sum()),), generator=g)
+            z[go] = world_model.rollout(z[go], move[:, None])[:, -1]
+            state[go] = nxt[state[go], move]
+            out[go] = z[go]
+        return out, poses[state]
+
+    pool, held = train.nonzero()[:, 0], (~train).nonzero()[:, 0]
+    z_fit, _ = sample(pool, 20_000)
+    mean, std = z_fit.mean(0), z_fit.std(0).clamp_min(1e-6)
+    torch.manual_seed(0)
+    net = _Readout(target.shape[1], data.grid, 512)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for _ in range(steps):
+        z, pose = sample(pool, batch)
+        x, y, d = net((z - mean) / std)
+        loss = F.cross_entropy(x, pose[:, 0]) + F.cross_entropy(y, pose[:, 1]) + F.cross_entropy(d, pose[:, 2])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    readout = PoseReadout(net, mean, std)
+    z, pose = sample(held, 4000)
+    right = torch.as_tensor(readout(z.numpy())) == pose
+    step = torch.tensor([(1, 0), (0, 1), (-1, 0), (0, -1)])
+    front = (torch.as_tensor(readout(z.numpy()))[:, :2] + step[torch.as_tensor(readout(z.numpy()))[:, 2]]
+             == pose[:, :2] + step[pose[:, 2]]).all(1)
+    print(f"rollout read-out on {val} held-out layouts, up to {depth} actions deep: cell {right[:, :2].all(1).float().mean():.1%}, "
+          f"heading {right[:, 2].float().mean():.1%}, faced cell {front.float().mean():.1%}")
+    if cache:
+        torch.save(readout, cache)
+    return readout
+
+
 class WhereMetric:
     """``metric(states, goals) -> (M,)``: cells apart (L1 of the read-out's expected cells), plus ``turn`` for a
     heading other than the goal's, plus ``tie`` x latent L2. With ``cells``, a goal latent found there (the row's
@@ -124,6 +189,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=20)
     p.add_argument("--layouts", type=int, default=60, help="probe layouts (seeds 5,000,000+)")
     p.add_argument("--probe_cache", default=None, help="keep the fitted read-out here (torch.save) and reuse it")
+    p.add_argument("--rollouts", action="store_true", help="fit the read-out on predicted latents (fit_rollout_probe)")
     p.add_argument("--turn", type=float, default=0.5)
     p.add_argument("--thinker", default=None, help="another thinker checkpoint for the release's world model")
     p.add_argument("--out", required=True)
@@ -139,7 +205,8 @@ def main() -> None:
     wm = agent.world_model
     if args.goal != "l2":
         start = time.perf_counter()
-        readout = fit_probe(wm, level, args.layouts, 5_000_000, cache=args.probe_cache)
+        readout = (fit_rollout_probe(wm, level, args.layouts, 5_000_000, settings.snap_depth, cache=args.probe_cache)
+                   if args.rollouts else fit_probe(wm, level, args.layouts, 5_000_000, cache=args.probe_cache))
         metric = (FacingMetric if args.goal == "object" else WhereMetric)(readout, turn=args.turn)
         print(f"probe fitted in {time.perf_counter() - start:.0f} s")
         agent.subgoals.metric = metric
