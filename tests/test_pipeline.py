@@ -60,15 +60,15 @@ def test_each_stage_reads_only_what_earlier_stages_wrote(path: Path) -> None:
     assert settings.make_planner() is not None and settings.planning_cost() is not None
 
 
-def test_the_goto_release_ships_the_router_thinker_and_can_continue_it_after_assembly() -> None:
+def test_the_goto_release_ships_the_router_thinker_continued_against_its_world_model() -> None:
     spec = ReleaseRecipe.load(ROOT / "recipes" / "release" / "babyai-goto.yaml")
     stages = {s.name: s for s in spec.stages}
     names = list(stages)
     assert names.index("vlm-router") < names.index("thinker-cells") < names.index("thinker-gpu")
-    assert spec.agent == {**spec.agent, "world_model": "distance-goto", "thinker": "thinker-cells",
+    assert spec.agent == {**spec.agent, "world_model": "distance-goto", "thinker": "thinker-gpu",
                           "eval": "recipes/eval/babyai-goto-snap.yaml"}
-    # the GPU continuation is an alternative to the shipped thinker that reads only exports assembly keeps,
-    # so it can still be trained (and swapped in) once the intermediate stages are pruned
-    kept = {spec.agent["world_model"], spec.agent["thinker"]} | {s.name for s in spec.stages if s.keep}
-    assert stages["thinker-gpu"].variant_of == "thinker-cells"
-    assert set(stages["thinker-gpu"].inputs.values()) <= kept
+    # the shipped thinker is the router thinker finetuned against wm-goto, continued against the agent's world model
+    assert stages["thinker-gpu"].inputs == {"model.init_args.world_model": "distance-goto",
+                                            "model.init_args.init_from": "thinker-cells"}
+    assert stages["thinker-cells"].inputs["model.init_args.init_from"] == "vlm-router"
+    assert not stages["thinker-gpu"].variant_of and stages["thinker-gpu-lora"].variant_of == "thinker-gpu"
