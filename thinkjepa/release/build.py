@@ -402,18 +402,12 @@ def build(recipe: str, root: str | None = None, cpu: bool = False, gpu: bool = F
         assemble(release, spec)
         if commit:
             _commit(release, f"Release {release.name}: the agent assembled from its stages")
-    elif only is None and (swapped := parts_changed(release, spec)):
-        print(f"[{release.name}] the recipe's agent is made of other stages ({', '.join(swapped)}): assembling again; "
+    elif only is None and (changed := parts_changed(release, spec) + settings_changed(release, spec)):
+        print(f"[{release.name}] the recipe's agent changed ({', '.join(changed)}): assembling again; "
               "the recorded evaluation is dropped (`make eval-release` measures it again)")
         assemble(release, spec)
         if commit:
-            _commit(release, f"Release {release.name}: the agent assembled from {', '.join(swapped)}")
-    elif only is None and (changed := settings_changed(release, spec)):
-        print(f"[{release.name}] the recipe's agent settings changed ({', '.join(changed)}): assembling again; "
-              "the recorded evaluation is dropped (`make eval-release` measures it again)")
-        assemble(release, spec)
-        if commit:
-            _commit(release, f"Release {release.name}: agent settings from the recipe ({', '.join(changed)})")
+            _commit(release, f"Release {release.name}: the agent assembled again from the recipe ({', '.join(changed)})")
     return release
 
 
