@@ -56,8 +56,9 @@ class GoalDistance(nn.Module):
 
     def quantile(self, z: torch.Tensor, goal: torch.Tensor, q: float) -> torch.Tensor:
         """The ``q``-quantile of the predicted number of actions, ``(...)``, interpolated within its class (so it moves
-        continuously with the distribution; a point mass at ``k`` gives ``k + q``): a head trained on how long recordings took between two frames
-        predicts the spread of those durations, and a low quantile is nearer the shortest way than the mean."""
+        continuously with the distribution; a point mass at ``k`` gives ``k + q``): a head trained on how long
+        recordings took between two frames predicts the spread of those durations, and a low quantile is nearer the
+        shortest way than the mean."""
         if not 0.0 < q < 1.0:
             raise ValueError(f"GoalDistance.quantile needs 0 < q < 1, got {q}")
         p = self.logits(z, goal).softmax(dim=-1)
